@@ -1,0 +1,42 @@
+"""Dependencies shared by the routes: the database session and the app's services."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, HTTPException, Request
+from sqlmodel import Session
+
+from core.config import Settings
+from core.tables import Experiment
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_celery(request: Request) -> Celery:
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+def get_experiment(session: SessionDep, experiment_id: str) -> Experiment:
+    """The experiment named in the path, or 404."""
+    experiment = session.get(Experiment, experiment_id)
+    if experiment is None:
+        raise HTTPException(404, f"Experiment {experiment_id} not found.")
+    return experiment
+
+
+ExperimentDep = Annotated[Experiment, Depends(get_experiment)]

@@ -1,0 +1,70 @@
+"""What can be run (presets, datasets) and whether this server can run it (health, ready)."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
+from core.catalog import DATASETS
+from models.presets import PRESETS
+
+router = APIRouter(tags=["catalogue"])
+
+
+@router.get("/presets", response_model=list[PresetPublic])
+def list_presets() -> list[PresetPublic]:
+    """The chapter's variants, each with its full spec."""
+    return [
+        PresetPublic(name=preset.name, description=preset.description, spec=preset.spec)
+        for preset in PRESETS.values()
+    ]
+
+
+@router.get("/datasets", response_model=list[DatasetPublic])
+def list_datasets(settings: SettingsDep) -> list[DatasetPublic]:
+    """Datasets a spec may name, and whether their files are on this server."""
+    data_dir = settings.resolved_data_dir
+    return [
+        DatasetPublic(
+            name=info.name,
+            description=info.description,
+            available=info.available(data_dir),
+            classes=info.classes,
+            shape=info.shape,
+            train_size=info.train_count,
+            test_size=info.test_count,
+            class_names=list(info.class_names) if info.class_names else None,
+            files=[str(data_dir.resolve() / file) for file in info.archive_files],
+        )
+        for info in DATASETS.values()
+    ]
+
+
+@router.get("/health", response_model=Health)
+def health() -> Health:
+    """200 while the process serves."""
+    return Health(status="ok")
+
+
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
+    """200 when the database and the broker answer, else 503 naming which does not."""
+    database = broker = "ok"
+    try:
+        session.exec(text("SELECT 1"))
+    except Exception as exc:
+        database = f"unreachable: {type(exc).__name__}: {exc}"
+    try:
+        with celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+    except Exception as exc:
+        broker = f"unreachable: {type(exc).__name__}: {exc}"
+    readiness = Readiness(
+        status="ok" if database == broker == "ok" else "unavailable",
+        database=database,
+        broker=broker,
+    )
+    if readiness.status != "ok":
+        return JSONResponse(readiness.model_dump(), status_code=503)
+    return readiness

@@ -1,0 +1,133 @@
+"""Submit, list, read, cancel and delete experiments, and read their per-epoch history."""
+
+import csv
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+
+from api.deps import CeleryDep, ExperimentDep, SessionDep
+from api.schemas import (
+    HISTORY_COLUMNS,
+    EpochPublic,
+    ExperimentCreate,
+    ExperimentPage,
+    ExperimentPublic,
+    History,
+)
+from core import experiments as crud
+from core.tables import Status
+from models.presets import PRESETS, SpecError, resolve
+from worker.celery_app import dispatch
+
+router = APIRouter(prefix="/experiments", tags=["experiments"])
+
+SUBMIT_EXAMPLES = {
+    name: {
+        "summary": preset.description,
+        "value": {"preset": name, "dataset": {"name": "digits"}, "training": {"epochs": 5}},
+    }
+    for name, preset in PRESETS.items()
+}
+
+
+@router.post("", status_code=201, response_model=ExperimentPublic)
+def submit(
+    body: Annotated[ExperimentCreate, Body(openapi_examples=SUBMIT_EXAMPLES)],
+    session: SessionDep,
+    celery: CeleryDep,
+    response: Response,
+) -> ExperimentPublic:
+    """Store an experiment (a preset with overrides) and queue it for a worker."""
+    try:
+        spec = resolve(body.preset, body.overrides())
+    except SpecError as exc:
+        raise RequestValidationError(
+            [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
+        ) from None
+    experiment = crud.create_experiment(session, name=body.name, spec=spec.model_dump(mode="json"))
+    session.commit()
+    dispatch(celery, experiment.id)
+    response.headers["Location"] = f"/experiments/{experiment.id}"
+    return ExperimentPublic.model_validate(experiment)
+
+
+@router.get("", response_model=ExperimentPage)
+def list_experiments(
+    session: SessionDep,
+    status: Status | None = None,
+    preset: str | None = None,
+    study_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> ExperimentPage:
+    """Experiments, newest first, a page at a time."""
+    try:
+        items, next_cursor = crud.list_experiments(
+            session, status=status, preset=preset, study_id=study_id, limit=limit, cursor=cursor
+        )
+    except crud.InvalidCursor as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc), "input": cursor}]
+        ) from None
+    return ExperimentPage(
+        items=[ExperimentPublic.model_validate(item) for item in items], next_cursor=next_cursor
+    )
+
+
+@router.get("/{experiment_id}", response_model=ExperimentPublic)
+def read_experiment(experiment: ExperimentDep) -> ExperimentPublic:
+    """One experiment: status, progress, resolved spec and summary."""
+    return ExperimentPublic.model_validate(experiment)
+
+
+@router.get(
+    "/{experiment_id}/history",
+    response_model=History,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def read_history(
+    experiment: ExperimentDep,
+    session: SessionDep,
+    request: Request,
+    since: Annotated[int, Query(ge=0, description="Only epochs after this one.")] = 0,
+    format: Literal["json", "csv"] | None = None,
+) -> History | Response:
+    """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
+    epochs = [
+        EpochPublic.model_validate(row) for row in crud.history(session, experiment.id, since=since)
+    ]
+    wants_csv = format == "csv" or (
+        format is None and "text/csv" in request.headers.get("accept", "")
+    )
+    if wants_csv:
+        return Response(_csv(epochs), media_type="text/csv")
+    return History(experiment_id=experiment.id, status=experiment.status, epochs=epochs)
+
+
+@router.post("/{experiment_id}/cancel", status_code=202, response_model=ExperimentPublic)
+def cancel_experiment(experiment: ExperimentDep, session: SessionDep) -> ExperimentPublic:
+    """Cancel: a queued experiment never runs; a running one stops at its next batch."""
+    try:
+        return ExperimentPublic.model_validate(crud.cancel(session, experiment))
+    except crud.Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.delete("/{experiment_id}", status_code=204)
+def delete_experiment(experiment: ExperimentDep, session: SessionDep) -> Response:
+    """Delete a finished experiment and its history."""
+    try:
+        crud.delete(session, experiment)
+    except crud.Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    return Response(status_code=204)
+
+
+def _csv(epochs: list[EpochPublic]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(epoch.model_dump() for epoch in epochs)
+    return buffer.getvalue()

@@ -1,0 +1,134 @@
+"""What each dataset is, without loading it: shapes, sizes, class names and archive files."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about one dataset, known to the API without touching TensorFlow."""
+
+    name: str
+    description: str
+    shape: tuple[int, int, int]
+    classes: int
+    train_count: int
+    test_count: int
+    archive_files: tuple[str, ...]
+    """Files that must lie in ``CONVLAB_DATA_DIR`` for an offline load (empty: always there)."""
+    keras_cache_files: tuple[str, ...] = ()
+    """What Keras' own loader leaves in its cache (``$KERAS_HOME/datasets``) once downloaded."""
+    class_names: tuple[str, ...] | None = None
+
+    def available(self, data_dir: Path) -> bool:
+        """Whether the dataset loads without a network: archives in ``data_dir`` or Keras' cache."""
+        cache = keras_home() / "datasets"
+        return all((data_dir / file).is_file() for file in self.archive_files) or all(
+            (cache / file).is_file() for file in self.keras_cache_files
+        )
+
+
+def keras_home() -> Path:
+    """Keras' cache directory, as Keras itself resolves it."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
+_DIGITS = tuple(str(d) for d in range(10))
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            name="cifar10",
+            description="CIFAR-10: 32x32 colour photos in 10 classes (the chapter's dataset).",
+            shape=(32, 32, 3),
+            classes=10,
+            train_count=50_000,
+            test_count=10_000,
+            archive_files=("cifar-10-python.tar.gz",),
+            keras_cache_files=("cifar-10-batches-py-target/cifar-10-batches-py/test_batch",),
+            class_names=(
+                "airplane",
+                "automobile",
+                "bird",
+                "cat",
+                "deer",
+                "dog",
+                "frog",
+                "horse",
+                "ship",
+                "truck",
+            ),
+        ),
+        DatasetInfo(
+            name="cifar100",
+            description="CIFAR-100: 32x32 colour photos in 100 fine-grained classes.",
+            shape=(32, 32, 3),
+            classes=100,
+            train_count=50_000,
+            test_count=10_000,
+            archive_files=("cifar-100-python.tar.gz",),
+            keras_cache_files=("cifar-100-python-target/cifar-100-python/test",),
+        ),
+        DatasetInfo(
+            name="mnist",
+            description="MNIST: 28x28 grayscale handwritten digits.",
+            shape=(28, 28, 1),
+            classes=10,
+            train_count=60_000,
+            test_count=10_000,
+            archive_files=("mnist.npz",),
+            keras_cache_files=("mnist.npz",),
+            class_names=_DIGITS,
+        ),
+        DatasetInfo(
+            name="fashion_mnist",
+            description="Fashion-MNIST: 28x28 grayscale photos of clothing in 10 classes.",
+            shape=(28, 28, 1),
+            classes=10,
+            train_count=60_000,
+            test_count=10_000,
+            archive_files=(
+                "train-images-idx3-ubyte.gz",
+                "train-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz",
+            ),
+            keras_cache_files=tuple(
+                f"fashion-mnist/{part}-ubyte.gz"
+                for part in (
+                    "train-images-idx3",
+                    "train-labels-idx1",
+                    "t10k-images-idx3",
+                    "t10k-labels-idx1",
+                )
+            ),
+            class_names=(
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
+        ),
+        DatasetInfo(
+            name="digits",
+            description=(
+                "scikit-learn's bundled 8x8 handwritten digits (1,797 images, fixed stratified "
+                "80/20 split); always available offline."
+            ),
+            shape=(8, 8, 1),
+            classes=10,
+            train_count=1_437,
+            test_count=360,
+            archive_files=(),
+            class_names=_DIGITS,
+        ),
+    )
+}

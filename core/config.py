@@ -1,0 +1,51 @@
+"""One settings object for the API and the worker, read from ``CONVLAB_*`` variables."""
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where state lives and which services to talk to."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVLAB_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="State: SQLite files and anything else on disk.")
+    data_dir: Path | None = Field(
+        None, description="Dataset archives, looked up before any download (default HOME/data)."
+    )
+    database_url: str | None = Field(None, description="Default: SQLite at HOME/convlab.sqlite.")
+    broker_url: str | None = Field(
+        None, description="Default: kombu's SQLAlchemy transport on SQLite at HOME/broker.sqlite."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+    cancel_poll_seconds: float = Field(
+        0.5, gt=0, description="How often a training job re-reads its cancel flag."
+    )
+    redis_visibility_timeout_s: int = Field(
+        7 * 24 * 3600, gt=0, description="Redis redelivers unacked jobs after this; above any job."
+    )
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.home / "data"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home.resolve() / 'convlab.sqlite'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.home.resolve() / 'broker.sqlite'}"
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings

@@ -1,0 +1,133 @@
+"""Reading and changing experiment rows: the queries the API and the worker share."""
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import Session, col, select
+
+from core.tables import ACTIVE, EpochRecord, Experiment, Status, utcnow
+
+
+class InvalidCursor(ValueError):
+    """A paging cursor this server did not hand out."""
+
+
+class Conflict(Exception):
+    """The experiment's status does not allow what was asked."""
+
+
+def create_experiment(
+    session: Session,
+    *,
+    name: str | None,
+    spec: dict[str, Any],
+    study_id: str | None = None,
+) -> Experiment:
+    """Store a new queued experiment for a resolved spec (the caller commits, then dispatches)."""
+    experiment = Experiment(
+        id=uuid.uuid4().hex,
+        name=name,
+        preset=spec["preset"],
+        spec=spec,
+        study_id=study_id,
+        epochs_total=spec["training"]["epochs"],
+    )
+    session.add(experiment)
+    return experiment
+
+
+def list_experiments(
+    session: Session,
+    *,
+    status: Status | None = None,
+    preset: str | None = None,
+    study_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Experiment], str | None]:
+    """A page of experiments, newest first, and the cursor of the next page (None at the end)."""
+    query = select(Experiment)
+    if status is not None:
+        query = query.where(Experiment.status == status)
+    if preset is not None:
+        query = query.where(Experiment.preset == preset)
+    if study_id is not None:
+        query = query.where(Experiment.study_id == study_id)
+    if cursor is not None:
+        created_at, last_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                col(Experiment.created_at) < created_at,
+                and_(col(Experiment.created_at) == created_at, col(Experiment.id) < last_id),
+            )
+        )
+    query = query.order_by(col(Experiment.created_at).desc(), col(Experiment.id).desc())
+    rows = list(session.exec(query.limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _encode_cursor(last.created_at, last.id)
+
+
+def history(session: Session, experiment_id: str, *, since: int = 0) -> list[EpochRecord]:
+    """The experiment's finished epochs after ``since``, in order."""
+    query = (
+        select(EpochRecord)
+        .where(EpochRecord.experiment_id == experiment_id, EpochRecord.epoch > since)
+        .order_by(col(EpochRecord.epoch))
+    )
+    return list(session.exec(query))
+
+
+def cancel(session: Session, experiment: Experiment) -> Experiment:
+    """Cancel at once if queued; ask the trainer to stop if running; Conflict if finished."""
+    now = utcnow()
+    queued = session.exec(
+        update(Experiment)
+        .where(col(Experiment.id) == experiment.id, col(Experiment.status) == Status.queued)
+        .values(status=Status.cancelled, cancel_requested=True, finished_at=now)
+    )
+    if queued.rowcount == 0:
+        running = session.exec(
+            update(Experiment)
+            .where(col(Experiment.id) == experiment.id, col(Experiment.status) == Status.running)
+            .values(cancel_requested=True)
+        )
+        if running.rowcount == 0:
+            session.refresh(experiment)
+            raise Conflict(
+                f"Experiment {experiment.id} is already {experiment.status}; "
+                "only queued or running experiments can be cancelled."
+            )
+    session.commit()
+    session.refresh(experiment)
+    return experiment
+
+
+def delete(session: Session, experiment: Experiment) -> None:
+    """Delete a finished experiment and its history; Conflict while it may still run."""
+    if experiment.status in ACTIVE:
+        raise Conflict(
+            f"Experiment {experiment.id} is {experiment.status}; cancel it before deleting."
+        )
+    session.delete(experiment)
+    session.commit()
+
+
+def _encode_cursor(created_at: datetime, experiment_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), experiment_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, experiment_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(created_at), str(experiment_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursor("cursor is not one this server handed out") from exc

@@ -1,0 +1,70 @@
+"""The SQL tables: one row per experiment, one row per finished epoch."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, String, Text
+from sqlmodel import Field, SQLModel
+
+
+class Status(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+ACTIVE = (Status.queued, Status.running)
+"""Statuses from which an experiment can still change by itself."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(*, index: bool = False) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), index=index)
+
+
+class Experiment(SQLModel, table=True):
+    __tablename__ = "experiments"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str | None = Field(default=None, max_length=200)
+    preset: str = Field(max_length=64, index=True)
+    status: Status = Field(default=Status.queued, sa_type=String(16), index=True)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    study_id: str | None = Field(default=None, max_length=32, index=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
+    )
+    started_at: datetime | None = _timestamp()
+    finished_at: datetime | None = _timestamp()
+    epochs_done: int = 0
+    epochs_total: int
+    attempts: int = 0
+    error: str | None = Field(default=None, sa_type=Text)
+    final: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    best: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    cancel_requested: bool = False
+
+
+class EpochRecord(SQLModel, table=True):
+    """One finished epoch; the primary key keeps one row per (experiment, epoch)."""
+
+    __tablename__ = "epochs"
+
+    experiment_id: str = Field(
+        sa_column=Column(
+            String(32), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    epoch: int = Field(primary_key=True)
+    loss: float
+    accuracy: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

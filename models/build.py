@@ -1,0 +1,110 @@
+"""Spec -> compiled ``keras.Model``, layer for layer as the chapter writes its networks."""
+
+from collections.abc import Callable
+
+import keras
+from keras import layers, regularizers
+
+from core.catalog import DATASETS
+from models.spec import SGD, Adam, ExperimentSpec, ModelSpec, Momentum, RMSprop
+
+KERAS_ACTIVATIONS = frozenset({"relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish"})
+"""Activations Keras takes by name, passed as ``activation=`` like the chapter's ``'relu'``."""
+
+LEAKY_RELU_SLOPE = 0.01
+"""The chapter's ``np.maximum(x, 0.01*x)``; Keras' own default slope differs."""
+
+
+class UnknownComponent(ValueError):
+    """A spec names a layer, activation or optimizer the builder does not know."""
+
+
+def _activation_layer(name: str, *, conv: bool) -> layers.Layer:
+    """A separate activation layer for the activations that are layers, not functions."""
+    if name == "leaky_relu":
+        return layers.LeakyReLU(negative_slope=LEAKY_RELU_SLOPE)
+    if name == "prelu":
+        # One learned slope per channel (shared over height and width) for Conv2D outputs.
+        return layers.PReLU(shared_axes=[1, 2] if conv else None)
+    raise UnknownComponent(f"unknown activation {name!r}")
+
+
+def _hidden(
+    make: Callable[..., layers.Layer], activation: str, *, conv: bool
+) -> list[layers.Layer]:
+    """A hidden layer with its activation: inline when Keras knows it by name, else a layer."""
+    if activation in KERAS_ACTIVATIONS:
+        return [make(activation=activation)]
+    return [make(activation=None), _activation_layer(activation, conv=conv)]
+
+
+def build_layers(
+    model: ModelSpec, *, input_shape: tuple[int, ...], classes: int
+) -> list[layers.Layer]:
+    """The chapter's stack: (Conv2D, [BatchNorm], MaxPool) blocks, Flatten, [Dropout], Dense."""
+    kernel_regularizer = regularizers.l2(model.l2) if model.l2 > 0 else None
+    stack: list[layers.Layer] = [keras.Input(shape=input_shape)]
+    for filters in model.conv_filters:
+        stack += _hidden(
+            lambda activation, filters=filters: layers.Conv2D(
+                filters,
+                (model.kernel_size, model.kernel_size),
+                padding="same",
+                activation=activation,
+                kernel_regularizer=kernel_regularizer,
+            ),
+            model.activation,
+            conv=True,
+        )
+        if model.batch_norm:
+            stack.append(layers.BatchNormalization())
+        stack.append(layers.MaxPooling2D((2, 2)))
+    stack.append(layers.Flatten())
+    if model.dropout > 0:
+        stack.append(layers.Dropout(model.dropout))
+    for units in model.dense_units:
+        stack += _hidden(
+            lambda activation, units=units: layers.Dense(units, activation=activation),
+            model.activation,
+            conv=False,
+        )
+    stack.append(layers.Dense(classes, activation="softmax"))
+    return stack
+
+
+def build_optimizer(spec: SGD | Momentum | RMSprop | Adam) -> keras.optimizers.Optimizer:
+    """The optimizer a spec names, with exactly the hyperparameters it gives."""
+    match spec:
+        case SGD():
+            return keras.optimizers.SGD(learning_rate=spec.learning_rate)
+        case Momentum():
+            return keras.optimizers.SGD(
+                learning_rate=spec.learning_rate, momentum=spec.momentum, nesterov=spec.nesterov
+            )
+        case RMSprop():
+            return keras.optimizers.RMSprop(
+                learning_rate=spec.learning_rate, rho=spec.rho, epsilon=spec.epsilon
+            )
+        case Adam():
+            return keras.optimizers.Adam(
+                learning_rate=spec.learning_rate,
+                beta_1=spec.beta_1,
+                beta_2=spec.beta_2,
+                epsilon=spec.epsilon,
+            )
+    raise UnknownComponent(f"unknown optimizer {spec!r}")
+
+
+def build_model(spec: ExperimentSpec) -> keras.Model:
+    """A compiled model for ``spec``: sparse categorical cross-entropy, accuracy, its optimizer."""
+    dataset = DATASETS[spec.dataset.name]
+    model = keras.Sequential(
+        build_layers(spec.model, input_shape=dataset.shape, classes=dataset.classes),
+        name=f"convlab_{spec.preset}",
+    )
+    model.compile(
+        optimizer=build_optimizer(spec.optimizer),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model

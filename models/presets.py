@@ -1,0 +1,148 @@
+"""The chapter's variants as presets, and how a request's overrides merge over one."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from models.spec import CROSS_FIELD_ERRORS, ExperimentSpec
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    overrides: dict[str, Any]
+    """Differences from the base network, in the same shape as a request body."""
+
+    @property
+    def spec(self) -> ExperimentSpec:
+        return ExperimentSpec.model_validate({**self.overrides, "preset": self.name})
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "base", "The chapter's base CNN: 3 Conv2D/MaxPool blocks, Dense(128), Adam 1e-3.", {}
+        ),
+        Preset("sgd", "Plain SGD, learning rate 1e-2.", {"optimizer": {"name": "sgd"}}),
+        Preset(
+            "momentum",
+            "SGD with momentum 0.9, learning rate 1e-2.",
+            {"optimizer": {"name": "momentum", "learning_rate": 0.01, "momentum": 0.9}},
+        ),
+        Preset(
+            "rmsprop",
+            "RMSprop, learning rate 1e-3, rho 0.9, epsilon 1e-8.",
+            {"optimizer": {"name": "rmsprop", "learning_rate": 0.001, "rho": 0.9, "epsilon": 1e-8}},
+        ),
+        Preset(
+            "adam",
+            "Adam with explicit beta_1 0.9, beta_2 0.999, epsilon 1e-8.",
+            {
+                "optimizer": {
+                    "name": "adam",
+                    "learning_rate": 0.001,
+                    "beta_1": 0.9,
+                    "beta_2": 0.999,
+                    "epsilon": 1e-8,
+                }
+            },
+        ),
+        Preset(
+            "dropout", "Dropout(0.5) between Flatten and Dense(128).", {"model": {"dropout": 0.5}}
+        ),
+        Preset(
+            "l2", "L2 regularization 1e-2 on the three Conv2D kernels.", {"model": {"l2": 0.01}}
+        ),
+        Preset(
+            "early_stopping",
+            "EarlyStopping on val_loss with patience 3.",
+            {"training": {"early_stopping": {"monitor": "val_loss", "patience": 3}}},
+        ),
+        Preset(
+            "batch_norm",
+            "BatchNormalization after each Conv2D's ReLU, before its MaxPooling2D.",
+            {"model": {"batch_norm": True}},
+        ),
+        Preset(
+            "sigmoid",
+            "Sigmoid instead of ReLU in the hidden layers.",
+            {"model": {"activation": "sigmoid"}},
+        ),
+        Preset(
+            "tanh", "tanh instead of ReLU in the hidden layers.", {"model": {"activation": "tanh"}}
+        ),
+        Preset(
+            "leaky_relu",
+            "Leaky ReLU (slope 0.01) instead of ReLU in the hidden layers.",
+            {"model": {"activation": "leaky_relu"}},
+        ),
+        Preset(
+            "prelu",
+            "PReLU (learned slope) instead of ReLU in the hidden layers.",
+            {"model": {"activation": "prelu"}},
+        ),
+    )
+}
+
+Loc = tuple[str | int, ...]
+
+
+class SpecError(ValueError):
+    """A request that does not resolve to a valid spec; ``errors`` are pydantic-style entries."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides applied key by key over ``base``; nested objects merge, anything else replaces.
+
+    Choosing another optimizer starts from that optimizer's defaults instead of merging
+    hyperparameters that belong to the preset's optimizer.
+    """
+    merged = dict(base)
+    for key, value in overrides.items():
+        old = merged.get(key)
+        switches_optimizer = (
+            key == "optimizer"
+            and isinstance(value, dict)
+            and isinstance(old, dict)
+            and value.get("name", old.get("name")) != old.get("name")
+        )
+        if isinstance(value, dict) and isinstance(old, dict) and not switches_optimizer:
+            merged[key] = merge(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve(preset: str, overrides: dict[str, Any]) -> ExperimentSpec:
+    """The full spec for ``preset`` with a request's partial spec keys merged over it."""
+    if preset not in PRESETS:
+        raise SpecError(
+            [_error(("preset",), f"unknown preset; choose one of {', '.join(PRESETS)}", preset)]
+        )
+    base = PRESETS[preset].spec.model_dump(mode="json")
+    try:
+        return ExperimentSpec.model_validate(merge(base, overrides) | {"preset": preset})
+    except ValidationError as exc:
+        raise SpecError(
+            [_error(_public_loc(e), e["msg"], e.get("input"), e["type"]) for e in exc.errors()]
+        ) from None
+
+
+def _public_loc(error: ErrorDetails) -> Loc:
+    """The field's path as the user wrote it, without pydantic's union-tag step."""
+    loc = error["loc"] or CROSS_FIELD_ERRORS.get(error["type"], ())
+    if len(loc) > 1 and loc[0] == "optimizer" and loc[1] in {"sgd", "momentum", "rmsprop", "adam"}:
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _error(loc: Loc, msg: str, value: Any, kind: str = "value_error") -> dict[str, Any]:
+    return {"type": kind, "loc": loc, "msg": msg, "input": value}

@@ -1,0 +1,437 @@
+"""Dataset loaders, on tiny archives written here in the official formats."""
+
+import gzip
+import io
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tarfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.datasets import DatasetUnavailable, load_dataset, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    load_dataset.cache_clear()
+    yield
+    load_dataset.cache_clear()
+
+
+def _images(n: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Random uint8 images, the first one row + 2 * column + 80 * channel, the last with a 255."""
+    images = RNG.integers(0, 255, size=(n, *shape), dtype=np.uint8)
+    images[0] = np.tensordot((1, 2, 80)[: len(shape)], np.indices(shape), axes=1)
+    images[-1].flat[0] = 255
+    return images
+
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def _write_tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            _add(tar, name, payload)
+
+
+def _batch(images: np.ndarray, labels: np.ndarray, label_key: bytes, protocol: int) -> bytes:
+    """A CIFAR batch pickle: (N, 3072) uint8 rows in channel, row, column order."""
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    batch = {
+        b"batch_label": b"a tiny batch",
+        label_key: [int(label) for label in labels],
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
+    }
+    return pickle.dumps(batch, protocol=protocol)
+
+
+def write_cifar10(data_dir: Path, per_batch: int = 4) -> dict[str, np.ndarray]:
+    """A cifar-10-python.tar.gz with five training batches, a test batch and batches.meta."""
+    x_train, x_test = _images(5 * per_batch, (32, 32, 3)), _images(per_batch, (32, 32, 3))
+    y_train, y_test = np.arange(5 * per_batch) % 10, (np.arange(per_batch) + 3) % 10
+    members = {
+        f"cifar-10-batches-py/data_batch_{i + 1}": _batch(
+            x_train[i * per_batch : (i + 1) * per_batch],
+            y_train[i * per_batch : (i + 1) * per_batch],
+            b"labels",
+            pickle.DEFAULT_PROTOCOL,
+        )
+        for i in range(5)
+    }
+    members["cifar-10-batches-py/test_batch"] = _batch(
+        x_test, y_test, b"labels", pickle.DEFAULT_PROTOCOL
+    )
+    members["cifar-10-batches-py/batches.meta"] = pickle.dumps(
+        {b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": per_batch, b"num_vis": 3072}
+    )
+    _write_tar(data_dir / "cifar-10-python.tar.gz", members)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def write_mnist(data_dir: Path, n: int = 6) -> dict[str, np.ndarray]:
+    """A mnist.npz as Keras publishes it: (N, 28, 28) uint8 images, uint8 labels."""
+    arrays = {
+        "x_train": _images(n, (28, 28)),
+        "y_train": (np.arange(n) % 10).astype(np.uint8),
+        "x_test": _images(n // 2, (28, 28)),
+        "y_test": (np.arange(n // 2) % 10).astype(np.uint8),
+    }
+    np.savez_compressed(data_dir / "mnist.npz", **arrays)
+    return arrays
+
+
+def _idx(array: np.ndarray) -> bytes:
+    """A gzipped IDX file: zero, zero, type 0x08 (ubyte), dimension count, big-endian sizes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + array.tobytes())
+
+
+def write_fashion(data_dir: Path, n: int = 6) -> dict[str, np.ndarray]:
+    arrays = {
+        "x_train": _images(n, (28, 28)),
+        "y_train": (np.arange(n) % 10).astype(np.uint8),
+        "x_test": _images(n // 2, (28, 28)),
+        "y_test": (np.arange(n // 2) % 10).astype(np.uint8),
+    }
+    for file, key in [
+        ("train-images-idx3-ubyte.gz", "x_train"),
+        ("train-labels-idx1-ubyte.gz", "y_train"),
+        ("t10k-images-idx3-ubyte.gz", "x_test"),
+        ("t10k-labels-idx1-ubyte.gz", "y_test"),
+    ]:
+        (data_dir / file).write_bytes(_idx(arrays[key]))
+    return arrays
+
+
+def test_load_dataset_round_trips_cifar10_pixels(tmp_path: Path) -> None:
+    expected = write_cifar10(tmp_path)
+
+    data = load_dataset("cifar10", tmp_path)
+
+    assert data.x_train.shape == (20, 32, 32, 3) and data.x_train.dtype == np.uint8
+    assert data.x_test.shape == (4, 32, 32, 3)
+    # The first image is 80 * channel + row + 2 * column: a wrong transpose cannot match.
+    assert data.x_train[0, 3, 5, 0] == 13
+    assert data.x_train[0, 3, 5, 1] == 93
+    assert data.x_train[0, 3, 5, 2] == 173
+    assert data.x_train[0, 31, 0, 2] == 191
+    np.testing.assert_array_equal(data.x_train, expected["x_train"])
+    np.testing.assert_array_equal(data.x_test, expected["x_test"])
+    assert data.y_train.dtype == np.int64 and data.y_train.shape == (20,)
+    np.testing.assert_array_equal(data.y_train, expected["y_train"])
+    np.testing.assert_array_equal(data.y_test, expected["y_test"])
+
+
+def test_load_dataset_reads_cifar100_fine_labels(tmp_path: Path) -> None:
+    x_train, x_test = _images(6, (32, 32, 3)), _images(3, (32, 32, 3))
+    fine_train, fine_test = np.array([99, 0, 42, 7, 7, 64]), np.array([5, 98, 0])
+
+    def batch(images: np.ndarray, fine: np.ndarray) -> bytes:
+        # Protocol 2 from Python 3 stores bytes through _codecs.encode, which must be allowed.
+        data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+        return pickle.dumps(
+            {b"data": data, b"fine_labels": fine.tolist(), b"coarse_labels": [1] * len(fine)},
+            protocol=2,
+        )
+
+    _write_tar(
+        tmp_path / "cifar-100-python.tar.gz",
+        {
+            "cifar-100-python/train": batch(x_train, fine_train),
+            "cifar-100-python/test": batch(x_test, fine_test),
+            "cifar-100-python/meta": pickle.dumps({b"fine_label_names": []}),
+        },
+    )
+
+    data = load_dataset("cifar100", tmp_path)
+
+    np.testing.assert_array_equal(data.x_train, x_train)
+    np.testing.assert_array_equal(data.x_test, x_test)
+    np.testing.assert_array_equal(data.y_train, fine_train)
+    np.testing.assert_array_equal(data.y_test, fine_test)
+
+
+@pytest.mark.parametrize(
+    ("name", "write"), [("mnist", write_mnist), ("fashion_mnist", write_fashion)]
+)
+def test_load_dataset_adds_channel_axis_to_grayscale(tmp_path: Path, name: str, write) -> None:
+    expected = write(tmp_path)
+
+    data = load_dataset(name, tmp_path)
+
+    assert data.x_train.shape == (6, 28, 28, 1) and data.x_train.dtype == np.uint8
+    assert data.x_test.shape == (3, 28, 28, 1)
+    np.testing.assert_array_equal(data.x_train[..., 0], expected["x_train"])
+    np.testing.assert_array_equal(data.x_test[..., 0], expected["x_test"])
+    assert data.y_train.dtype == np.int64
+    np.testing.assert_array_equal(data.y_train, expected["y_train"])
+    np.testing.assert_array_equal(data.y_test, expected["y_test"])
+
+
+def test_prepare_scales_pixels_to_unit_float32(tmp_path: Path) -> None:
+    expected = write_cifar10(tmp_path)
+
+    data = prepare("cifar10", tmp_path, train_size=None, test_size=None, seed=0)
+
+    assert data.x_train.dtype == np.float32 and data.x_test.dtype == np.float32
+    assert data.x_train.max() == 1.0 and data.x_train.min() == 0.0
+    np.testing.assert_array_equal(data.x_train, expected["x_train"].astype(np.float32) / 255)
+    np.testing.assert_array_equal(data.y_train, expected["y_train"])
+
+
+def test_load_dataset_splits_digits_80_20_by_class() -> None:
+    data = load_dataset("digits", Path("unused"))
+
+    assert data.x_train.shape == (1437, 8, 8, 1) and data.x_test.shape == (360, 8, 8, 1)
+    assert data.x_train.dtype == np.float32 and data.x_train.max() == 16.0
+    assert data.y_train.dtype == np.int64 and data.y_test.shape == (360,)
+    assert set(np.bincount(data.y_test)) <= {35, 36, 37}
+
+
+def test_prepare_scales_digits_by_16() -> None:
+    raw = load_dataset("digits", Path("unused"))
+
+    data = prepare("digits", Path("unused"), train_size=None, test_size=None, seed=0)
+
+    assert data.x_train.dtype == np.float32 and data.x_train.max() == 1.0
+    np.testing.assert_array_equal(data.x_train, raw.x_train / np.float32(16))
+    np.testing.assert_array_equal(data.y_test, raw.y_test)
+
+
+def test_prepare_balances_classes_in_subsets() -> None:
+    data = prepare("digits", Path("unused"), train_size=25, test_size=10, seed=7)
+
+    assert data.x_train.shape == (25, 8, 8, 1) and data.x_test.shape == (10, 8, 8, 1)
+    assert np.bincount(data.y_train).tolist() == [3, 3, 3, 3, 3, 2, 2, 2, 2, 2]
+    assert np.bincount(data.y_test).tolist() == [1] * 10
+    assert sorted(data.y_train.tolist()) != data.y_train.tolist()  # shuffled, not class-sorted
+
+
+def test_prepare_repeats_subsets_for_a_seed() -> None:
+    first = prepare("digits", Path("unused"), train_size=50, test_size=20, seed=3)
+    again = prepare("digits", Path("unused"), train_size=50, test_size=20, seed=3)
+    other = prepare("digits", Path("unused"), train_size=50, test_size=20, seed=4)
+
+    np.testing.assert_array_equal(first.x_train, again.x_train)
+    np.testing.assert_array_equal(first.y_test, again.y_test)
+    assert not np.array_equal(first.x_train, other.x_train)
+    assert not np.array_equal(first.x_test, other.x_test)
+
+
+def test_prepare_rejects_subset_larger_than_data() -> None:
+    with pytest.raises(ValueError, match="between 1 and 1437"):
+        prepare("digits", Path("unused"), train_size=1438, test_size=None, seed=0)
+
+
+def test_prepare_rejects_subset_a_class_cannot_fill(tmp_path: Path) -> None:
+    labels = np.array([0, *np.repeat(np.arange(1, 10), 2)], dtype=np.uint8)  # one 0, two of 1..9
+    np.savez(tmp_path / "mnist.npz", **{**write_mnist(tmp_path, n=19), "y_train": labels})
+
+    with pytest.raises(ValueError, match="needs 2 images of class 0, but there are only 1"):
+        prepare("mnist", tmp_path, train_size=19, test_size=None, seed=0)
+
+
+def test_load_dataset_rejects_unknown_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Unknown dataset 'imagenet'"):
+        load_dataset("imagenet", tmp_path)
+
+
+class _System:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (self.command,)
+
+
+class _Exec:
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (self.code,)
+
+
+@pytest.mark.parametrize(
+    "gadget",
+    [
+        lambda marker: _System(f"touch {marker}"),
+        lambda marker: {b"data": _Exec(f"open({str(marker)!r}, 'w').close()"), b"labels": []},
+    ],
+    ids=["os.system", "builtins.exec"],
+)
+def test_load_dataset_refuses_malicious_pickle(tmp_path: Path, gadget) -> None:
+    write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    members["cifar-10-batches-py/data_batch_3"] = pickle.dumps(gadget(marker))
+    _write_tar(archive, members)
+
+    with pytest.raises(DatasetUnavailable, match="cifar-10-python.tar.gz is corrupt") as caught:
+        load_dataset("cifar10", tmp_path)
+
+    assert not marker.exists()
+    assert "refusing" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "file"),
+    [
+        ("cifar10", write_cifar10, "cifar-10-python.tar.gz"),
+        ("mnist", write_mnist, "mnist.npz"),
+        ("fashion_mnist", write_fashion, "t10k-images-idx3-ubyte.gz"),
+    ],
+)
+def test_load_dataset_names_truncated_file(tmp_path: Path, name: str, write, file: str) -> None:
+    write(tmp_path)
+    path = tmp_path / file
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    with pytest.raises(DatasetUnavailable, match="is corrupt, truncated") as caught:
+        load_dataset(name, tmp_path)
+
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({"x_train": np.zeros((4, 27, 28), np.uint8)}, r"images are \(27, 28, 1\)"),
+        ({"y_train": np.zeros(5, np.uint8)}, "5 labels for 6 images"),
+        ({"x_test": np.zeros((3, 28, 28), np.float64)}, "images are float64"),
+        ({"y_test": np.full(3, 10, np.uint8)}, r"labels outside 0\.\.9"),
+    ],
+)
+def test_load_dataset_rejects_wrong_arrays(
+    tmp_path: Path, arrays: dict[str, np.ndarray], problem: str
+) -> None:
+    np.savez(tmp_path / "mnist.npz", **{**write_mnist(tmp_path), **arrays})
+
+    with pytest.raises(DatasetUnavailable, match=problem) as caught:
+        load_dataset("mnist", tmp_path)
+
+    assert "mnist.npz" in str(caught.value)
+
+
+def test_load_dataset_returns_cached_arrays(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+    first = load_dataset("mnist", tmp_path)
+    (tmp_path / "mnist.npz").unlink()
+
+    again = load_dataset("mnist", tmp_path)
+
+    assert again is first
+    assert not first.x_train.flags.writeable  # later jobs share these arrays
+
+
+def _run_isolated(
+    script: str, home: Path, proxy: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh Python with an empty Keras cache and every download proxied."""
+    env = {**os.environ, "HOME": str(home), "KERAS_HOME": str(home / ".keras")}
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env[key] = proxy
+    for key in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _messages(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    lines = [line.split(" ", 2) for line in result.stdout.splitlines()]
+    messages = {line[1]: line[2] for line in lines if line[0] == "UNAVAILABLE"}
+    assert messages, result.stdout + result.stderr
+    return messages
+
+
+_LOAD_ALL = """
+    import sys, time
+    from pathlib import Path
+    import worker.datasets
+    worker.datasets._DOWNLOAD_TIMEOUT_S = float(sys.argv[2])
+    for name in sys.argv[3:]:
+        started = time.monotonic()
+        try:
+            worker.datasets.load_dataset(name, Path(sys.argv[1]))
+        except worker.datasets.DatasetUnavailable as exc:
+            print("UNAVAILABLE", name, f"{time.monotonic() - started:.1f}s", exc)
+    """
+
+
+def test_load_dataset_explains_missing_archive(tmp_path: Path) -> None:
+    # A proxy that refuses connections fails Keras' download at once, network or not.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    names = {
+        "cifar10": "cifar-10-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar.html)",
+        "cifar100": "cifar-100-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar.html)",
+        "mnist": "mnist.npz (from https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        "fashion_mnist": "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, ",
+    }
+
+    result = _run_isolated(_LOAD_ALL, tmp_path, refused, str(data_dir), "30", *names)
+
+    messages = _messages(result)
+    assert messages.keys() == names.keys()
+    for name, files in names.items():
+        assert files in messages[name]
+        assert f"in {data_dir.resolve()}, or give this machine internet access" in messages[name]
+        assert "download failed: " in messages[name]
+    assert "keras" not in " ".join(os.listdir(data_dir))  # nothing written to the data dir
+
+
+def test_load_dataset_gives_up_on_silent_network(tmp_path: Path) -> None:
+    # A proxy that accepts connections and never answers stands for a firewall dropping packets.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        proxy = f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+        result = _run_isolated(_LOAD_ALL, tmp_path, proxy, str(tmp_path), "1", "mnist")
+
+    message = _messages(result)["mnist"]
+    assert float(message.split("s ", 1)[0]) < 20
+    assert "mnist.npz" in message and "timed out" in message
+
+
+def test_import_leaves_tensorflow_unloaded() -> None:
+    script = """
+        import sys
+        from pathlib import Path
+        from worker.datasets import prepare
+        prepare("digits", Path("unused"), train_size=10, test_size=10, seed=0)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in {"keras", "tensorflow"}))
+        """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.stdout.strip() == "[]", result.stderr

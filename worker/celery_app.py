@@ -1,0 +1,79 @@
+"""The Celery app: JSON messages carrying an experiment id, one job at a time per process.
+
+TensorFlow is never imported here: the prefork parent forks pool processes, and only those
+(which never fork) load TensorFlow, on their first job, and stay warm for the next ones.
+"""
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
+
+from core.config import Settings, get_settings
+from core.db import get_engine, migrate
+from worker.stop import listen_for_stop, stop_pool_processes
+
+log = logging.getLogger(__name__)
+
+TRAIN_TASK = "convlab.train"
+QUEUE = "convlab"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``' broker, configured for long, crash-sensitive jobs."""
+    broker_url = settings.resolved_broker_url
+    app = Celery("convlab", broker=broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    if broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport_options = {
+            "visibility_timeout": settings.redis_visibility_timeout_s
+        }
+    return app
+
+
+def dispatch(celery: Celery, experiment_id: str) -> bool:
+    """Queue the training task; False (and a log line) if the broker could not take it.
+
+    Callers commit the row first, so a lost message leaves a ``queued`` row behind, never a
+    message about an experiment that does not exist.
+    """
+    try:
+        celery.send_task(TRAIN_TASK, args=[experiment_id], queue=QUEUE)
+    except Exception:
+        log.exception("could not publish experiment %s to the broker", experiment_id)
+        return False
+    return True
+
+
+app = make_celery(get_settings())
+
+
+@worker_init.connect
+def _migrate_before_serving(**_: Any) -> None:
+    """Bring the schema up to date before the first job (the API does the same)."""
+    migrate()
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    """A forked pool process must not share the parent's database connections."""
+    get_engine().dispose(close=False)
+    listen_for_stop()
+
+
+@worker_shutting_down.connect
+def _stop_jobs_in_progress(**_: Any) -> None:
+    """Ctrl-C or SIGTERM: jobs stop at their next batch and go back to the queue."""
+    stop_pool_processes()

@@ -1,0 +1,294 @@
+"""Dataset loaders for the training process: official archives first, Keras' download second.
+
+Archives in ``CONVLAB_DATA_DIR`` are parsed in memory, and their pickles may hold nothing but
+numpy arrays. TensorFlow is imported only when an archive is missing and Keras must download it.
+"""
+
+import functools
+import gzip
+import pickle
+import socket
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from core.catalog import DATASETS, DatasetInfo
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""``(x_train, y_train, x_test, y_test)`` as read, before normalisation."""
+
+_CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_KERAS_STORE = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+_SOURCES = {
+    "cifar10": _CIFAR_PAGE,
+    "cifar100": _CIFAR_PAGE,
+    "mnist": _KERAS_STORE + "mnist.npz",
+    "fashion_mnist": _KERAS_STORE,
+}
+_FILE_SOURCES = {file: _SOURCES[name] for name in _SOURCES for file in DATASETS[name].archive_files}
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    }
+)
+_UNREADABLE = (
+    OSError,  # includes gzip.BadGzipFile
+    EOFError,  # a truncated gzip stream
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    zlib.error,
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)
+_DOWNLOAD_TIMEOUT_S = 30.0
+"""Socket timeout for Keras' download, so a network that drops packets fails instead of hanging."""
+
+
+class DatasetUnavailable(Exception):
+    """A dataset's archive is missing or unreadable, and Keras could not provide it either."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train and test images ``(N, H, W, C)`` with their int64 labels ``(N,)``."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists and numpy arrays, and refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing {module}.{name} in a dataset pickle")
+        return super().find_class(module, name)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn any parse failure inside the block into a DatasetUnavailable naming ``path``."""
+    try:
+        yield
+    except _UNREADABLE as exc:
+        raise DatasetUnavailable(
+            f"{path} is corrupt, truncated or not the official file ({exc}): replace it with "
+            f"the official one from {_FILE_SOURCES[path.name]}."
+        ) from exc
+
+
+def _read_cifar(path: Path, folder: str, train: list[str], test: list[str], label: bytes) -> Arrays:
+    """Read CIFAR batch pickles from the tar.gz in memory; images come out (N, 32, 32, 3)."""
+    with _reading(path):
+        wanted = {f"{folder}/{name}": name for name in train + test}
+        batches: dict[str, Any] = {}
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                stream = tar.extractfile(member) if member.name in wanted else None
+                if stream is not None:
+                    batches[wanted[member.name]] = _NumpyUnpickler(stream, encoding="bytes").load()
+        if missing := sorted(set(wanted.values()) - batches.keys()):
+            raise ValueError(f"no {', '.join(missing)} in {folder}/")
+        arrays = []
+        for names in (train, test):
+            x = np.concatenate([np.asarray(batches[name][b"data"]) for name in names])
+            arrays += [
+                x.reshape(len(x), 3, 32, 32).transpose(0, 2, 3, 1),
+                np.concatenate([np.asarray(batches[name][label]) for name in names]),
+            ]
+        return arrays[0], arrays[1], arrays[2], arrays[3]
+
+
+def _read_npz(path: Path) -> Arrays:
+    """Read the four arrays of Keras' ``mnist.npz`` (no pickles allowed)."""
+    with _reading(path), np.load(path, allow_pickle=False) as npz:
+        return npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one gzipped IDX file of unsigned bytes (big-endian header, then the payload)."""
+    with _reading(path):
+        raw = gzip.decompress(path.read_bytes())
+        if raw[:3] != b"\x00\x00\x08":
+            raise ValueError("not an IDX file of unsigned bytes")
+        dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+
+
+def _read_archives(name: str, files: list[Path]) -> Arrays:
+    """Read a dataset from its official files, in the catalogue's order."""
+    match name:
+        case "cifar10":
+            batches = [f"data_batch_{i}" for i in range(1, 6)]
+            return _read_cifar(files[0], "cifar-10-batches-py", batches, ["test_batch"], b"labels")
+        case "cifar100":
+            return _read_cifar(files[0], "cifar-100-python", ["train"], ["test"], b"fine_labels")
+        case "mnist":
+            return _read_npz(files[0])
+        case _:  # fashion_mnist: train images, train labels, test images, test labels
+            x_train, y_train, x_test, y_test = map(_read_idx, files)
+            return x_train, y_train, x_test, y_test
+
+
+@contextmanager
+def _download_timeout() -> Iterator[None]:
+    """Give sockets opened inside the block a timeout, unless the process already set one."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(previous or _DOWNLOAD_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _download(info: DatasetInfo, data_dir: Path) -> Arrays:
+    """Load through Keras, from its cache in ``~/.keras/datasets`` or by downloading."""
+    import keras  # here, not at the top: TensorFlow loads only when an archive is missing
+
+    loaders = {
+        "cifar10": keras.datasets.cifar10.load_data,
+        "cifar100": functools.partial(keras.datasets.cifar100.load_data, label_mode="fine"),
+        "mnist": keras.datasets.mnist.load_data,
+        "fashion_mnist": keras.datasets.fashion_mnist.load_data,
+    }
+    try:
+        with _download_timeout():
+            (x_train, y_train), (x_test, y_test) = loaders[info.name]()
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DatasetUnavailable(
+            f"Dataset {info.name} is not available: put {', '.join(info.archive_files)} "
+            f"(from {_SOURCES[info.name]}) in {data_dir.resolve()}, or give this machine "
+            f"internet access so Keras can download it (download failed: {reason})."
+        ) from exc
+    return x_train, y_train, x_test, y_test
+
+
+def _problem(info: DatasetInfo, x: np.ndarray, y: np.ndarray) -> str | None:
+    """What is wrong with one part's images ``x`` and labels ``y``, if anything."""
+    if x.dtype != np.uint8:
+        return f"images are {x.dtype}, not uint8"
+    if x.shape[1:] != info.shape:
+        return f"images are {x.shape[1:]}, not {info.shape}"
+    if len(y) != len(x):
+        return f"{len(y)} labels for {len(x)} images"
+    if len(y) and not 0 <= y.min() <= y.max() < info.classes:
+        return f"labels outside 0..{info.classes - 1}"
+    return None
+
+
+def _checked(info: DatasetInfo, arrays: Arrays, source: str) -> Split:
+    """Add the channel axis, flatten labels to int64 and check both against the catalogue."""
+    parts: list[np.ndarray] = []
+    for x, y in (arrays[:2], arrays[2:]):
+        x = np.ascontiguousarray(x[..., np.newaxis] if x.ndim == 3 else x)
+        y = np.asarray(y).reshape(-1).astype(np.int64)
+        if problem := _problem(info, x, y):
+            raise DatasetUnavailable(
+                f"{source} does not hold {info.name} as expected ({problem}): replace it with "
+                f"the official files from {_SOURCES[info.name]}."
+            )
+        parts += [x, y]
+    return Split(*parts)
+
+
+def _digits() -> Split:
+    """scikit-learn's bundled 8x8 digits (values 0..16 as float32), split 80/20 by class."""
+    bunch = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        bunch.images.astype(np.float32)[..., np.newaxis],
+        bunch.target.astype(np.int64),
+        test_size=0.2,
+        stratify=bunch.target,
+        random_state=0,
+    )
+    return Split(x_train, y_train, x_test, y_test)
+
+
+@functools.lru_cache(maxsize=2)
+def load_dataset(name: str, data_dir: Path) -> Split:
+    """The whole dataset as raw pixels, read once per process and kept for the next jobs.
+
+    Reads the official files from ``data_dir`` when they are all there, else asks Keras.
+    Raises ValueError for an unknown name and DatasetUnavailable when neither source works.
+    The arrays are read-only, since every later job of this process shares them.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
+    info = DATASETS[name]
+    files = [data_dir / file for file in info.archive_files]
+    if name == "digits":
+        split = _digits()
+    elif all(file.is_file() for file in files):
+        split = _checked(info, _read_archives(name, files), ", ".join(map(str, files)))
+    else:
+        split = _checked(info, _download(info, data_dir), f"Keras' copy of {name}")
+    for field in fields(split):
+        getattr(split, field.name).flags.writeable = False
+    return split
+
+
+def _balanced(
+    labels: np.ndarray, size: int | None, seed: list[int], what: str
+) -> np.ndarray | slice:
+    """Indices of a shuffled, class-balanced subset of ``size`` (a slice of all for None).
+
+    Each of the k classes gives ``size // k`` images, the first ``size % k`` classes one more.
+    """
+    if size is None:
+        return slice(None)
+    if not 1 <= size <= len(labels):
+        raise ValueError(f"The {what} size must be between 1 and {len(labels)}, not {size}.")
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = np.full(len(classes), size // len(classes))
+    quotas[: size % len(classes)] += 1
+    for cls, count, quota in zip(classes, counts, quotas, strict=True):
+        if count < quota:
+            raise ValueError(
+                f"A class-balanced {what} subset of {size} needs {quota} images of class {cls}, "
+                f"but there are only {count}: ask for a smaller {what} size."
+            )
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.permutation(np.flatnonzero(labels == cls))[:quota]
+        for cls, quota in zip(classes, quotas, strict=True)
+    ]
+    return rng.permutation(np.concatenate(chosen))
+
+
+def prepare(
+    name: str, data_dir: Path, *, train_size: int | None, test_size: int | None, seed: int
+) -> Split:
+    """What training uses: seed-determined class-balanced subsets, pixels float32 in [0, 1].
+
+    A size of None takes the whole part. Pixels are divided by 255 (by 16 for digits). A size
+    the data cannot satisfy raises ValueError.
+    """
+    data = load_dataset(name, data_dir)
+    scale = np.float32(16.0 if name == "digits" else 255.0)
+    train = _balanced(data.y_train, train_size, [seed, 0], f"{name} training")
+    test = _balanced(data.y_test, test_size, [seed, 1], f"{name} test")
+    return Split(
+        x_train=data.x_train[train].astype(np.float32) / scale,
+        y_train=data.y_train[train],
+        x_test=data.x_test[test].astype(np.float32) / scale,
+        y_test=data.y_test[test],
+    )

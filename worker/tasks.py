@@ -1,0 +1,11 @@
+"""The Celery task: an experiment id in, training done by ``worker.training``."""
+
+from worker.celery_app import TRAIN_TASK, app
+
+
+@app.task(name=TRAIN_TASK)
+def train(experiment_id: str) -> None:
+    """Train one experiment; its outcome is written to its row, never returned."""
+    from worker.training import run_experiment  # TensorFlow loads here, in the pool process
+
+    run_experiment(experiment_id)
