@@ -63,8 +63,9 @@ class EpochRecorder(keras.callbacks.Callback):
         logs = logs or {}
         number = epoch + 1
         if not math.isfinite(logs["loss"]):
+            became = "NaN" if math.isnan(logs["loss"]) else "infinite"
             raise TrainingDiverged(
-                f"loss became {logs['loss']} at epoch {number} "
+                f"loss became {became} at epoch {number} "
                 f"(learning rate {self.learning_rate} too high?)"
             )
         metrics = EpochMetrics(

@@ -1,0 +1,190 @@
+"""Real services for the tests: PostgreSQL databases, private Redis servers, convlab processes.
+
+A missing service skips the tests that need it, loudly; under ``CI=true`` it fails them.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CONVLAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+API_COMMAND = "uvicorn --factory api.main:create_app --host 127.0.0.1 --port {port}"
+WORKER_COMMAND = "celery -A worker.celery_app worker --loglevel INFO --concurrency 1"
+
+
+def missing(reason: str) -> None:
+    """Skip, or fail under CI where every service must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required service missing under CI: {reason}")
+    pytest.skip(f"SERVICE MISSING, test skipped: {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the local server, dropped afterwards."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"convlab_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        missing(f"PostgreSQL at {POSTGRES_ADMIN_URL} ({type(exc).__name__}: {exc})")
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private redis-server on a free port, keeping nothing on disk."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _accepts(port), timeout=10, what=f"redis-server on port {port}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(condition: Any, *, timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Stack:
+    """A running API and worker, as `make up` or the compose stack runs them."""
+
+    url: str
+    env: dict[str, str]
+    logs: Path
+    api: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def log_tail(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in sorted(self.logs.glob("*.log"))
+        )
+
+
+def _spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    program, *args = command.split()
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(BIN / program), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM, then SIGKILL of its whole process group if it does not exit in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=10)
+
+
+@contextmanager
+def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
+    """Start the API and one worker with ``CONVLAB_*`` settings; stop both afterwards."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONVLAB_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **{f"CONVLAB_{key.upper()}": value for key, value in settings.items()},
+    }
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    api = _spawn(API_COMMAND.format(port=port), env, logs / "api.log")
+    worker = _spawn(WORKER_COMMAND, env, logs / "worker.log")
+    stack = Stack(f"http://127.0.0.1:{port}", env, logs, api, worker)
+    try:
+        wait_for(lambda: _healthy(stack), timeout=60, what="the API's /health")
+        yield stack
+    finally:
+        stop_process(worker)
+        stop_process(api)
+
+
+def _healthy(stack: Stack) -> bool:
+    if stack.api.poll() is not None:
+        raise AssertionError(f"the API exited early:\n{stack.log_tail()}")
+    try:
+        return httpx.get(f"{stack.url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_for_status(
+    client: httpx.Client, experiment_id: str, statuses: set[str], *, timeout: float = 120
+) -> dict[str, Any]:
+    """Poll an experiment until its status is one of ``statuses``."""
+
+    def reached() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/experiments/{experiment_id}").json()
+        return body if body["status"] in statuses else None
+
+    return wait_for(reached, timeout=timeout, what=f"experiment {experiment_id} in {statuses}")

@@ -1,0 +1,126 @@
+"""The embedded default, end to end: API and Celery worker processes, SQLite DB and broker,
+real training on scikit-learn's digits."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import Stack, running_stack, wait_for, wait_for_status
+
+pytestmark = pytest.mark.slow
+
+DIGITS = {"dataset": {"name": "digits"}}
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("stack")
+    with running_stack(home) as running:
+        yield running
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as http:
+        yield http
+
+
+def _pool_processes(parent_pid: int) -> list[int]:
+    children = Path(f"/proc/{parent_pid}/task/{parent_pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def _loaded_tensorflow(pid: int) -> bool:
+    return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_base_on_digits_learns_and_records_every_epoch(client: httpx.Client, stack: Stack) -> None:
+    response = client.post(
+        "/experiments",
+        json={"preset": "base", **DIGITS, "training": {"epochs": 5, "batch_size": 64}},
+    )
+    assert response.status_code == 201
+    experiment = wait_for_status(client, response.json()["id"], TERMINAL)
+    assert experiment["status"] == "succeeded", stack.log_tail()
+    epochs = client.get(f"/experiments/{experiment['id']}/history").json()["epochs"]
+    assert [row["epoch"] for row in epochs] == [1, 2, 3, 4, 5]
+    assert epochs[-1]["val_accuracy"] >= 0.85
+    assert epochs[-1]["accuracy"] > epochs[0]["accuracy"]
+    assert all(row["seconds"] > 0 for row in epochs)
+    assert experiment["final"]["val_accuracy"] == epochs[-1]["val_accuracy"]
+    assert experiment["best"]["val_accuracy"] == max(row["val_accuracy"] for row in epochs)
+    assert experiment["attempts"] == 1
+    assert experiment["started_at"] <= experiment["finished_at"]
+
+
+def test_tensorflow_loads_only_in_the_warm_pool_process(client: httpx.Client, stack: Stack) -> None:
+    pools_before = _pool_processes(stack.worker.pid)
+    for seed in (1, 2):
+        experiment_id = client.post(
+            "/experiments", json={**DIGITS, "seed": seed, "training": {"epochs": 1}}
+        ).json()["id"]
+        assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+    pools_after = _pool_processes(stack.worker.pid)
+    assert pools_after == pools_before and len(pools_after) == 1
+    assert _loaded_tensorflow(pools_after[0])
+    assert not _loaded_tensorflow(stack.worker.pid)
+
+
+def test_history_fills_while_running_and_cancel_keeps_finished_epochs(
+    client: httpx.Client, stack: Stack
+) -> None:
+    experiment_id = client.post(
+        "/experiments", json={**DIGITS, "training": {"epochs": 200, "batch_size": 8}}
+    ).json()["id"]
+
+    def some_epochs_while_running() -> list[dict[str, float]] | None:
+        history = client.get(f"/experiments/{experiment_id}/history").json()
+        done = history["epochs"]
+        return done if history["status"] == "running" and len(done) >= 2 else None
+
+    wait_for(some_epochs_while_running, timeout=120, what="epochs of a running experiment")
+    assert client.post(f"/experiments/{experiment_id}/cancel").status_code == 202
+    experiment = wait_for_status(client, experiment_id, TERMINAL, timeout=15)
+    assert experiment["status"] == "cancelled"
+    kept = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
+    assert 2 <= len(kept) < 200
+    assert [row["epoch"] for row in kept] == list(range(1, len(kept) + 1))
+    assert experiment["epochs_done"] == len(kept)
+
+
+def test_queued_experiment_cancelled_before_its_turn_never_runs(client: httpx.Client) -> None:
+    blocker = client.post("/experiments", json={**DIGITS, "training": {"epochs": 3}}).json()["id"]
+    waiting = client.post("/experiments", json={**DIGITS, "training": {"epochs": 3}}).json()["id"]
+    assert client.post(f"/experiments/{waiting}/cancel").json()["status"] == "cancelled"
+    assert wait_for_status(client, blocker, TERMINAL)["status"] == "succeeded"
+    after = client.get(f"/experiments/{waiting}").json()
+    assert (after["status"], after["started_at"], after["attempts"]) == ("cancelled", None, 0)
+
+
+def test_a_dataset_that_cannot_be_had_fails_with_where_to_put_it(client: httpx.Client) -> None:
+    experiment_id = client.post(
+        "/experiments", json={"dataset": {"name": "mnist"}, "training": {"epochs": 1}}
+    ).json()["id"]
+    experiment = wait_for_status(client, experiment_id, TERMINAL)
+    assert experiment["status"] == "failed"
+    assert "mnist.npz" in experiment["error"]
+    assert "/data" in experiment["error"]
+
+
+def test_diverging_training_fails_naming_the_epoch_and_learning_rate(client: httpx.Client) -> None:
+    experiment_id = client.post(
+        "/experiments",
+        json={
+            **DIGITS,
+            "optimizer": {"name": "sgd", "learning_rate": 10.0},
+            "training": {"epochs": 20},
+        },
+    ).json()["id"]
+    experiment = wait_for_status(client, experiment_id, TERMINAL)
+    assert experiment["status"] == "failed"
+    assert "learning rate 10.0 too high?" in experiment["error"]
+    assert experiment["error"].startswith("loss became NaN at epoch 1 ")
+    assert client.get(f"/experiments/{experiment_id}/history").json()["epochs"] == []
