@@ -9,8 +9,9 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from worker.datasets import DatasetUnavailable, load_dataset, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(1234)
+
+Writer = Callable[[Path], dict[str, np.ndarray]]
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +86,10 @@ def write_cifar10(data_dir: Path, per_batch: int = 4) -> dict[str, np.ndarray]:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    np.savez_compressed(path, **arrays)
+
+
 def write_mnist(data_dir: Path, n: int = 6) -> dict[str, np.ndarray]:
     """A mnist.npz as Keras publishes it: (N, 28, 28) uint8 images, uint8 labels."""
     arrays = {
@@ -91,7 +98,7 @@ def write_mnist(data_dir: Path, n: int = 6) -> dict[str, np.ndarray]:
         "x_test": _images(n // 2, (28, 28)),
         "y_test": (np.arange(n // 2) % 10).astype(np.uint8),
     }
-    np.savez_compressed(data_dir / "mnist.npz", **arrays)
+    _save_npz(data_dir / "mnist.npz", arrays)
     return arrays
 
 
@@ -102,6 +109,7 @@ def _idx(array: np.ndarray) -> bytes:
 
 
 def write_fashion(data_dir: Path, n: int = 6) -> dict[str, np.ndarray]:
+    """The four gzipped IDX files of Fashion-MNIST."""
     arrays = {
         "x_train": _images(n, (28, 28)),
         "y_train": (np.arange(n) % 10).astype(np.uint8),
@@ -169,7 +177,9 @@ def test_load_dataset_reads_cifar100_fine_labels(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "write"), [("mnist", write_mnist), ("fashion_mnist", write_fashion)]
 )
-def test_load_dataset_adds_channel_axis_to_grayscale(tmp_path: Path, name: str, write) -> None:
+def test_load_dataset_adds_channel_axis_to_grayscale(
+    tmp_path: Path, name: str, write: Writer
+) -> None:
     expected = write(tmp_path)
 
     data = load_dataset(name, tmp_path)
@@ -233,6 +243,14 @@ def test_prepare_repeats_subsets_for_a_seed() -> None:
     assert not np.array_equal(first.x_test, other.x_test)
 
 
+def test_prepare_keeps_training_subset_when_test_size_changes() -> None:
+    first = prepare("digits", Path("unused"), train_size=30, test_size=10, seed=5)
+    other = prepare("digits", Path("unused"), train_size=30, test_size=None, seed=5)
+
+    np.testing.assert_array_equal(first.x_train, other.x_train)
+    assert other.x_test.shape == (360, 8, 8, 1)
+
+
 def test_prepare_rejects_subset_larger_than_data() -> None:
     with pytest.raises(ValueError, match="between 1 and 1437"):
         prepare("digits", Path("unused"), train_size=1438, test_size=None, seed=0)
@@ -240,7 +258,7 @@ def test_prepare_rejects_subset_larger_than_data() -> None:
 
 def test_prepare_rejects_subset_a_class_cannot_fill(tmp_path: Path) -> None:
     labels = np.array([0, *np.repeat(np.arange(1, 10), 2)], dtype=np.uint8)  # one 0, two of 1..9
-    np.savez(tmp_path / "mnist.npz", **{**write_mnist(tmp_path, n=19), "y_train": labels})
+    _save_npz(tmp_path / "mnist.npz", {**write_mnist(tmp_path, n=19), "y_train": labels})
 
     with pytest.raises(ValueError, match="needs 2 images of class 0, but there are only 1"):
         prepare("mnist", tmp_path, train_size=19, test_size=None, seed=0)
@@ -275,7 +293,9 @@ class _Exec:
     ],
     ids=["os.system", "builtins.exec"],
 )
-def test_load_dataset_refuses_malicious_pickle(tmp_path: Path, gadget) -> None:
+def test_load_dataset_refuses_malicious_pickle(
+    tmp_path: Path, gadget: Callable[[Path], object]
+) -> None:
     write_cifar10(tmp_path)
     marker = tmp_path / "pwned"
     archive = tmp_path / "cifar-10-python.tar.gz"
@@ -284,7 +304,7 @@ def test_load_dataset_refuses_malicious_pickle(tmp_path: Path, gadget) -> None:
     members["cifar-10-batches-py/data_batch_3"] = pickle.dumps(gadget(marker))
     _write_tar(archive, members)
 
-    with pytest.raises(DatasetUnavailable, match="cifar-10-python.tar.gz is corrupt") as caught:
+    with pytest.raises(DatasetUnavailable, match=r"cifar-10-python\.tar\.gz is corrupt") as caught:
         load_dataset("cifar10", tmp_path)
 
     assert not marker.exists()
@@ -299,7 +319,9 @@ def test_load_dataset_refuses_malicious_pickle(tmp_path: Path, gadget) -> None:
         ("fashion_mnist", write_fashion, "t10k-images-idx3-ubyte.gz"),
     ],
 )
-def test_load_dataset_names_truncated_file(tmp_path: Path, name: str, write, file: str) -> None:
+def test_load_dataset_names_truncated_file(
+    tmp_path: Path, name: str, write: Writer, file: str
+) -> None:
     write(tmp_path)
     path = tmp_path / file
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -322,7 +344,7 @@ def test_load_dataset_names_truncated_file(tmp_path: Path, name: str, write, fil
 def test_load_dataset_rejects_wrong_arrays(
     tmp_path: Path, arrays: dict[str, np.ndarray], problem: str
 ) -> None:
-    np.savez(tmp_path / "mnist.npz", **{**write_mnist(tmp_path), **arrays})
+    _save_npz(tmp_path / "mnist.npz", {**write_mnist(tmp_path), **arrays})
 
     with pytest.raises(DatasetUnavailable, match=problem) as caught:
         load_dataset("mnist", tmp_path)
@@ -342,7 +364,7 @@ def test_load_dataset_returns_cached_arrays(tmp_path: Path) -> None:
 
 
 def _run_isolated(
-    script: str, home: Path, proxy: str, *args: str
+    script: str, home: Path, proxy: str, *args: str, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """Run ``script`` in a fresh Python with an empty Keras cache and every download proxied."""
     env = {**os.environ, "HOME": str(home), "KERAS_HOME": str(home / ".keras")}
@@ -356,7 +378,7 @@ def _run_isolated(
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
 
 
@@ -403,7 +425,7 @@ def test_load_dataset_explains_missing_archive(tmp_path: Path) -> None:
         assert files in messages[name]
         assert f"in {data_dir.resolve()}, or give this machine internet access" in messages[name]
         assert "download failed: " in messages[name]
-    assert "keras" not in " ".join(os.listdir(data_dir))  # nothing written to the data dir
+    assert list(data_dir.iterdir()) == []  # Keras' attempts leave nothing in the data dir
 
 
 def test_load_dataset_gives_up_on_silent_network(tmp_path: Path) -> None:
@@ -411,7 +433,7 @@ def test_load_dataset_gives_up_on_silent_network(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:
         proxy = f"http://127.0.0.1:{silent.getsockname()[1]}"
 
-        result = _run_isolated(_LOAD_ALL, tmp_path, proxy, str(tmp_path), "1", "mnist")
+        result = _run_isolated(_LOAD_ALL, tmp_path, proxy, str(tmp_path), "1", "mnist", timeout=90)
 
     message = _messages(result)["mnist"]
     assert float(message.split("s ", 1)[0]) < 20

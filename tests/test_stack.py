@@ -69,6 +69,17 @@ def test_tensorflow_loads_only_in_the_warm_pool_process(client: httpx.Client, st
     assert not _loaded_tensorflow(stack.worker.pid)
 
 
+def test_the_same_seed_gives_the_same_history_in_a_warm_worker(client: httpx.Client) -> None:
+    body = {**DIGITS, "seed": 7, "training": {"epochs": 3, "batch_size": 64}}
+    histories = []
+    for _ in range(2):
+        experiment_id = client.post("/experiments", json=body).json()["id"]
+        assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+        epochs = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
+        histories.append([row[key] for row in epochs for key in ("loss", "val_accuracy")])
+    assert histories[0] == pytest.approx(histories[1], rel=1e-4)
+
+
 def test_history_fills_while_running_and_cancel_keeps_finished_epochs(
     client: httpx.Client, stack: Stack
 ) -> None:
@@ -110,17 +121,20 @@ def test_a_dataset_that_cannot_be_had_fails_with_where_to_put_it(client: httpx.C
     assert "/data" in experiment["error"]
 
 
-def test_diverging_training_fails_naming_the_epoch_and_learning_rate(client: httpx.Client) -> None:
+def test_diverging_training_fails_naming_the_epoch_and_learning_rate(
+    client: httpx.Client, stack: Stack
+) -> None:
     experiment_id = client.post(
         "/experiments",
         json={
             **DIGITS,
+            "model": {"l2": 1.0},
             "optimizer": {"name": "sgd", "learning_rate": 10.0},
-            "training": {"epochs": 20},
+            "training": {"epochs": 20, "batch_size": 64},
         },
     ).json()["id"]
     experiment = wait_for_status(client, experiment_id, TERMINAL)
-    assert experiment["status"] == "failed"
+    assert experiment["status"] == "failed", stack.log_tail()
     assert "learning rate 10.0 too high?" in experiment["error"]
     assert experiment["error"].startswith("loss became NaN at epoch 1 ")
     assert client.get(f"/experiments/{experiment_id}/history").json()["epochs"] == []

@@ -4,12 +4,10 @@ import gc
 import logging
 import math
 import os
-import random
 import time
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 from sqlalchemy import Engine
 
@@ -39,11 +37,10 @@ class TrainingDiverged(Exception):
 
 
 def reset_seed(seed: int) -> None:
-    """The chapter's ``reset_seed``: hash seed, Python, NumPy and TensorFlow."""
+    """The chapter's ``reset_seed`` (hash seed, Python, NumPy, TensorFlow), plus Keras 3's
+    global seed generator, which a warm process would otherwise carry from job to job."""
     os.environ["PYTHONHASHSEED"] = str(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)
 
 
 class EpochRecorder(keras.callbacks.Callback):

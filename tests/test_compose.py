@@ -1,0 +1,160 @@
+"""docker-compose.yml, Dockerfile and .env.example: valid, and saying what the stack relies on.
+
+There is no Docker engine here, so the compose file is checked by Debian's ``docker-compose``
+(v1.29) ``config``, and the commands its services run are exported for the tests that run
+those very commands against local PostgreSQL and Redis.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+# What the api and worker containers run; tests that start the stack by hand use these.
+_SERVICES = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+API_COMMAND: str = _SERVICES["api"]["command"]
+WORKER_COMMAND: str = _SERVICES["worker"]["command"]
+
+# The variables the compose file reads; the shell's values must not leak into these tests.
+COMPOSE_VARIABLES = sorted(
+    set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text()))
+)
+
+
+def _env_example() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+@pytest.fixture(scope="module")
+def compose_cli() -> str:
+    """Debian's docker-compose v1; a failure under CI=true, a loud skip elsewhere."""
+    path = shutil.which("docker-compose")
+    if path is None:
+        reason = (
+            "docker-compose is not installed, so docker-compose.yml is NOT validated: "
+            "apt-get install -y docker-compose"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def _compose(cli: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in COMPOSE_VARIABLES and not name.startswith("COMPOSE_")
+    }
+    return subprocess.run(
+        [cli, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def config(compose_cli: str) -> dict[str, Any]:
+    """The compose file as docker-compose resolves it with .env.example's values."""
+    result = _compose(
+        compose_cli, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_config_validates_with_env_example(compose_cli: str) -> None:
+    args = ["--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"]
+    result = _compose(compose_cli, *args, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_config_refuses_without_passwords(compose_cli: str, tmp_path: Path) -> None:
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")  # a folder with no .env
+    result = _compose(compose_cli, "config", "-q", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr or "REDIS_PASSWORD" in result.stderr
+
+
+def test_commands_are_the_ones_the_stack_tests_run(config: dict[str, Any]) -> None:
+    assert API_COMMAND == "uvicorn --factory api.main:create_app --host 0.0.0.0 --port 8000"
+    assert WORKER_COMMAND == (
+        "celery -A worker.celery_app worker --loglevel INFO --concurrency 1 --prefetch-multiplier 1"
+    )
+    assert config["services"]["api"]["command"] == API_COMMAND
+    assert config["services"]["worker"]["command"] == WORKER_COMMAND
+
+
+def test_ports_published_only_by_api_on_loopback(config: dict[str, Any]) -> None:
+    services = config["services"]
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert {name for name in default if services[name].get("ports")} == {"api"}
+    assert services["api"]["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+
+def test_redis_requires_password_and_keeps_queue(config: dict[str, Any]) -> None:
+    redis = config["services"]["redis"]
+    password = _env_example()["REDIS_PASSWORD"]
+    assert password
+    assert re.search(rf'--requirepass "?{re.escape(password)}"?(\s|$)', redis["command"])
+    assert "--appendonly yes" in redis["command"]
+    assert any(volume.split(":")[1] == "/data" for volume in redis["volumes"])
+    assert not redis.get("ports")
+    assert not config["services"]["postgres"].get("ports")
+
+
+def test_api_and_worker_reach_services_by_name(config: dict[str, Any]) -> None:
+    env = _env_example()
+    database = (
+        f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
+        f"@postgres:5432/{env['POSTGRES_DB']}"
+    )
+    broker = f"redis://:{env['REDIS_PASSWORD']}@redis:6379/0"
+    for name in ("api", "worker"):
+        service = config["services"][name]
+        assert service["environment"]["CONVLAB_DATABASE_URL"] == database
+        assert service["environment"]["CONVLAB_BROKER_URL"] == broker
+        assert service["environment"]["CONVLAB_DATA_DIR"] == "/data"
+        assert set(service["depends_on"]) == {"postgres", "redis"}
+        assert all(dep["condition"] == "service_healthy" for dep in service["depends_on"].values())
+
+
+def test_worker_reserves_one_gpu(config: dict[str, Any]) -> None:
+    worker = config["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "--concurrency 1" in worker["command"]
+    assert worker["stop_grace_period"] == "2m"
+    assert worker["restart"] == "unless-stopped"
+
+
+def test_env_example_sets_every_variable_the_compose_file_reads() -> None:
+    assert set(COMPOSE_VARIABLES) <= set(_env_example())
+
+
+def test_dockerfile_pins_the_tensorflow_of_pyproject() -> None:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = next(dep for dep in dependencies if re.match(r"tensorflow\b", dep))
+    match = re.search(
+        r'^ARG TENSORFLOW="tensorflow\[and-cuda\](.*)"$', DOCKERFILE.read_text(), re.M
+    )
+    assert match is not None, "Dockerfile has no ARG TENSORFLOW line"
+    assert match.group(1) == pinned.removeprefix("tensorflow")
