@@ -27,6 +27,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "CONVLAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 API_COMMAND = "uvicorn --factory api.main:create_app --host 127.0.0.1 --port {port}"
+"""What scripts/up.sh runs; the compose stack's test substitutes the compose file's commands."""
 WORKER_COMMAND = "celery -A worker.celery_app worker --loglevel INFO --concurrency 1"
 
 
@@ -63,19 +64,31 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(password: str = "") -> Iterator[str]:
     """A private redis-server on a free port, keeping nothing on disk."""
     binary = shutil.which("redis-server")
     if binary is None:
         missing("redis-server is not installed")
     port = free_port()
+    auth = ["--requirepass", password] if password else []
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *auth,
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
         wait_for(lambda: _accepts(port), timeout=10, what=f"redis-server on port {port}")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://:{password}@127.0.0.1:{port}/0"
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -146,8 +159,17 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
 
 
 @contextmanager
-def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
-    """Start the API and one worker with ``CONVLAB_*`` settings; stop both afterwards."""
+def running_stack(
+    home: Path,
+    *,
+    api_command: str = API_COMMAND,
+    worker_command: str = WORKER_COMMAND,
+    **settings: str,
+) -> Iterator[Stack]:
+    """Start the API and one worker with ``CONVLAB_*`` settings; stop both afterwards.
+
+    ``api_command`` has a ``{port}`` placeholder for the free port it is given.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -158,8 +180,8 @@ def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
     }
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    api = _spawn(API_COMMAND.format(port=port), env, logs / "api.log")
-    worker = _spawn(WORKER_COMMAND, env, logs / "worker.log")
+    api = _spawn(api_command.format(port=port), env, logs / "api.log")
+    worker = _spawn(worker_command, env, logs / "worker.log")
     stack = Stack(f"http://127.0.0.1:{port}", env, logs, api, worker)
     try:
         wait_for(lambda: _healthy(stack), timeout=60, what="the API's /health")
