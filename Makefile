@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 up: $(STAMP)
 	$(BIN)/python -m core.migrate
-	exec scripts/up.sh
+	PATH="$(abspath $(BIN)):$$PATH" exec scripts/up.sh
 
 test: $(STAMP)
 	scripts/ensure-services.sh

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Runs the API and one worker in the foreground; Ctrl-C (SIGINT) or SIGTERM stops both.
 # A job in progress stops at its next batch and goes back to the queue for the next start.
+# uvicorn and celery come from PATH (`make up` puts .venv/bin first).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN="$PWD/.venv/bin"
 export CONVLAB_HOME="${CONVLAB_HOME:-$PWD/var}"
 host="${CONVLAB_HOST:-127.0.0.1}"
 port="${CONVLAB_PORT:-8000}"
 
-"$BIN/uvicorn" --factory api.main:create_app --host "$host" --port "$port" &
+uvicorn --factory api.main:create_app --host "$host" --port "$port" &
 api=$!
-"$BIN/celery" -A worker.celery_app worker --loglevel INFO --concurrency 1 &
+celery -A worker.celery_app worker --loglevel INFO --concurrency 1 &
 worker=$!
 echo "convlab: API on http://$host:$port (docs at /docs), state in $CONVLAB_HOME; Ctrl-C stops."
 

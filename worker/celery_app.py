@@ -12,7 +12,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
-from worker.stop import listen_for_stop, stop_pool_processes
+from worker.stop import stop_pool_processes
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ def _migrate_before_serving(**_: Any) -> None:
 def _fresh_connections_after_fork(**_: Any) -> None:
     """A forked pool process must not share the parent's database connections."""
     get_engine().dispose(close=False)
-    listen_for_stop()
 
 
 @worker_shutting_down.connect

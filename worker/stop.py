@@ -13,7 +13,7 @@ stop_requested = threading.Event()
 
 
 def listen_for_stop() -> None:
-    """In a pool process: turn the stop signal into ``stop_requested``."""
+    """In a pool process, once it runs a job: turn the stop signal into ``stop_requested``."""
 
     def _handler(_signum: int, _frame: FrameType | None) -> None:
         stop_requested.set()

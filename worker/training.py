@@ -9,6 +9,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from celery.exceptions import Reject
 from sqlalchemy import Engine
 
 from core.config import get_settings
@@ -17,7 +18,6 @@ from core.runs import EpochMetrics, cancel_requested, claim, finish, record_epoc
 from core.tables import Status
 from models.build import build_model
 from models.spec import ExperimentSpec
-from worker.celery_app import app, dispatch
 from worker.datasets import DatasetUnavailable, prepare
 from worker.stop import stop_requested
 
@@ -135,7 +135,12 @@ def fit(spec: ExperimentSpec, callbacks: list[keras.callbacks.Callback]) -> None
 
 
 def run_experiment(experiment_id: str) -> None:
-    """Claim, train and close one experiment; every outcome ends in its row."""
+    """Claim, train and close one experiment; every outcome ends in its row.
+
+    A worker that is shutting down hands the message back to the broker instead.
+    """
+    if stop_requested.is_set():
+        raise Reject("worker shutting down", requeue=True)
     engine = get_engine()
     experiment = claim(engine, experiment_id)
     if experiment is None:
@@ -152,8 +157,8 @@ def run_experiment(experiment_id: str) -> None:
         finish(engine, experiment_id, Status.cancelled)
     except Interrupted:
         release(engine, experiment_id)
-        dispatch(app, experiment_id)
-        log.info("experiment %s interrupted by shutdown; queued again", experiment_id)
+        log.info("experiment %s interrupted by shutdown; back in the queue", experiment_id)
+        raise Reject("worker shutting down", requeue=True) from None
     except (DatasetUnavailable, TrainingDiverged) as exc:
         finish(engine, experiment_id, Status.failed, str(exc))
     except tf.errors.ResourceExhaustedError:

@@ -1,0 +1,88 @@
+"""`make up`'s process pair: Ctrl-C or SIGTERM stops both; a job in progress goes back to the
+queue and runs again on the next start."""
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import ROOT, free_port, wait_for, wait_for_status
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def up(home: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    """scripts/up.sh in its own process group, as a terminal runs it, and a client for it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "CONVLAB_HOME": str(home),
+        "CONVLAB_PORT": str(port),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    with (home / "up.log").open("ab") as log:
+        process = subprocess.Popen(
+            [str(ROOT / "scripts" / "up.sh")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        wait_for(lambda: _healthy(client), timeout=60, what="up.sh's API")
+        yield process, client
+    finally:
+        client.close()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _healthy(client: httpx.Client) -> bool:
+    try:
+        return client.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> None:
+    long_job = {"dataset": {"name": "digits"}, "training": {"epochs": 300, "batch_size": 8}}
+    with up(tmp_path) as (process, client):
+        experiment_id = client.post("/experiments", json=long_job).json()["id"]
+        wait_for(
+            lambda: client.get(f"/experiments/{experiment_id}").json()["epochs_done"] >= 1,
+            timeout=120,
+            what="the first epoch",
+        )
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert process.wait(timeout=60) == 0
+        wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
+
+    with up(tmp_path) as (process, client):
+        requeued = client.get(f"/experiments/{experiment_id}").json()
+        assert requeued["status"] in {"queued", "running"}
+        assert requeued["error"] is None
+        running = wait_for_status(client, experiment_id, {"running"}, timeout=60)
+        assert running["attempts"] == 2
+        assert client.post(f"/experiments/{experiment_id}/cancel").status_code == 202
+        wait_for_status(client, experiment_id, {"cancelled"}, timeout=30)
+        process.send_signal(signal.SIGTERM)  # `kill` of the script alone
+        assert process.wait(timeout=60) == 0
+        wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
