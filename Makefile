@@ -11,10 +11,8 @@ up: $(STAMP)
 	$(BIN)/python -m core.migrate
 	PATH="$(abspath $(BIN)):$$PATH" exec scripts/up.sh
 
-test: $(STAMP)
+test: lint
 	scripts/ensure-services.sh
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 install: $(STAMP)

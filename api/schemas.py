@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from core.runs import EpochMetrics
 from core.tables import Status
 from models.spec import ExperimentSpec
 
@@ -80,24 +81,10 @@ class ExperimentPage(BaseModel):
     next_cursor: str | None
 
 
-class EpochPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    seconds: float
-
-
-HISTORY_COLUMNS = tuple(EpochPublic.model_fields)
-
-
 class History(BaseModel):
     experiment_id: str
     status: Status
-    epochs: list[EpochPublic]
+    epochs: list[EpochMetrics]
 
 
 class PresetPublic(BaseModel):

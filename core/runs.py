@@ -1,6 +1,6 @@
 """State changes a training run makes: claim, one row per finished epoch, and the end."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from sqlalchemy import Engine, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -12,12 +12,18 @@ from core.tables import EpochRecord, Experiment, Status, utcnow
 
 @dataclass(frozen=True)
 class EpochMetrics:
+    """One finished epoch, as the worker records it and the history endpoint serves it."""
+
     epoch: int
     loss: float
     accuracy: float
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+
+    @classmethod
+    def of(cls, record: EpochRecord) -> "EpochMetrics":
+        return cls(**{field.name: getattr(record, field.name) for field in fields(cls)})
 
 
 def claim(engine: Engine, experiment_id: str) -> Experiment | None:

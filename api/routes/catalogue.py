@@ -52,7 +52,7 @@ def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
     """200 when the database and the broker answer, else 503 naming which does not."""
     database = broker = "ok"
     try:
-        session.exec(text("SELECT 1"))
+        session.connection().execute(text("SELECT 1"))
     except Exception as exc:
         database = f"unreachable: {type(exc).__name__}: {exc}"
     try:

@@ -2,21 +2,16 @@
 
 import csv
 import io
+from dataclasses import asdict, fields
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import CeleryDep, ExperimentDep, SessionDep
-from api.schemas import (
-    HISTORY_COLUMNS,
-    EpochPublic,
-    ExperimentCreate,
-    ExperimentPage,
-    ExperimentPublic,
-    History,
-)
+from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from core import experiments as crud
+from core.runs import EpochMetrics
 from core.tables import Status
 from models.presets import PRESETS, SpecError, resolve
 from worker.celery_app import dispatch
@@ -95,9 +90,7 @@ def read_history(
     format: Literal["json", "csv"] | None = None,
 ) -> History | Response:
     """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
-    epochs = [
-        EpochPublic.model_validate(row) for row in crud.history(session, experiment.id, since=since)
-    ]
+    epochs = [EpochMetrics.of(row) for row in crud.history(session, experiment.id, since=since)]
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )
@@ -125,9 +118,10 @@ def delete_experiment(experiment: ExperimentDep, session: SessionDep) -> Respons
     return Response(status_code=204)
 
 
-def _csv(epochs: list[EpochPublic]) -> str:
+def _csv(epochs: list[EpochMetrics]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    columns = [field.name for field in fields(EpochMetrics)]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(epoch.model_dump() for epoch in epochs)
+    writer.writerows(asdict(epoch) for epoch in epochs)
     return buffer.getvalue()
