@@ -1,7 +1,5 @@
 """Dataset loaders, on tiny archives written here in the official formats."""
 
-import gzip
-import io
 import os
 import pickle
 import socket
@@ -11,15 +9,21 @@ import tarfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.archives import (
+    images,
+    save_npz,
+    write_cifar10,
+    write_fashion,
+    write_mnist,
+    write_tar,
+)
 from worker.datasets import DatasetUnavailable, load_dataset, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-RNG = np.random.default_rng(1234)
 
 Writer = Callable[[Path], dict[str, np.ndarray]]
 
@@ -29,101 +33,6 @@ def _fresh_cache() -> Iterator[None]:
     load_dataset.cache_clear()
     yield
     load_dataset.cache_clear()
-
-
-def _images(n: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Random uint8 images, the first one row + 2 * column + 80 * channel, the last with a 255."""
-    images = RNG.integers(0, 255, size=(n, *shape), dtype=np.uint8)
-    images[0] = np.tensordot((1, 2, 80)[: len(shape)], np.indices(shape), axes=1)
-    images[-1].flat[0] = 255
-    return images
-
-
-def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    tar.addfile(info, io.BytesIO(payload))
-
-
-def _write_tar(path: Path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, payload in members.items():
-            _add(tar, name, payload)
-
-
-def _batch(images: np.ndarray, labels: np.ndarray, label_key: bytes, protocol: int) -> bytes:
-    """A CIFAR batch pickle: (N, 3072) uint8 rows in channel, row, column order."""
-    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
-    batch = {
-        b"batch_label": b"a tiny batch",
-        label_key: [int(label) for label in labels],
-        b"data": data,
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
-    }
-    return pickle.dumps(batch, protocol=protocol)
-
-
-def write_cifar10(data_dir: Path, per_batch: int = 4) -> dict[str, np.ndarray]:
-    """A cifar-10-python.tar.gz with five training batches, a test batch and batches.meta."""
-    x_train, x_test = _images(5 * per_batch, (32, 32, 3)), _images(per_batch, (32, 32, 3))
-    y_train, y_test = np.arange(5 * per_batch) % 10, (np.arange(per_batch) + 3) % 10
-    members = {
-        f"cifar-10-batches-py/data_batch_{i + 1}": _batch(
-            x_train[i * per_batch : (i + 1) * per_batch],
-            y_train[i * per_batch : (i + 1) * per_batch],
-            b"labels",
-            pickle.DEFAULT_PROTOCOL,
-        )
-        for i in range(5)
-    }
-    members["cifar-10-batches-py/test_batch"] = _batch(
-        x_test, y_test, b"labels", pickle.DEFAULT_PROTOCOL
-    )
-    members["cifar-10-batches-py/batches.meta"] = pickle.dumps(
-        {b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": per_batch, b"num_vis": 3072}
-    )
-    _write_tar(data_dir / "cifar-10-python.tar.gz", members)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-
-
-def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
-    np.savez_compressed(path, **arrays)
-
-
-def write_mnist(data_dir: Path, n: int = 6) -> dict[str, np.ndarray]:
-    """A mnist.npz as Keras publishes it: (N, 28, 28) uint8 images, uint8 labels."""
-    arrays = {
-        "x_train": _images(n, (28, 28)),
-        "y_train": (np.arange(n) % 10).astype(np.uint8),
-        "x_test": _images(n // 2, (28, 28)),
-        "y_test": (np.arange(n // 2) % 10).astype(np.uint8),
-    }
-    _save_npz(data_dir / "mnist.npz", arrays)
-    return arrays
-
-
-def _idx(array: np.ndarray) -> bytes:
-    """A gzipped IDX file: zero, zero, type 0x08 (ubyte), dimension count, big-endian sizes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return gzip.compress(header + array.tobytes())
-
-
-def write_fashion(data_dir: Path, n: int = 6) -> dict[str, np.ndarray]:
-    """The four gzipped IDX files of Fashion-MNIST."""
-    arrays = {
-        "x_train": _images(n, (28, 28)),
-        "y_train": (np.arange(n) % 10).astype(np.uint8),
-        "x_test": _images(n // 2, (28, 28)),
-        "y_test": (np.arange(n // 2) % 10).astype(np.uint8),
-    }
-    for file, key in [
-        ("train-images-idx3-ubyte.gz", "x_train"),
-        ("train-labels-idx1-ubyte.gz", "y_train"),
-        ("t10k-images-idx3-ubyte.gz", "x_test"),
-        ("t10k-labels-idx1-ubyte.gz", "y_test"),
-    ]:
-        (data_dir / file).write_bytes(_idx(arrays[key]))
-    return arrays
 
 
 def test_load_dataset_round_trips_cifar10_pixels(tmp_path: Path) -> None:
@@ -146,7 +55,7 @@ def test_load_dataset_round_trips_cifar10_pixels(tmp_path: Path) -> None:
 
 
 def test_load_dataset_reads_cifar100_fine_labels(tmp_path: Path) -> None:
-    x_train, x_test = _images(6, (32, 32, 3)), _images(3, (32, 32, 3))
+    x_train, x_test = images(6, (32, 32, 3)), images(3, (32, 32, 3))
     fine_train, fine_test = np.array([99, 0, 42, 7, 7, 64]), np.array([5, 98, 0])
 
     def batch(images: np.ndarray, fine: np.ndarray) -> bytes:
@@ -157,7 +66,7 @@ def test_load_dataset_reads_cifar100_fine_labels(tmp_path: Path) -> None:
             protocol=2,
         )
 
-    _write_tar(
+    write_tar(
         tmp_path / "cifar-100-python.tar.gz",
         {
             "cifar-100-python/train": batch(x_train, fine_train),
@@ -258,7 +167,7 @@ def test_prepare_rejects_subset_larger_than_data() -> None:
 
 def test_prepare_rejects_subset_a_class_cannot_fill(tmp_path: Path) -> None:
     labels = np.array([0, *np.repeat(np.arange(1, 10), 2)], dtype=np.uint8)  # one 0, two of 1..9
-    _save_npz(tmp_path / "mnist.npz", {**write_mnist(tmp_path, n=19), "y_train": labels})
+    save_npz(tmp_path / "mnist.npz", {**write_mnist(tmp_path, n=19), "y_train": labels})
 
     with pytest.raises(ValueError, match="needs 2 images of class 0, but there are only 1"):
         prepare("mnist", tmp_path, train_size=19, test_size=None, seed=0)
@@ -302,7 +211,7 @@ def test_load_dataset_refuses_malicious_pickle(
     with tarfile.open(archive) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
     members["cifar-10-batches-py/data_batch_3"] = pickle.dumps(gadget(marker))
-    _write_tar(archive, members)
+    write_tar(archive, members)
 
     with pytest.raises(DatasetUnavailable, match=r"cifar-10-python\.tar\.gz is corrupt") as caught:
         load_dataset("cifar10", tmp_path)
@@ -344,7 +253,7 @@ def test_load_dataset_names_truncated_file(
 def test_load_dataset_rejects_wrong_arrays(
     tmp_path: Path, arrays: dict[str, np.ndarray], problem: str
 ) -> None:
-    _save_npz(tmp_path / "mnist.npz", {**write_mnist(tmp_path), **arrays})
+    save_npz(tmp_path / "mnist.npz", {**write_mnist(tmp_path), **arrays})
 
     with pytest.raises(DatasetUnavailable, match=problem) as caught:
         load_dataset("mnist", tmp_path)

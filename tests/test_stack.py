@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.archives import write_cifar10
 from tests.services import Stack, running_stack, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,21 @@ def test_base_on_digits_learns_and_records_every_epoch(client: httpx.Client, sta
     assert experiment["best"]["val_accuracy"] == max(row["val_accuracy"] for row in epochs)
     assert experiment["attempts"] == 1
     assert experiment["started_at"] <= experiment["finished_at"]
+
+
+def test_base_preset_trains_on_a_cifar10_archive_in_the_data_dir(
+    client: httpx.Client, stack: Stack
+) -> None:
+    data_dir = Path(stack.env["CONVLAB_HOME"]) / "data"
+    data_dir.mkdir(exist_ok=True)
+    write_cifar10(data_dir, per_batch=20)
+    cifar10 = next(item for item in client.get("/datasets").json() if item["name"] == "cifar10")
+    assert cifar10["available"] is True
+    experiment_id = client.post("/experiments", json={"training": {"epochs": 2}}).json()["id"]
+    experiment = wait_for_status(client, experiment_id, TERMINAL)
+    assert experiment["status"] == "succeeded", experiment["error"]
+    assert experiment["spec"]["dataset"]["name"] == "cifar10"
+    assert experiment["epochs_done"] == 2
 
 
 def test_tensorflow_loads_only_in_the_warm_pool_process(client: httpx.Client, stack: Stack) -> None:
