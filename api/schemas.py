@@ -63,7 +63,9 @@ class ExperimentPublic(BaseModel):
     id: str
     name: str | None
     status: Status
-    spec: ExperimentSpec
+    spec: dict[str, Any] = Field(
+        description="The resolved spec, as stored at submission (see ExperimentSpec)."
+    )
     study_id: str | None
     created_at: Timestamp
     started_at: Timestamp | None

@@ -72,6 +72,21 @@ def test_base_preset_trains_on_a_cifar10_archive_in_the_data_dir(
     assert experiment["epochs_done"] == 2
 
 
+def test_early_stopping_ends_the_run_before_its_last_epoch(client: httpx.Client) -> None:
+    early = {"monitor": "val_accuracy", "patience": 1, "min_delta": 1.0}
+    experiment_id = client.post(
+        "/experiments",
+        json={
+            "preset": "early_stopping",
+            **DIGITS,
+            "training": {"epochs": 10, "early_stopping": early},
+        },
+    ).json()["id"]
+    experiment = wait_for_status(client, experiment_id, TERMINAL)
+    assert experiment["status"] == "succeeded"
+    assert (experiment["epochs_done"], experiment["epochs_total"]) == (2, 10)
+
+
 def test_tensorflow_loads_only_in_the_warm_pool_process(client: httpx.Client, stack: Stack) -> None:
     pools_before = _pool_processes(stack.worker.pid)
     for seed in (1, 2):
