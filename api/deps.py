@@ -5,10 +5,16 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.config import Settings
 from core.tables import Experiment
+
+
+def app_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -26,6 +32,7 @@ def get_celery(request: Request) -> Celery:
     return celery
 
 
+EngineDep = Annotated[Engine, Depends(app_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]

@@ -3,15 +3,23 @@
 This process never imports TensorFlow; it starts in well under a second.
 """
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from celery import Celery
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from api.routes import catalogue, experiments
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
+from core.queueing import sweep
 from worker.celery_app import make_celery
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,7 +29,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(app.state.engine)
+        sweeper = asyncio.create_task(_sweep_forever(app.state.engine, app.state.celery, settings))
         yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
     app = FastAPI(
         title="convlab",
@@ -35,3 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments.router)
     app.include_router(catalogue.router)
     return app
+
+
+async def _sweep_forever(engine: Engine, celery: Celery, settings: Settings) -> None:
+    """Every few seconds: requeue runs whose worker vanished, publish what the broker missed."""
+    while True:
+        await asyncio.sleep(settings.sweep_interval_s)
+        try:
+            await asyncio.to_thread(sweep, engine, celery, grace_seconds=settings.dispatch_grace_s)
+        except Exception:
+            log.exception("sweeper pass failed; retrying in %ss", settings.sweep_interval_s)

@@ -73,6 +73,10 @@ class ExperimentPublic(BaseModel):
     epochs_done: int
     epochs_total: int
     attempts: int
+    workers_lost: int = Field(description="Attempts whose worker died (killed, out of memory).")
+    worker: str | None = Field(
+        validation_alias="lease_owner", description="The process training it: host/pid/start."
+    )
     error: str | None
     final: Final | None
     best: Best | None

@@ -29,6 +29,25 @@ class Settings(BaseSettings):
     redis_visibility_timeout_s: int = Field(
         7 * 24 * 3600, gt=0, description="Redis redelivers unacked jobs after this; above any job."
     )
+    lease_seconds: float = Field(
+        60,
+        gt=0,
+        description="A run whose worker has not renewed its lease for this long is requeued.",
+    )
+    max_workers_lost: int = Field(
+        3, ge=1, description="A run whose worker died this many times fails instead of retrying."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Per-epoch checkpoints kept while running.")
+    sweep_interval_s: float = Field(5, gt=0, description="How often the API's sweeper runs.")
+    dispatch_grace_s: float = Field(
+        10, ge=0, description="A queued row unpublished for this long is published by the sweeper."
+    )
+    worker_max_jobs: int = Field(
+        50, ge=1, description="A training process is replaced after this many jobs."
+    )
+    worker_max_memory_mb: int = Field(
+        6144, ge=256, description="A training process is replaced after a job leaves it this big."
+    )
 
     @property
     def resolved_data_dir(self) -> Path:

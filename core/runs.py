@@ -1,13 +1,23 @@
-"""State changes a training run makes: claim, one row per finished epoch, and the end."""
+"""State changes a training run makes: claim under a lease, one row and one checkpoint per
+finished epoch, and the end. Every write after the claim is fenced by the lease: a process that
+lost its lease (declared dead, its job resumed elsewhere) can no longer change the experiment."""
 
+import hashlib
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from core.db import session_scope
-from core.tables import EpochRecord, Experiment, Status, utcnow
+from core.leases import is_gone
+from core.tables import Checkpoint, EpochRecord, Experiment, Status, utcnow
+
+
+class LeaseLost(Exception):
+    """Another process holds the experiment now; this one must stop without writing."""
 
 
 @dataclass(frozen=True)
@@ -26,58 +36,135 @@ class EpochMetrics:
         return cls(**{field.name: getattr(record, field.name) for field in fields(cls)})
 
 
-def claim(engine: Engine, experiment_id: str) -> Experiment | None:
-    """Move a queued experiment to running, atomically; None if it is not queued any more."""
+@dataclass(frozen=True)
+class Claim:
+    """A run this process now holds."""
+
+    experiment: Experiment
+    took_over: bool
+    """The previous attempt's process died holding the run."""
+
+
+def claim(
+    engine: Engine, experiment_id: str, owner: str, *, lease_seconds: float, max_lost: int
+) -> Claim | None:
+    """Take a queued run, or a running one whose holder is gone; None if neither.
+
+    Taking over from a dead holder counts a lost worker; at ``max_lost`` the run fails instead.
+    """
+    now = utcnow()
     with session_scope(engine) as session:
-        claimed = session.exec(
+        seen = session.get(Experiment, experiment_id)
+        if seen is None:
+            return None
+        took_over = seen.status == Status.running and (
+            _expired(seen.lease_expires_at, now) or is_gone(seen.lease_owner)
+        )
+        if seen.status != Status.queued and not took_over:
+            return None
+        lost = seen.workers_lost + int(took_over)
+        unchanged = [
+            col(Experiment.id) == experiment_id,
+            col(Experiment.status) == seen.status,
+            col(Experiment.lease_owner).is_not_distinct_from(seen.lease_owner),
+        ]
+        if lost >= max_lost:
+            session.exec(
+                update(Experiment)
+                .where(*unchanged)
+                .values(
+                    status=Status.failed,
+                    workers_lost=lost,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    error=(
+                        f"worker lost {lost} times during epoch {seen.epochs_done + 1}; "
+                        "the job may need more memory than a worker has (try a smaller "
+                        "training.batch_size or model)"
+                    ),
+                )
+            )
+            return None
+        taken = session.exec(
             update(Experiment)
-            .where(col(Experiment.id) == experiment_id, col(Experiment.status) == Status.queued)
+            .where(*unchanged)
             .values(
                 status=Status.running,
-                started_at=utcnow(),
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
                 attempts=col(Experiment.attempts) + 1,
+                workers_lost=lost,
+                started_at=func.coalesce(col(Experiment.started_at), now),
             )
         )
-        if claimed.rowcount == 0:
+        if taken.rowcount == 0:
             return None
-        return session.get(Experiment, experiment_id)
+        experiment = session.get(Experiment, experiment_id, populate_existing=True)
+        assert experiment is not None
+        return Claim(experiment, took_over)
 
 
-def record_epoch(engine: Engine, experiment_id: str, metrics: EpochMetrics) -> None:
-    """Upsert one epoch's row and refresh the experiment's progress, ``final`` and ``best``."""
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    values = asdict(metrics) | {"experiment_id": experiment_id, "recorded_at": utcnow()}
-    statement = insert(EpochRecord).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["experiment_id", "epoch"],
-        set_={
-            key: statement.excluded[key] for key in values if key not in ("experiment_id", "epoch")
-        },
-    )
+def renew_lease(engine: Engine, experiment_id: str, owner: str, *, lease_seconds: float) -> bool:
+    """Extend this process's lease; False if it no longer holds the run."""
     with session_scope(engine) as session:
-        session.exec(statement)
-        rows = session.exec(select(EpochRecord).where(EpochRecord.experiment_id == experiment_id))
-        epochs = sorted(rows, key=lambda row: row.epoch)
-        last = epochs[-1]
-        best = max(epochs, key=lambda row: (row.val_accuracy or 0.0, -row.epoch))
-        session.exec(
-            update(Experiment)
-            .where(col(Experiment.id) == experiment_id)
-            .values(
-                epochs_done=last.epoch,
-                final={
-                    "accuracy": last.accuracy,
-                    "loss": last.loss,
-                    "val_accuracy": last.val_accuracy,
-                    "val_loss": last.val_loss,
-                },
-                best={
-                    "epoch": best.epoch,
-                    "val_accuracy": best.val_accuracy,
-                    "val_loss": best.val_loss,
-                },
+        return _fence(session, experiment_id, owner, lease_seconds=lease_seconds)
+
+
+def record_epoch(
+    engine: Engine,
+    experiment_id: str,
+    owner: str,
+    metrics: EpochMetrics,
+    *,
+    checkpoint: bytes | None,
+    lease_seconds: float,
+    keep_checkpoints: int = 2,
+) -> None:
+    """In one transaction: renew the lease, upsert the epoch's row, refresh progress and
+    summary, and store the checkpoint taken after it (keeping the newest few)."""
+    with session_scope(engine) as session:
+        if not _fence(session, experiment_id, owner, lease_seconds=lease_seconds):
+            raise LeaseLost(experiment_id)
+        values = asdict(metrics) | {"experiment_id": experiment_id, "recorded_at": utcnow()}
+        _upsert(session, EpochRecord, values, keys=("experiment_id", "epoch"))
+        _refresh_summary(session, experiment_id)
+        if checkpoint is not None:
+            _store_checkpoint(session, experiment_id, metrics.epoch, checkpoint)
+            session.exec(
+                delete(Checkpoint).where(
+                    col(Checkpoint.experiment_id) == experiment_id,
+                    col(Checkpoint.epoch) <= metrics.epoch - keep_checkpoints,
+                )
             )
-        )
+
+
+def checkpoints(engine: Engine, experiment_id: str) -> list[tuple[int, bytes | None]]:
+    """The run's checkpoints, newest first, as (epoch, data); data is None if it fails its hash."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Checkpoint)
+            .where(Checkpoint.experiment_id == experiment_id)
+            .order_by(col(Checkpoint.epoch).desc())
+        ).all()
+        return [
+            (row.epoch, row.data if hashlib.sha256(row.data).hexdigest() == row.sha256 else None)
+            for row in rows
+        ]
+
+
+def rewind(engine: Engine, experiment_id: str, owner: str, *, to_epoch: int) -> None:
+    """Forget epochs after ``to_epoch`` (a resume starts from there) and newer checkpoints."""
+    with session_scope(engine) as session:
+        if not _fence(session, experiment_id, owner, lease_seconds=None):
+            raise LeaseLost(experiment_id)
+        for table in (EpochRecord, Checkpoint):
+            session.exec(
+                delete(table).where(
+                    col(table.experiment_id) == experiment_id, col(table.epoch) > to_epoch
+                )
+            )
+        _refresh_summary(session, experiment_id)
 
 
 def cancel_requested(engine: Engine, experiment_id: str) -> bool:
@@ -87,22 +174,131 @@ def cancel_requested(engine: Engine, experiment_id: str) -> bool:
         return experiment is None or experiment.cancel_requested
 
 
-def release(engine: Engine, experiment_id: str) -> None:
-    """Put an interrupted run back in the queue; it will start again from its first epoch."""
+def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | None) -> None:
+    """Hand an interrupted run back to the queue, with the weights reached so far.
+
+    The checkpoint replaces the one of the last finished epoch, so the next attempt trains the
+    interrupted epoch again from these weights: only the batch in progress is lost.
+    """
     with session_scope(engine) as session:
-        session.exec(delete(EpochRecord).where(col(EpochRecord.experiment_id) == experiment_id))
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None or experiment.lease_owner != owner:
+            raise LeaseLost(experiment_id)
+        if checkpoint is not None and experiment.epochs_done > 0:
+            _store_checkpoint(session, experiment_id, experiment.epochs_done, checkpoint)
         session.exec(
             update(Experiment)
-            .where(col(Experiment.id) == experiment_id)
-            .values(status=Status.queued, epochs_done=0, final=None, best=None)
+            .where(col(Experiment.id) == experiment_id, col(Experiment.lease_owner) == owner)
+            .values(
+                status=Status.queued,
+                lease_owner=None,
+                lease_expires_at=None,
+                dispatched_at=utcnow(),
+            )
         )
 
 
-def finish(engine: Engine, experiment_id: str, status: Status, error: str | None = None) -> None:
-    """Record how a run ended."""
+def finish(
+    engine: Engine, experiment_id: str, owner: str, status: Status, error: str | None = None
+) -> None:
+    """Record how a run ended; its newest checkpoint stays as the trained model."""
     with session_scope(engine) as session:
-        session.exec(
+        ended = session.exec(
             update(Experiment)
-            .where(col(Experiment.id) == experiment_id)
-            .values(status=status, error=error, finished_at=utcnow())
+            .where(col(Experiment.id) == experiment_id, col(Experiment.lease_owner) == owner)
+            .values(
+                status=status,
+                error=error,
+                finished_at=utcnow(),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
         )
+        if ended.rowcount == 0:
+            raise LeaseLost(experiment_id)
+        newest = session.exec(
+            select(func.max(Checkpoint.epoch)).where(Checkpoint.experiment_id == experiment_id)
+        ).one()
+        if newest is not None:
+            session.exec(
+                delete(Checkpoint).where(
+                    col(Checkpoint.experiment_id) == experiment_id, col(Checkpoint.epoch) < newest
+                )
+            )
+
+
+def _expired(expires_at: Any, now: Any) -> bool:
+    if expires_at is None:
+        return True
+    if expires_at.tzinfo is None:  # SQLite hands back naive UTC
+        now = now.replace(tzinfo=None)
+    return bool(expires_at < now)
+
+
+def _fence(
+    session: Session, experiment_id: str, owner: str, *, lease_seconds: float | None
+) -> bool:
+    """Whether ``owner`` still holds the running experiment, extending its lease if asked."""
+    values: dict[str, Any] = {"lease_owner": owner}
+    if lease_seconds is not None:
+        values["lease_expires_at"] = utcnow() + timedelta(seconds=lease_seconds)
+    held = session.exec(
+        update(Experiment)
+        .where(
+            col(Experiment.id) == experiment_id,
+            col(Experiment.lease_owner) == owner,
+            col(Experiment.status) == Status.running,
+        )
+        .values(**values)
+    )
+    return held.rowcount == 1
+
+
+def _upsert(session: Session, table: Any, values: dict[str, Any], *, keys: tuple[str, ...]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={key: statement.excluded[key] for key in values if key not in keys},
+    )
+    session.exec(statement)
+
+
+def _store_checkpoint(session: Session, experiment_id: str, epoch: int, data: bytes) -> None:
+    values = {
+        "experiment_id": experiment_id,
+        "epoch": epoch,
+        "data": data,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "created_at": utcnow(),
+    }
+    _upsert(session, Checkpoint, values, keys=("experiment_id", "epoch"))
+
+
+def _refresh_summary(session: Session, experiment_id: str) -> None:
+    """Progress, ``final`` (the last epoch) and ``best`` (highest val_accuracy) from the rows."""
+    epochs = session.exec(
+        select(EpochRecord)
+        .where(EpochRecord.experiment_id == experiment_id)
+        .order_by(col(EpochRecord.epoch))
+    ).all()
+    summary: dict[str, Any] = {"epochs_done": 0, "final": None, "best": None}
+    if epochs:
+        last = epochs[-1]
+        best = max(epochs, key=lambda row: (row.val_accuracy or 0.0, -row.epoch))
+        summary = {
+            "epochs_done": last.epoch,
+            "final": {
+                "accuracy": last.accuracy,
+                "loss": last.loss,
+                "val_accuracy": last.val_accuracy,
+                "val_loss": last.val_loss,
+            },
+            "best": {
+                "epoch": best.epoch,
+                "val_accuracy": best.val_accuracy,
+                "val_loss": best.val_loss,
+            },
+        }
+    session.exec(update(Experiment).where(col(Experiment.id) == experiment_id).values(**summary))

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, LargeBinary, String, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -49,6 +49,13 @@ class Experiment(SQLModel, table=True):
     final: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
     best: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
     cancel_requested: bool = False
+    dispatched_at: datetime | None = _timestamp()
+    """When its message was last handed to the broker; None: the sweeper must (re)publish it."""
+    lease_owner: str | None = Field(default=None, max_length=200)
+    """The training process that holds the row: ``host/pid/start-time``."""
+    lease_expires_at: datetime | None = _timestamp()
+    workers_lost: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """Attempts that ended with their process gone (killed, crashed, machine lost)."""
 
 
 class EpochRecord(SQLModel, table=True):
@@ -68,3 +75,19 @@ class EpochRecord(SQLModel, table=True):
     val_accuracy: float | None = None
     seconds: float
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Checkpoint(SQLModel, table=True):
+    """Weights and optimizer state after ``epoch`` finished epochs (a ``.keras`` archive)."""
+
+    __tablename__ = "checkpoints"
+
+    experiment_id: str = Field(
+        sa_column=Column(
+            String(32), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    epoch: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.config import Settings
+from tests.services import Trainer
 
 
 @pytest.fixture
@@ -19,3 +20,8 @@ def settings(tmp_path: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def trainer(settings: Settings, client: TestClient) -> Trainer:
+    return Trainer(settings)

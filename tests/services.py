@@ -21,6 +21,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from core.config import Settings
+from core.db import get_engine
+from core.leases import this_process
+from core.runs import EpochMetrics, claim, finish, record_epoch
+from core.tables import Status
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -210,3 +216,28 @@ def wait_for_status(
         return body if body["status"] in statuses else None
 
     return wait_for(reached, timeout=timeout, what=f"experiment {experiment_id} in {statuses}")
+
+
+class Trainer:
+    """Makes the worker's database writes (claim, epochs, end) for tests without a worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = get_engine(settings.resolved_database_url)
+        self.owner = this_process()
+
+    def start(self, experiment_id: str) -> None:
+        assert claim(self.engine, experiment_id, self.owner, lease_seconds=60, max_lost=3)
+
+    def epoch(self, experiment_id: str, *metrics: float) -> None:
+        epoch, *values = metrics
+        record_epoch(
+            self.engine,
+            experiment_id,
+            self.owner,
+            EpochMetrics(int(epoch), *values),
+            checkpoint=None,
+            lease_seconds=60,
+        )
+
+    def finish(self, experiment_id: str, status: Status) -> None:
+        finish(self.engine, experiment_id, self.owner, status)

@@ -10,8 +10,8 @@ from sqlmodel import Session, select
 
 from core.config import Settings
 from core.db import get_engine
-from core.runs import EpochMetrics, record_epoch
 from core.tables import Experiment, Status
+from tests.services import Trainer
 
 DIGITS_RUN = {"preset": "base", "dataset": {"name": "digits"}, "training": {"epochs": 3}}
 
@@ -19,15 +19,6 @@ DIGITS_RUN = {"preset": "base", "dataset": {"name": "digits"}, "training": {"epo
 def _stored_count(settings: Settings) -> int:
     with Session(get_engine(settings.resolved_database_url)) as session:
         return len(session.exec(select(Experiment)).all())
-
-
-def _set_status(settings: Settings, experiment_id: str, status: Status) -> None:
-    with Session(get_engine(settings.resolved_database_url)) as session:
-        experiment = session.get(Experiment, experiment_id)
-        assert experiment is not None
-        experiment.status = status
-        session.add(experiment)
-        session.commit()
 
 
 def test_submit_returns_201_with_location_and_the_resolved_spec(client: TestClient) -> None:
@@ -100,10 +91,10 @@ def test_cancel_of_a_queued_experiment_is_immediate_and_final(client: TestClient
 
 
 def test_cancel_of_a_running_experiment_sets_the_flag_and_keeps_it_running(
-    client: TestClient, settings: Settings
+    client: TestClient, settings: Settings, trainer: Trainer
 ) -> None:
     experiment_id = client.post("/experiments", json=DIGITS_RUN).json()["id"]
-    _set_status(settings, experiment_id, Status.running)
+    trainer.start(experiment_id)
     assert client.post(f"/experiments/{experiment_id}/cancel").json()["status"] == "running"
     with Session(get_engine(settings.resolved_database_url)) as session:
         experiment = session.get(Experiment, experiment_id)
@@ -111,32 +102,26 @@ def test_cancel_of_a_running_experiment_sets_the_flag_and_keeps_it_running(
 
 
 def test_delete_refuses_active_experiments_and_removes_finished_ones(
-    client: TestClient, settings: Settings
+    client: TestClient, trainer: Trainer
 ) -> None:
     experiment_id = client.post("/experiments", json=DIGITS_RUN).json()["id"]
     refused = client.delete(f"/experiments/{experiment_id}")
     assert refused.status_code == 409
     assert "cancel it before deleting" in refused.json()["detail"]
-    record_epoch(
-        get_engine(settings.resolved_database_url),
-        experiment_id,
-        EpochMetrics(epoch=1, loss=1.0, accuracy=0.5, val_loss=1.1, val_accuracy=0.4, seconds=1),
-    )
-    _set_status(settings, experiment_id, Status.succeeded)
+    trainer.start(experiment_id)
+    assert client.delete(f"/experiments/{experiment_id}").status_code == 409
+    trainer.epoch(experiment_id, 1, 1.0, 0.5, 1.1, 0.4, 1)
+    trainer.finish(experiment_id, Status.succeeded)
     assert client.delete(f"/experiments/{experiment_id}").status_code == 204
     assert client.get(f"/experiments/{experiment_id}").status_code == 404
     assert client.get(f"/experiments/{experiment_id}/history").status_code == 404
 
 
-def test_history_serves_json_since_and_csv(client: TestClient, settings: Settings) -> None:
+def test_history_serves_json_since_and_csv(client: TestClient, trainer: Trainer) -> None:
     experiment_id = client.post("/experiments", json=DIGITS_RUN).json()["id"]
-    engine = get_engine(settings.resolved_database_url)
+    trainer.start(experiment_id)
     for epoch, (accuracy, val_accuracy) in enumerate([(0.3, 0.4), (0.6, 0.7), (0.8, 0.65)], 1):
-        record_epoch(
-            engine,
-            experiment_id,
-            EpochMetrics(epoch, 2.0 / epoch, accuracy, 1.5 / epoch, val_accuracy, 0.25),
-        )
+        trainer.epoch(experiment_id, epoch, 2.0 / epoch, accuracy, 1.5 / epoch, val_accuracy, 0.25)
     body = client.get(f"/experiments/{experiment_id}/history").json()
     assert [row["epoch"] for row in body["epochs"]] == [1, 2, 3]
     assert body["epochs"][1] == {
@@ -163,11 +148,11 @@ def test_history_serves_json_since_and_csv(client: TestClient, settings: Setting
     assert experiment["best"] == {"epoch": 2, "val_accuracy": 0.7, "val_loss": 0.75}
 
 
-def test_recording_an_epoch_twice_keeps_one_row(client: TestClient, settings: Settings) -> None:
+def test_recording_an_epoch_twice_keeps_one_row(client: TestClient, trainer: Trainer) -> None:
     experiment_id = client.post("/experiments", json=DIGITS_RUN).json()["id"]
-    engine = get_engine(settings.resolved_database_url)
-    record_epoch(engine, experiment_id, EpochMetrics(1, 2.0, 0.3, 1.9, 0.35, 1.0))
-    record_epoch(engine, experiment_id, EpochMetrics(1, 1.8, 0.4, 1.7, 0.45, 1.1))
+    trainer.start(experiment_id)
+    trainer.epoch(experiment_id, 1, 2.0, 0.3, 1.9, 0.35, 1.0)
+    trainer.epoch(experiment_id, 1, 1.8, 0.4, 1.7, 0.45, 1.1)
     epochs = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
     assert len(epochs) == 1
     assert epochs[0]["accuracy"] == 0.4

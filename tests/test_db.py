@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, SQLModel, select
 
-from core.db import get_engine, migrate
+from core.db import MIGRATIONS, get_engine, migrate
 from core.experiments import create_experiment
-from core.runs import EpochMetrics, claim, record_epoch
+from core.leases import this_process
+from core.runs import EpochMetrics, checkpoints, claim, record_epoch
 from core.tables import EpochRecord, Status
 from models.presets import PRESETS
 from tests.services import postgres_database
@@ -50,8 +52,9 @@ def test_migrations_build_exactly_the_declared_schema(engine: Engine) -> None:
     migrate(engine)
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+        head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
         assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [
-            ("0001",)
+            (head,)
         ]
 
 
@@ -70,15 +73,18 @@ def test_epochs_upsert_to_one_row_per_epoch(engine: Engine) -> None:
             session, name=None, spec=PRESETS["base"].spec.model_dump(mode="json")
         ).id
         session.commit()
-    claimed = claim(engine, experiment_id)
-    assert claimed is not None and claimed.status == Status.running and claimed.attempts == 1
-    assert claim(engine, experiment_id) is None
-    for accuracy in (0.1, 0.2):
-        record_epoch(engine, experiment_id, EpochMetrics(1, 2.0, accuracy, 2.1, 0.3, 1.0))
-    record_epoch(engine, experiment_id, EpochMetrics(2, 1.0, 0.5, 1.5, 0.6, 1.0))
+    owner = this_process()
+    claimed = claim(engine, experiment_id, owner, lease_seconds=60, max_lost=3)
+    assert claimed is not None
+    assert (claimed.experiment.status, claimed.experiment.attempts) == (Status.running, 1)
+    assert claim(engine, experiment_id, "elsewhere/1/1", lease_seconds=60, max_lost=3) is None
+    for epoch, accuracy in [(1, 0.1), (1, 0.2), (2, 0.5)]:
+        metrics = EpochMetrics(epoch, 2.0, accuracy, 2.1, 0.3, 1.0)
+        record_epoch(engine, experiment_id, owner, metrics, checkpoint=b"w", lease_seconds=60)
     with Session(engine) as session:
         rows = session.exec(select(EpochRecord).order_by(EpochRecord.epoch)).all()
     assert [(row.epoch, row.accuracy) for row in rows] == [(1, 0.2), (2, 0.5)]
+    assert [epoch for epoch, _ in checkpoints(engine, experiment_id)] == [2, 1]
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:

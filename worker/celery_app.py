@@ -1,10 +1,13 @@
 """The Celery app: JSON messages carrying an experiment id, one job at a time per process.
 
+A training process that dies (kill -9, out of memory) is replaced by the pool, and its message
+goes back to the queue (acks_late, reject_on_worker_lost); one that has trained
+``worker_max_jobs`` jobs or grown past ``worker_max_memory_mb`` is recycled after its job.
+
 TensorFlow is never imported here: the prefork parent forks pool processes, and only those
 (which never fork) load TensorFlow, on their first job, and stay warm for the next ones.
 """
 
-import logging
 from typing import Any
 
 from celery import Celery
@@ -12,12 +15,8 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
+from core.queueing import QUEUE
 from worker.stop import stop_pool_processes
-
-log = logging.getLogger(__name__)
-
-TRAIN_TASK = "convlab.train"
-QUEUE = "convlab"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -33,6 +32,8 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
+        worker_max_tasks_per_child=settings.worker_max_jobs,
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
     )
@@ -41,20 +42,6 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.redis_visibility_timeout_s
         }
     return app
-
-
-def dispatch(celery: Celery, experiment_id: str) -> bool:
-    """Queue the training task; False (and a log line) if the broker could not take it.
-
-    Callers commit the row first, so a lost message leaves a ``queued`` row behind, never a
-    message about an experiment that does not exist.
-    """
-    try:
-        celery.send_task(TRAIN_TASK, args=[experiment_id], queue=QUEUE)
-    except Exception:
-        log.exception("could not publish experiment %s to the broker", experiment_id)
-        return False
-    return True
 
 
 app = make_celery(get_settings())

@@ -1,6 +1,7 @@
 """The Celery task: an experiment id in, training done by ``worker.training``."""
 
-from worker.celery_app import TRAIN_TASK, app
+from core.queueing import TRAIN_TASK
+from worker.celery_app import app
 from worker.stop import listen_for_stop
 
 

@@ -1,9 +1,11 @@
-"""One experiment's training run: seed, load data, build, fit, record every epoch."""
+"""One experiment's training run: claim it, resume from its newest checkpoint or start fresh,
+fit, and record every epoch with a checkpoint the moment it ends."""
 
 import gc
 import logging
 import math
 import os
+import threading
 import time
 from typing import Any
 
@@ -12,16 +14,33 @@ import tensorflow as tf
 from celery.exceptions import Reject
 from sqlalchemy import Engine
 
-from core.config import get_settings
-from core.db import get_engine
-from core.runs import EpochMetrics, cancel_requested, claim, finish, record_epoch, release
-from core.tables import Status
+from core.config import Settings, get_settings
+from core.db import get_engine, session_scope
+from core.experiments import history
+from core.leases import this_process
+from core.runs import (
+    EpochMetrics,
+    LeaseLost,
+    cancel_requested,
+    checkpoints,
+    claim,
+    finish,
+    record_epoch,
+    release,
+    renew_lease,
+    rewind,
+)
+from core.tables import EpochRecord, Status
 from models.build import build_model
 from models.spec import ExperimentSpec
+from worker.checkpoints import newest_loadable, to_bytes
 from worker.datasets import DatasetUnavailable, prepare
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
+
+for _gpu in tf.config.list_physical_devices("GPU"):
+    tf.config.experimental.set_memory_growth(_gpu, True)
 
 
 class Cancelled(Exception):
@@ -43,13 +62,49 @@ def reset_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-class EpochRecorder(keras.callbacks.Callback):
-    """Writes each finished epoch's row the moment the epoch ends."""
+class Run:
+    """What the callbacks share: which experiment, which process holds it, how to write."""
 
-    def __init__(self, engine: Engine, experiment_id: str, learning_rate: float) -> None:
-        super().__init__()
+    def __init__(self, engine: Engine, experiment_id: str, owner: str, settings: Settings) -> None:
         self.engine = engine
         self.experiment_id = experiment_id
+        self.owner = owner
+        self.settings = settings
+        self.lease_lost = threading.Event()
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the run's lease in the background, also through long compiles and validations."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(name=f"lease-{run.experiment_id}", daemon=True)
+        self.run_ = run
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        every = self.run_.settings.lease_seconds / 4
+        while not self.done.wait(every):
+            try:
+                held = renew_lease(
+                    self.run_.engine,
+                    self.run_.experiment_id,
+                    self.run_.owner,
+                    lease_seconds=self.run_.settings.lease_seconds,
+                )
+            except Exception:
+                log.exception("could not renew the lease of %s", self.run_.experiment_id)
+                continue
+            if not held:
+                self.run_.lease_lost.set()
+                return
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Writes each finished epoch's row and checkpoint the moment the epoch ends."""
+
+    def __init__(self, run: Run, learning_rate: float) -> None:
+        super().__init__()
+        self.run = run
         self.learning_rate = learning_rate
         self.started = 0.0
 
@@ -73,65 +128,97 @@ class EpochRecorder(keras.callbacks.Callback):
             val_accuracy=_finite_or_none(logs.get("val_accuracy")),
             seconds=time.perf_counter() - self.started,
         )
-        record_epoch(self.engine, self.experiment_id, metrics)
-        log.info("experiment %s epoch %d: %s", self.experiment_id, number, metrics)
+        record_epoch(
+            self.run.engine,
+            self.run.experiment_id,
+            self.run.owner,
+            metrics,
+            checkpoint=to_bytes(self.model),
+            lease_seconds=self.run.settings.lease_seconds,
+            keep_checkpoints=self.run.settings.keep_checkpoints,
+        )
+        log.info("experiment %s epoch %d: %s", self.run.experiment_id, number, metrics)
 
 
-class CancelCheck(keras.callbacks.Callback):
-    """Stops training at a batch boundary once the experiment's cancel flag is set."""
+class StopCheck(keras.callbacks.Callback):
+    """Stops training at a batch boundary: cancel flag, worker shutdown or a lost lease."""
 
-    def __init__(self, engine: Engine, experiment_id: str, every_seconds: float) -> None:
+    def __init__(self, run: Run) -> None:
         super().__init__()
-        self.engine = engine
-        self.experiment_id = experiment_id
-        self.every_seconds = every_seconds
+        self.run = run
         self.checked = 0.0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._check()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if stop_requested.is_set() or time.monotonic() - self.checked >= self.every_seconds:
+        due = time.monotonic() - self.checked >= self.run.settings.cancel_poll_seconds
+        if due or stop_requested.is_set() or self.run.lease_lost.is_set():
             self._check()
 
     def _check(self) -> None:
+        if self.run.lease_lost.is_set():
+            raise LeaseLost(self.run.experiment_id)
         if stop_requested.is_set():
             raise Interrupted
         self.checked = time.monotonic()
-        if cancel_requested(self.engine, self.experiment_id):
+        if cancel_requested(self.run.engine, self.run.experiment_id):
             raise Cancelled
 
 
-def fit(spec: ExperimentSpec, callbacks: list[keras.callbacks.Callback]) -> None:
-    """Train ``spec`` the chapter's way: seeded, test set as validation unless told otherwise."""
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping, its patience count rebuilt from the epochs already recorded."""
+
+    def __init__(self, past: list[dict[str, float | None]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.past = past
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        for epoch, past_logs in enumerate(self.past):
+            super().on_epoch_end(epoch, past_logs)
+
+
+def fit(spec: ExperimentSpec, run: Run, resume_from: tuple[int, keras.Model | None]) -> None:
+    """Train ``spec`` the chapter's way (seeded, test set as validation unless told otherwise),
+    from ``resume_from``'s epoch and model, or from scratch."""
     data = prepare(
         spec.dataset.name,
-        get_settings().resolved_data_dir,
+        run.settings.resolved_data_dir,
         train_size=spec.dataset.train_size,
         test_size=spec.dataset.test_size,
         seed=spec.seed,
     )
     reset_seed(spec.seed)
-    model = build_model(spec)
+    initial_epoch, model = resume_from
+    if model is None:
+        model = build_model(spec)
+    callbacks: list[keras.callbacks.Callback] = [
+        StopCheck(run),
+        EpochRecorder(run, spec.optimizer.learning_rate),
+    ]
     if spec.training.early_stopping is not None:
-        callbacks = [
-            *callbacks,
-            keras.callbacks.EarlyStopping(**spec.training.early_stopping.model_dump()),
-        ]
+        past = _past_logs(run, initial_epoch)
+        callbacks.append(ResumableEarlyStopping(past, **spec.training.early_stopping.model_dump()))
     validation: dict[str, Any] = (
         {"validation_data": (data.x_test, data.y_test)}
         if spec.training.validation_split is None
         else {"validation_split": spec.training.validation_split}
     )
-    model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=spec.training.batch_size,
-        epochs=spec.training.epochs,
-        callbacks=callbacks,
-        verbose=0,
-        **validation,
-    )
+    try:
+        model.fit(
+            data.x_train,
+            data.y_train,
+            batch_size=spec.training.batch_size,
+            epochs=spec.training.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=0,
+            **validation,
+        )
+    except Interrupted:
+        release(run.engine, run.experiment_id, run.owner, to_bytes(model))
+        raise
 
 
 def run_experiment(experiment_id: str) -> None:
@@ -141,43 +228,80 @@ def run_experiment(experiment_id: str) -> None:
     """
     if stop_requested.is_set():
         raise Reject("worker shutting down", requeue=True)
+    settings = get_settings()
     engine = get_engine()
-    experiment = claim(engine, experiment_id)
-    if experiment is None:
-        log.info("experiment %s is not queued any more; skipping", experiment_id)
+    run = Run(engine, experiment_id, this_process(), settings)
+    claimed = claim(
+        engine,
+        experiment_id,
+        run.owner,
+        lease_seconds=settings.lease_seconds,
+        max_lost=settings.max_workers_lost,
+    )
+    if claimed is None:
+        log.info(
+            "experiment %s is not claimable (finished, or held by a live worker)", experiment_id
+        )
         return
-    spec = ExperimentSpec.model_validate(experiment.spec)
-    callbacks = [
-        CancelCheck(engine, experiment_id, get_settings().cancel_poll_seconds),
-        EpochRecorder(engine, experiment_id, spec.optimizer.learning_rate),
-    ]
+    keeper = LeaseKeeper(run)
+    keeper.start()
     try:
-        fit(spec, callbacks)
+        _train_and_close(run, claimed.experiment.spec)
+    except LeaseLost:
+        log.warning("experiment %s: lease lost to another worker; stopped", experiment_id)
+    finally:
+        keeper.done.set()
+        keras.backend.clear_session()
+        gc.collect()
+
+
+def _train_and_close(run: Run, stored_spec: dict[str, Any]) -> None:
+    spec = ExperimentSpec.model_validate(stored_spec)
+    epoch, model = newest_loadable(checkpoints(run.engine, run.experiment_id))
+    rewind(run.engine, run.experiment_id, run.owner, to_epoch=epoch)
+    if epoch:
+        log.info("experiment %s resumes after epoch %d", run.experiment_id, epoch)
+    try:
+        fit(spec, run, (epoch, model))
     except Cancelled:
-        finish(engine, experiment_id, Status.cancelled)
+        finish(run.engine, run.experiment_id, run.owner, Status.cancelled)
     except Interrupted:
-        release(engine, experiment_id)
-        log.info("experiment %s interrupted by shutdown; back in the queue", experiment_id)
+        log.info("experiment %s interrupted by shutdown; back in the queue", run.experiment_id)
         raise Reject("worker shutting down", requeue=True) from None
     except (DatasetUnavailable, TrainingDiverged) as exc:
-        finish(engine, experiment_id, Status.failed, str(exc))
+        finish(run.engine, run.experiment_id, run.owner, Status.failed, str(exc))
     except tf.errors.ResourceExhaustedError:
         finish(
-            engine,
-            experiment_id,
+            run.engine,
+            run.experiment_id,
+            run.owner,
             Status.failed,
             "Ran out of memory while training; lower training.batch_size or the model's size.",
         )
+    except LeaseLost:
+        raise
     except Exception as exc:
-        log.exception("experiment %s crashed", experiment_id)
+        log.exception("experiment %s crashed", run.experiment_id)
         finish(
-            engine, experiment_id, Status.failed, f"Training crashed: {type(exc).__name__}: {exc}"
+            run.engine,
+            run.experiment_id,
+            run.owner,
+            Status.failed,
+            f"Training crashed: {type(exc).__name__}: {exc}",
         )
     else:
-        finish(engine, experiment_id, Status.succeeded)
-    finally:
-        keras.backend.clear_session()
-        gc.collect()
+        finish(run.engine, run.experiment_id, run.owner, Status.succeeded)
+
+
+def _past_logs(run: Run, up_to: int) -> list[dict[str, float | None]]:
+    """The recorded epochs 1..up_to as Keras logs, to rebuild early stopping's state."""
+    with session_scope(run.engine) as session:
+        rows: list[EpochRecord] = history(session, run.experiment_id)
+    return [
+        {key: getattr(row, key) for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        for row in rows
+        if row.epoch <= up_to
+    ]
 
 
 def _finite_or_none(value: float | None) -> float | None:

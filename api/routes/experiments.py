@@ -8,13 +8,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from api.deps import CeleryDep, ExperimentDep, SessionDep
+from api.deps import CeleryDep, EngineDep, ExperimentDep, SessionDep
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from core import experiments as crud
+from core.queueing import publish
 from core.runs import EpochMetrics
 from core.tables import Status
 from models.presets import PRESETS, SpecError, resolve
-from worker.celery_app import dispatch
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
@@ -31,6 +31,7 @@ SUBMIT_EXAMPLES = {
 def submit(
     body: Annotated[ExperimentCreate, Body(openapi_examples=SUBMIT_EXAMPLES)],
     session: SessionDep,
+    engine: EngineDep,
     celery: CeleryDep,
     response: Response,
 ) -> ExperimentPublic:
@@ -43,7 +44,7 @@ def submit(
         ) from None
     experiment = crud.create_experiment(session, name=body.name, spec=spec.model_dump(mode="json"))
     session.commit()
-    dispatch(celery, experiment.id)
+    publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     response.headers["Location"] = f"/experiments/{experiment.id}"
     return ExperimentPublic.model_validate(experiment)
 

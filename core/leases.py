@@ -1,0 +1,38 @@
+"""Who holds an experiment: a lease owner names one process on one machine, and can tell
+whether that process is gone."""
+
+import os
+import socket
+from functools import cache
+from pathlib import Path
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (None if there is no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@cache
+def _host() -> str:
+    return socket.gethostname()
+
+
+def this_process() -> str:
+    """This process as a lease owner: ``host/pid/start-time`` (pids are reused, start times not)."""
+    pid = os.getpid()
+    return f"{_host()}/{pid}/{_start_time(pid)}"
+
+
+def is_gone(owner: str | None) -> bool:
+    """Whether ``owner`` is a process of this machine that no longer runs; owners on other
+    machines are judged by their lease's expiry instead."""
+    if owner is None:
+        return True
+    host, pid, started = owner.rsplit("/", 2)
+    if host != _host():
+        return False
+    return _start_time(int(pid)) != started
