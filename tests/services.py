@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,35 +69,44 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+class RedisServer:
+    """A private redis-server on a free port, keeping nothing on disk; can be stopped and
+    started again on the same port (a bounced broker)."""
+
+    def __init__(self, password: str = "") -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            missing("redis-server is not installed")
+        self.binary = str(binary)
+        self.password = password
+        self.port = free_port()
+        self.url = f"redis://:{password}@127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        auth = ["--requirepass", self.password] if self.password else []
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *auth],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _accepts(self.port), timeout=10, what=f"redis-server on {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
 @contextmanager
 def redis_server(password: str = "") -> Iterator[str]:
-    """A private redis-server on a free port, keeping nothing on disk."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing("redis-server is not installed")
-    port = free_port()
-    auth = ["--requirepass", password] if password else []
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            *auth,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    """A private redis-server for the duration of the block; yields its URL."""
+    server = RedisServer(password)
+    server.start()
     try:
-        wait_for(lambda: _accepts(port), timeout=10, what=f"redis-server on port {port}")
-        yield f"redis://:{password}@127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 def _accepts(port: int) -> bool:
@@ -122,16 +131,33 @@ def wait_for(condition: Any, *, timeout: float, what: str, every: float = 0.2) -
 
 @dataclass
 class Stack:
-    """A running API and worker, as `make up` or the compose stack runs them."""
+    """A running API and its workers, as `make up` or the compose stack runs them."""
 
     url: str
     env: dict[str, str]
     logs: Path
     api: subprocess.Popen[bytes]
-    worker: subprocess.Popen[bytes]
+    worker_command: str
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def worker(self) -> subprocess.Popen[bytes]:
+        """The first worker still running."""
+        return next(worker for worker in self.workers if worker.poll() is None)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = self.logs / f"worker-{len(self.workers) + 1}.log"
+        self.workers.append(_spawn(self.worker_command, self.env, log))
+        return self.workers[-1]
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
+
+    def log_text(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')}"
+            for path in sorted(self.logs.glob("*.log"))
+        )
 
     def log_tail(self) -> str:
         return "\n".join(
@@ -170,9 +196,10 @@ def running_stack(
     *,
     api_command: str = API_COMMAND,
     worker_command: str = WORKER_COMMAND,
+    workers: int = 1,
     **settings: str,
 ) -> Iterator[Stack]:
-    """Start the API and one worker with ``CONVLAB_*`` settings; stop both afterwards.
+    """Start the API and ``workers`` workers with ``CONVLAB_*`` settings; stop all afterwards.
 
     ``api_command`` has a ``{port}`` placeholder for the free port it is given.
     """
@@ -187,13 +214,15 @@ def running_stack(
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     api = _spawn(api_command.format(port=port), env, logs / "api.log")
-    worker = _spawn(worker_command, env, logs / "worker.log")
-    stack = Stack(f"http://127.0.0.1:{port}", env, logs, api, worker)
+    stack = Stack(f"http://127.0.0.1:{port}", env, logs, api, worker_command)
     try:
+        for _ in range(workers):
+            stack.start_worker()
         wait_for(lambda: _healthy(stack), timeout=60, what="the API's /health")
         yield stack
     finally:
-        stop_process(worker)
+        for worker in stack.workers:
+            stop_process(worker)
         stop_process(api)
 
 

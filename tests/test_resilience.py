@@ -1,0 +1,227 @@
+"""What happens when things break, with real processes: killed and stopped workers, a broker
+down at submit, duplicate messages, poison jobs, corrupt checkpoints, vanished machines."""
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from core.config import Settings
+from core.db import get_engine
+from core.queueing import QUEUE, TRAIN_TASK
+from core.runs import claim
+from tests.services import (
+    RedisServer,
+    Stack,
+    redis_server,
+    running_stack,
+    stop_process,
+    wait_for,
+    wait_for_status,
+)
+from worker.celery_app import make_celery
+
+pytestmark = pytest.mark.slow
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+# About 0.2 s per epoch on 2 cores: long enough to be hit mid-run, short enough to finish.
+LONG_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 15, "batch_size": 16}}
+SHORT_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3, "batch_size": 64}}
+FAST_SWEEPER = {"sweep_interval_s": "0.5", "dispatch_grace_s": "1", "lease_seconds": "4"}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path, **FAST_SWEEPER) as running:
+        yield running
+
+
+def _experiment(client: httpx.Client, experiment_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = client.get(f"/experiments/{experiment_id}").json()
+    return body
+
+
+def _epochs(client: httpx.Client, experiment_id: str) -> list[dict[str, Any]]:
+    epochs: list[dict[str, Any]] = client.get(f"/experiments/{experiment_id}/history").json()[
+        "epochs"
+    ]
+    return epochs
+
+
+def _running_with_epochs(client: httpx.Client, experiment_id: str, at_least: int) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        experiment = _experiment(client, experiment_id)
+        running = experiment["status"] == "running" and experiment["epochs_done"] >= at_least
+        return experiment if running else None
+
+    found: dict[str, Any] = wait_for(ready, timeout=120, what=f"{at_least} epochs running")
+    return found
+
+
+def _trainer_pid(experiment: dict[str, Any]) -> int:
+    return int(experiment["worker"].split("/")[1])
+
+
+def _assert_complete_history(client: httpx.Client, experiment_id: str, epochs: int) -> None:
+    assert [row["epoch"] for row in _epochs(client, experiment_id)] == list(range(1, epochs + 1))
+
+
+def test_kill_9_of_the_training_process_resumes_from_the_last_epoch(stack: Stack) -> None:
+    with stack.client() as client:
+        experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
+        running = _running_with_epochs(client, experiment_id, at_least=3)
+        os.kill(_trainer_pid(running), signal.SIGKILL)
+        before = _epochs(client, experiment_id)
+        done = wait_for_status(client, experiment_id, TERMINAL)
+        assert done["status"] == "succeeded", stack.log_tail()
+        _assert_complete_history(client, experiment_id, 15)
+        assert (done["attempts"], done["workers_lost"]) == (2, 1)
+        after = _epochs(client, experiment_id)
+        kept = [row for row in after if row["epoch"] <= len(before) - 1]
+        assert kept == before[: len(kept)] and len(kept) >= 2  # resumed, not restarted
+        assert "resumes after epoch" in stack.log_text()
+
+
+def test_sigterm_to_a_worker_checkpoints_its_job_and_requeues_it(stack: Stack) -> None:
+    with stack.client() as client:
+        experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
+        _running_with_epochs(client, experiment_id, at_least=3)
+        assert stop_process(stack.worker) == 0
+        stopped = _experiment(client, experiment_id)
+        assert (stopped["status"], stopped["worker"], stopped["error"]) == ("queued", None, None)
+        stack.start_worker()
+        done = wait_for_status(client, experiment_id, TERMINAL)
+        assert done["status"] == "succeeded", stack.log_tail()
+        assert (done["attempts"], done["workers_lost"]) == (2, 0)
+        _assert_complete_history(client, experiment_id, 15)
+        assert f"resumes after epoch {stopped['epochs_done']}" in stack.log_text()
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_one_before(stack: Stack, tmp_path: Path) -> None:
+    with stack.client() as client:
+        experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
+        _running_with_epochs(client, experiment_id, at_least=3)
+        assert stop_process(stack.worker) == 0
+        stopped = _experiment(client, experiment_id)["epochs_done"]
+        engine = get_engine(f"sqlite:///{tmp_path / 'convlab.sqlite'}")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "UPDATE checkpoints SET data = :junk WHERE experiment_id = :id AND epoch = :e"
+                ),
+                {"junk": b"half-written", "id": experiment_id, "e": stopped},
+            )
+        stack.start_worker()
+        done = wait_for_status(client, experiment_id, TERMINAL)
+        assert done["status"] == "succeeded", stack.log_tail()
+        _assert_complete_history(client, experiment_id, 15)
+        assert f"resumes after epoch {stopped - 1}" in stack.log_text()
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_after_three_losses(stack: Stack) -> None:
+    with stack.client() as client:
+        experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
+        killed: set[str] = set()
+        for _ in range(3):
+
+            def trained_by_a_new_process() -> dict[str, Any] | None:
+                experiment = _experiment(client, experiment_id)
+                fresh = experiment["worker"] not in killed | {None}
+                return experiment if experiment["status"] == "running" and fresh else None
+
+            running = wait_for(trained_by_a_new_process, timeout=120, what="a new attempt")
+            killed.add(running["worker"])
+            os.kill(_trainer_pid(running), signal.SIGKILL)
+        failed = wait_for_status(client, experiment_id, TERMINAL)
+        assert failed["status"] == "failed"
+        assert failed["error"].startswith("worker lost 3 times during epoch ")
+        assert failed["workers_lost"] == 3
+        next_one = client.post("/experiments", json=SHORT_RUN).json()["id"]
+        assert wait_for_status(client, next_one, TERMINAL)["status"] == "succeeded"
+
+
+def test_a_run_whose_machine_vanished_is_requeued_and_resumed(tmp_path: Path) -> None:
+    with running_stack(tmp_path, workers=0, **FAST_SWEEPER) as stack, stack.client() as client:
+        experiment_id = client.post("/experiments", json=SHORT_RUN).json()["id"]
+        engine = get_engine(f"sqlite:///{tmp_path / 'convlab.sqlite'}")
+        assert claim(engine, experiment_id, "lab-node-7/4242/1", lease_seconds=1, max_lost=3)
+        requeued = wait_for_status(client, experiment_id, {"queued"}, timeout=30)
+        assert (requeued["workers_lost"], requeued["worker"]) == (1, None)
+        stack.start_worker()
+        done = wait_for_status(client, experiment_id, TERMINAL)
+        assert done["status"] == "succeeded", stack.log_tail()
+        assert (done["attempts"], done["workers_lost"]) == (2, 1)
+        _assert_complete_history(client, experiment_id, 3)
+
+
+def test_a_submit_while_the_broker_is_down_runs_once_it_is_back(tmp_path: Path) -> None:
+    redis = RedisServer()
+    redis.start()
+    try:
+        with (
+            running_stack(tmp_path, broker_url=redis.url, **FAST_SWEEPER) as stack,
+            stack.client() as client,
+        ):
+            redis.stop()
+            response = client.post("/experiments", json=SHORT_RUN)
+            assert response.status_code == 201
+            experiment_id = response.json()["id"]
+            time.sleep(2)
+            assert _experiment(client, experiment_id)["status"] == "queued"
+            redis.start()
+            done = wait_for_status(client, experiment_id, TERMINAL, timeout=120)
+            assert done["status"] == "succeeded", stack.log_tail()
+            assert done["attempts"] == 1
+            _assert_complete_history(client, experiment_id, 3)
+    finally:
+        redis.stop()
+
+
+def test_a_duplicate_message_for_a_running_job_is_dropped(tmp_path: Path) -> None:
+    with (
+        redis_server() as broker_url,
+        running_stack(tmp_path, broker_url=broker_url, workers=2) as stack,
+        stack.client() as client,
+    ):
+        experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
+        _running_with_epochs(client, experiment_id, at_least=1)
+        celery = make_celery(Settings(home=tmp_path, broker_url=broker_url))
+        celery.send_task(TRAIN_TASK, args=[experiment_id], queue=QUEUE)
+        wait_for(
+            lambda: f"experiment {experiment_id} is not claimable" in stack.log_text(),
+            timeout=60,
+            what="the duplicate to be dropped",
+        )
+        done = wait_for_status(client, experiment_id, TERMINAL)
+        assert done["status"] == "succeeded", stack.log_tail()
+        assert (done["attempts"], done["workers_lost"]) == (1, 0)
+        _assert_complete_history(client, experiment_id, 15)
+
+
+def test_sqlite_serves_100_concurrent_readers_while_a_worker_writes(stack: Stack) -> None:
+    with stack.client() as client:
+        experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
+        first = _running_with_epochs(client, experiment_id, at_least=1)["epochs_done"]
+
+    def read(_: int) -> list[int]:
+        with stack.client() as reader:
+            return [
+                reader.get(path).status_code
+                for path in (f"/experiments/{experiment_id}/history", "/experiments") * 5
+            ]
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        statuses = [status for batch in pool.map(read, range(100)) for status in batch]
+    with stack.client() as client:
+        assert _experiment(client, experiment_id)["epochs_done"] > first  # writes went on
+        assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+    assert len(statuses) == 1000
+    assert set(statuses) == {200}
+    assert "database is locked" not in stack.log_text()
