@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the API and one worker in the foreground; Ctrl-C (SIGINT) or SIGTERM stops both.
 # A job in progress stops at its next batch and goes back to the queue for the next start.
+# A worker that dies is started again, as the compose stack's restart policy does.
 # uvicorn and celery come from PATH (`make up` puts .venv/bin first).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +9,21 @@ export CONVLAB_HOME="${CONVLAB_HOME:-$PWD/var}"
 host="${CONVLAB_HOST:-127.0.0.1}"
 port="${CONVLAB_PORT:-8000}"
 
+supervise_worker() {
+    local celery_pid
+    trap 'kill -TERM "$celery_pid" 2>/dev/null; wait "$celery_pid"; exit 0' INT TERM
+    while true; do
+        celery -A worker.celery_app worker --loglevel INFO --concurrency 1 &
+        celery_pid=$!
+        wait "$celery_pid"
+        echo "convlab: the worker exited (status $?); starting it again in 2 s." >&2
+        sleep 2
+    done
+}
+
 uvicorn --factory api.main:create_app --host "$host" --port "$port" &
 api=$!
-celery -A worker.celery_app worker --loglevel INFO --concurrency 1 &
+supervise_worker &
 worker=$!
 echo "convlab: API on http://$host:$port (docs at /docs), state in $CONVLAB_HOME; Ctrl-C stops."
 
@@ -24,8 +37,8 @@ on_signal() {
     exit 0
 }
 trap on_signal INT TERM
-wait -n "$api" "$worker"
+wait "$api"
 status=$?
-echo "convlab: a process exited (status $status); stopping the other." >&2
+echo "convlab: the API exited (status $status); stopping the worker." >&2
 stop
 exit "$status"

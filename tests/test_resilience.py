@@ -225,3 +225,38 @@ def test_sqlite_serves_100_concurrent_readers_while_a_worker_writes(stack: Stack
     assert len(statuses) == 1000
     assert set(statuses) == {200}
     assert "database is locked" not in stack.log_text()
+
+
+def _resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        / 1024
+    )
+
+
+def _pool_process(stack: Stack) -> int:
+    """The worker's one live pool process (waiting out a recycle in progress)."""
+
+    def single_live_child() -> int | None:
+        threads = Path(f"/proc/{stack.worker.pid}/task").glob("*/children")
+        pids = [int(pid) for thread in threads for pid in thread.read_text().split()]
+        alive = [pid for pid in pids if Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+        return alive[0] if len(alive) == 1 else None
+
+    pid: int = wait_for(single_live_child, timeout=30, what="one pool process")
+    return pid
+
+
+def test_twenty_jobs_in_a_row_keep_memory_flat_by_recycling(tmp_path: Path) -> None:
+    with running_stack(tmp_path, worker_max_jobs="8") as stack, stack.client() as client:
+        pools: list[int] = []
+        resident: list[float] = []
+        for seed in range(20):
+            body = {**SHORT_RUN, "seed": seed, "training": {"epochs": 1}}
+            experiment_id = client.post("/experiments", json=body).json()["id"]
+            assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+            pools.append(_pool_process(stack))
+            resident.append(_resident_mb(pools[-1]))
+    assert len(set(pools)) == 3, pools  # replaced after jobs 8 and 16
+    assert max(resident) < resident[0] + 150, resident

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def up(home: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+def up(home: Path, **settings: str) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
     """scripts/up.sh in its own process group, as a terminal runs it, and a client for it."""
     port = free_port()
     env = {
         **os.environ,
+        **{f"CONVLAB_{key.upper()}": value for key, value in settings.items()},
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "CONVLAB_HOME": str(home),
         "CONVLAB_PORT": str(port),
@@ -86,3 +87,28 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
         process.send_signal(signal.SIGTERM)  # `kill` of the script alone
         assert process.wait(timeout=60) == 0
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
+
+
+def test_a_dead_worker_is_started_again_and_its_job_resumes(tmp_path: Path) -> None:
+    job = {"dataset": {"name": "digits"}, "training": {"epochs": 12, "batch_size": 16}}
+    with up(tmp_path, lease_seconds="3", sweep_interval_s="0.5") as (process, client):
+        experiment_id = client.post("/experiments", json=job).json()["id"]
+        running = wait_for(
+            lambda: (
+                (body := client.get(f"/experiments/{experiment_id}").json())["epochs_done"] >= 2
+                and body
+            ),
+            timeout=120,
+            what="two epochs",
+        )
+        trainer = int(running["worker"].split("/")[1])
+        celery_main = int(Path(f"/proc/{trainer}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(celery_main, signal.SIGKILL)
+        done = wait_for_status(client, experiment_id, {"succeeded", "failed"}, timeout=120)
+        assert done["status"] == "succeeded"
+        assert done["workers_lost"] == 1
+        epochs = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
+        assert [row["epoch"] for row in epochs] == list(range(1, 13))
+        assert "the worker exited" in (tmp_path / "up.log").read_text()
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 0
