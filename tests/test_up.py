@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -93,14 +94,12 @@ def test_a_dead_worker_is_started_again_and_its_job_resumes(tmp_path: Path) -> N
     job = {"dataset": {"name": "digits"}, "training": {"epochs": 12, "batch_size": 16}}
     with up(tmp_path, lease_seconds="3", sweep_interval_s="0.5") as (process, client):
         experiment_id = client.post("/experiments", json=job).json()["id"]
-        running = wait_for(
-            lambda: (
-                (body := client.get(f"/experiments/{experiment_id}").json())["epochs_done"] >= 2
-                and body
-            ),
-            timeout=120,
-            what="two epochs",
-        )
+
+        def two_epochs_done() -> dict[str, Any] | None:
+            body: dict[str, Any] = client.get(f"/experiments/{experiment_id}").json()
+            return body if body["epochs_done"] >= 2 else None
+
+        running = wait_for(two_epochs_done, timeout=120, what="two epochs")
         trainer = int(running["worker"].split("/")[1])
         celery_main = int(Path(f"/proc/{trainer}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(celery_main, signal.SIGKILL)
