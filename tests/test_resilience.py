@@ -12,11 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlmodel import Session
 
 from core.config import Settings
 from core.db import get_engine
+from core.experiments import create_experiment
 from core.queueing import QUEUE, TRAIN_TASK
 from core.runs import claim
+from models.presets import resolve
 from tests.services import (
     RedisServer,
     Stack,
@@ -158,6 +161,21 @@ def test_a_run_whose_machine_vanished_is_requeued_and_resumed(tmp_path: Path) ->
         done = wait_for_status(client, experiment_id, TERMINAL)
         assert done["status"] == "succeeded", stack.log_tail()
         assert (done["attempts"], done["workers_lost"]) == (2, 1)
+        _assert_complete_history(client, experiment_id, 3)
+
+
+def test_a_row_committed_by_an_api_that_died_before_publishing_still_runs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path / 'convlab.sqlite'}")
+    with Session(engine) as session:
+        spec = resolve("base", SHORT_RUN).model_dump(mode="json")
+        experiment_id = create_experiment(session, name="orphan", spec=spec).id
+        session.commit()
+    with stack.client() as client:
+        done = wait_for_status(client, experiment_id, TERMINAL)
+        assert done["status"] == "succeeded", stack.log_tail()
+        assert done["attempts"] == 1
         _assert_complete_history(client, experiment_id, 3)
 
 

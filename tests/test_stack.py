@@ -168,4 +168,5 @@ def test_diverging_training_fails_naming_the_epoch_and_learning_rate(
     assert experiment["status"] == "failed", stack.log_tail()
     assert "learning rate 10.0 too high?" in experiment["error"]
     assert experiment["error"].startswith("loss became NaN at epoch 1 ")
+    assert experiment["attempts"] == 1  # not retried
     assert client.get(f"/experiments/{experiment_id}/history").json()["epochs"] == []
