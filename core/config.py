@@ -23,6 +23,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+    db_pool_size: int = Field(
+        40,
+        ge=1,
+        description=(
+            "Pooled connections per process (opened on demand). At least the API's 40 worker "
+            "threads, so no thread waits for a connection held by a request that is itself "
+            "waiting for a thread."
+        ),
+    )
     cancel_poll_seconds: float = Field(
         0.5, gt=0, description="How often a training job re-reads its cancel flag."
     )

@@ -23,9 +23,12 @@ def get_engine(url: str | None = None) -> Engine:
     """The process's engine for ``url`` (default: the configured database)."""
     settings = get_settings()
     url = url or settings.resolved_database_url
+    pool = {"pool_size": settings.db_pool_size, "max_overflow": 10}
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000})
+        return create_engine(url, pool_pre_ping=True, **pool)
+    engine = create_engine(
+        url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}, **pool
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -184,7 +184,7 @@ def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | 
         experiment = session.get(Experiment, experiment_id)
         if experiment is None or experiment.lease_owner != owner:
             raise LeaseLost(experiment_id)
-        if checkpoint is not None and experiment.epochs_done > 0:
+        if checkpoint is not None:
             _store_checkpoint(session, experiment_id, experiment.epochs_done, checkpoint)
         session.exec(
             update(Experiment)

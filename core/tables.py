@@ -28,6 +28,15 @@ def _timestamp(*, index: bool = False) -> Any:
     return Field(default=None, sa_type=DateTime(timezone=True), index=index)
 
 
+def _experiment_key() -> Any:
+    """Part of a primary key: the experiment a row belongs to, deleted with it."""
+    return Field(
+        sa_column=Column(
+            String(32), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+
+
 class Experiment(SQLModel, table=True):
     __tablename__ = "experiments"
 
@@ -63,11 +72,7 @@ class EpochRecord(SQLModel, table=True):
 
     __tablename__ = "epochs"
 
-    experiment_id: str = Field(
-        sa_column=Column(
-            String(32), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
+    experiment_id: str = _experiment_key()
     epoch: int = Field(primary_key=True)
     loss: float
     accuracy: float
@@ -82,11 +87,7 @@ class Checkpoint(SQLModel, table=True):
 
     __tablename__ = "checkpoints"
 
-    experiment_id: str = Field(
-        sa_column=Column(
-            String(32), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
+    experiment_id: str = _experiment_key()
     epoch: int = Field(primary_key=True)
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     sha256: str = Field(max_length=64)

@@ -62,7 +62,7 @@ def reset_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-class Run:
+class Job:
     """What the callbacks share: which experiment, which process holds it, how to write."""
 
     def __init__(self, engine: Engine, experiment_id: str, owner: str, settings: Settings) -> None:
@@ -76,35 +76,35 @@ class Run:
 class LeaseKeeper(threading.Thread):
     """Renews the run's lease in the background, also through long compiles and validations."""
 
-    def __init__(self, run: Run) -> None:
-        super().__init__(name=f"lease-{run.experiment_id}", daemon=True)
-        self.run_ = run
+    def __init__(self, job: Job) -> None:
+        super().__init__(name=f"lease-{job.experiment_id}", daemon=True)
+        self.job = job
         self.done = threading.Event()
 
     def run(self) -> None:
-        every = self.run_.settings.lease_seconds / 4
+        every = self.job.settings.lease_seconds / 4
         while not self.done.wait(every):
             try:
                 held = renew_lease(
-                    self.run_.engine,
-                    self.run_.experiment_id,
-                    self.run_.owner,
-                    lease_seconds=self.run_.settings.lease_seconds,
+                    self.job.engine,
+                    self.job.experiment_id,
+                    self.job.owner,
+                    lease_seconds=self.job.settings.lease_seconds,
                 )
             except Exception:
-                log.exception("could not renew the lease of %s", self.run_.experiment_id)
+                log.exception("could not renew the lease of %s", self.job.experiment_id)
                 continue
             if not held:
-                self.run_.lease_lost.set()
+                self.job.lease_lost.set()
                 return
 
 
 class EpochRecorder(keras.callbacks.Callback):
     """Writes each finished epoch's row and checkpoint the moment the epoch ends."""
 
-    def __init__(self, run: Run, learning_rate: float) -> None:
+    def __init__(self, job: Job, learning_rate: float) -> None:
         super().__init__()
-        self.run = run
+        self.job = job
         self.learning_rate = learning_rate
         self.started = 0.0
 
@@ -129,40 +129,40 @@ class EpochRecorder(keras.callbacks.Callback):
             seconds=time.perf_counter() - self.started,
         )
         record_epoch(
-            self.run.engine,
-            self.run.experiment_id,
-            self.run.owner,
+            self.job.engine,
+            self.job.experiment_id,
+            self.job.owner,
             metrics,
             checkpoint=to_bytes(self.model),
-            lease_seconds=self.run.settings.lease_seconds,
-            keep_checkpoints=self.run.settings.keep_checkpoints,
+            lease_seconds=self.job.settings.lease_seconds,
+            keep_checkpoints=self.job.settings.keep_checkpoints,
         )
-        log.info("experiment %s epoch %d: %s", self.run.experiment_id, number, metrics)
+        log.info("experiment %s epoch %d: %s", self.job.experiment_id, number, metrics)
 
 
 class StopCheck(keras.callbacks.Callback):
     """Stops training at a batch boundary: cancel flag, worker shutdown or a lost lease."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, job: Job) -> None:
         super().__init__()
-        self.run = run
+        self.job = job
         self.checked = 0.0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._check()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        due = time.monotonic() - self.checked >= self.run.settings.cancel_poll_seconds
-        if due or stop_requested.is_set() or self.run.lease_lost.is_set():
+        due = time.monotonic() - self.checked >= self.job.settings.cancel_poll_seconds
+        if due or stop_requested.is_set() or self.job.lease_lost.is_set():
             self._check()
 
     def _check(self) -> None:
-        if self.run.lease_lost.is_set():
-            raise LeaseLost(self.run.experiment_id)
+        if self.job.lease_lost.is_set():
+            raise LeaseLost(self.job.experiment_id)
         if stop_requested.is_set():
             raise Interrupted
         self.checked = time.monotonic()
-        if cancel_requested(self.run.engine, self.run.experiment_id):
+        if cancel_requested(self.job.engine, self.job.experiment_id):
             raise Cancelled
 
 
@@ -179,12 +179,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             super().on_epoch_end(epoch, past_logs)
 
 
-def fit(spec: ExperimentSpec, run: Run, resume_from: tuple[int, keras.Model | None]) -> None:
+def fit(spec: ExperimentSpec, job: Job, resume_from: tuple[int, keras.Model | None]) -> None:
     """Train ``spec`` the chapter's way (seeded, test set as validation unless told otherwise),
     from ``resume_from``'s epoch and model, or from scratch."""
     data = prepare(
         spec.dataset.name,
-        run.settings.resolved_data_dir,
+        job.settings.resolved_data_dir,
         train_size=spec.dataset.train_size,
         test_size=spec.dataset.test_size,
         seed=spec.seed,
@@ -194,11 +194,11 @@ def fit(spec: ExperimentSpec, run: Run, resume_from: tuple[int, keras.Model | No
     if model is None:
         model = build_model(spec)
     callbacks: list[keras.callbacks.Callback] = [
-        StopCheck(run),
-        EpochRecorder(run, spec.optimizer.learning_rate),
+        StopCheck(job),
+        EpochRecorder(job, spec.optimizer.learning_rate),
     ]
     if spec.training.early_stopping is not None:
-        past = _past_logs(run, initial_epoch)
+        past = _past_logs(job, initial_epoch)
         callbacks.append(ResumableEarlyStopping(past, **spec.training.early_stopping.model_dump()))
     validation: dict[str, Any] = (
         {"validation_data": (data.x_test, data.y_test)}
@@ -217,7 +217,7 @@ def fit(spec: ExperimentSpec, run: Run, resume_from: tuple[int, keras.Model | No
             **validation,
         )
     except Interrupted:
-        release(run.engine, run.experiment_id, run.owner, to_bytes(model))
+        release(job.engine, job.experiment_id, job.owner, to_bytes(model))
         raise
 
 
@@ -230,11 +230,11 @@ def run_experiment(experiment_id: str) -> None:
         raise Reject("worker shutting down", requeue=True)
     settings = get_settings()
     engine = get_engine()
-    run = Run(engine, experiment_id, this_process(), settings)
+    job = Job(engine, experiment_id, this_process(), settings)
     claimed = claim(
         engine,
         experiment_id,
-        run.owner,
+        job.owner,
         lease_seconds=settings.lease_seconds,
         max_lost=settings.max_workers_lost,
     )
@@ -243,10 +243,10 @@ def run_experiment(experiment_id: str) -> None:
             "experiment %s is not claimable (finished, or held by a live worker)", experiment_id
         )
         return
-    keeper = LeaseKeeper(run)
+    keeper = LeaseKeeper(job)
     keeper.start()
     try:
-        _train_and_close(run, claimed.experiment.spec)
+        _train_and_close(job, claimed.experiment.spec)
     except LeaseLost:
         log.warning("experiment %s: lease lost to another worker; stopped", experiment_id)
     finally:
@@ -255,48 +255,48 @@ def run_experiment(experiment_id: str) -> None:
         gc.collect()
 
 
-def _train_and_close(run: Run, stored_spec: dict[str, Any]) -> None:
+def _train_and_close(job: Job, stored_spec: dict[str, Any]) -> None:
     spec = ExperimentSpec.model_validate(stored_spec)
-    epoch, model = newest_loadable(checkpoints(run.engine, run.experiment_id))
-    rewind(run.engine, run.experiment_id, run.owner, to_epoch=epoch)
+    epoch, model = newest_loadable(checkpoints(job.engine, job.experiment_id))
+    rewind(job.engine, job.experiment_id, job.owner, to_epoch=epoch)
     if epoch:
-        log.info("experiment %s resumes after epoch %d", run.experiment_id, epoch)
+        log.info("experiment %s resumes after epoch %d", job.experiment_id, epoch)
     try:
-        fit(spec, run, (epoch, model))
+        fit(spec, job, (epoch, model))
     except Cancelled:
-        finish(run.engine, run.experiment_id, run.owner, Status.cancelled)
+        finish(job.engine, job.experiment_id, job.owner, Status.cancelled)
     except Interrupted:
-        log.info("experiment %s interrupted by shutdown; back in the queue", run.experiment_id)
+        log.info("experiment %s interrupted by shutdown; back in the queue", job.experiment_id)
         raise Reject("worker shutting down", requeue=True) from None
     except (DatasetUnavailable, TrainingDiverged) as exc:
-        finish(run.engine, run.experiment_id, run.owner, Status.failed, str(exc))
+        finish(job.engine, job.experiment_id, job.owner, Status.failed, str(exc))
     except tf.errors.ResourceExhaustedError:
         finish(
-            run.engine,
-            run.experiment_id,
-            run.owner,
+            job.engine,
+            job.experiment_id,
+            job.owner,
             Status.failed,
             "Ran out of memory while training; lower training.batch_size or the model's size.",
         )
     except LeaseLost:
         raise
     except Exception as exc:
-        log.exception("experiment %s crashed", run.experiment_id)
+        log.exception("experiment %s crashed", job.experiment_id)
         finish(
-            run.engine,
-            run.experiment_id,
-            run.owner,
+            job.engine,
+            job.experiment_id,
+            job.owner,
             Status.failed,
             f"Training crashed: {type(exc).__name__}: {exc}",
         )
     else:
-        finish(run.engine, run.experiment_id, run.owner, Status.succeeded)
+        finish(job.engine, job.experiment_id, job.owner, Status.succeeded)
 
 
-def _past_logs(run: Run, up_to: int) -> list[dict[str, float | None]]:
+def _past_logs(job: Job, up_to: int) -> list[dict[str, float | None]]:
     """The recorded epochs 1..up_to as Keras logs, to rebuild early stopping's state."""
-    with session_scope(run.engine) as session:
-        rows: list[EpochRecord] = history(session, run.experiment_id)
+    with session_scope(job.engine) as session:
+        rows: list[EpochRecord] = history(session, job.experiment_id)
     return [
         {key: getattr(row, key) for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
         for row in rows

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from api.deps import CeleryDep, EngineDep, ExperimentDep, SessionDep
+from api.deps import CeleryDep, EngineDep, SessionDep, find_experiment
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from core import experiments as crud
 from core.queueing import publish
@@ -73,9 +73,9 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic)
-def read_experiment(experiment: ExperimentDep) -> ExperimentPublic:
+def read_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic:
     """One experiment: status, progress, resolved spec and summary."""
-    return ExperimentPublic.model_validate(experiment)
+    return ExperimentPublic.model_validate(find_experiment(session, experiment_id))
 
 
 @router.get(
@@ -84,13 +84,14 @@ def read_experiment(experiment: ExperimentDep) -> ExperimentPublic:
     responses={200: {"content": {"text/csv": {}}}},
 )
 def read_history(
-    experiment: ExperimentDep,
+    experiment_id: str,
     session: SessionDep,
     request: Request,
     since: Annotated[int, Query(ge=0, description="Only epochs after this one.")] = 0,
     format: Literal["json", "csv"] | None = None,
 ) -> History | Response:
     """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
+    experiment = find_experiment(session, experiment_id)
     epochs = [EpochMetrics.of(row) for row in crud.history(session, experiment.id, since=since)]
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
@@ -101,8 +102,9 @@ def read_history(
 
 
 @router.post("/{experiment_id}/cancel", status_code=202, response_model=ExperimentPublic)
-def cancel_experiment(experiment: ExperimentDep, session: SessionDep) -> ExperimentPublic:
+def cancel_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic:
     """Cancel: a queued experiment never runs; a running one stops at its next batch."""
+    experiment = find_experiment(session, experiment_id)
     try:
         return ExperimentPublic.model_validate(crud.cancel(session, experiment))
     except crud.Conflict as exc:
@@ -110,8 +112,9 @@ def cancel_experiment(experiment: ExperimentDep, session: SessionDep) -> Experim
 
 
 @router.delete("/{experiment_id}", status_code=204)
-def delete_experiment(experiment: ExperimentDep, session: SessionDep) -> Response:
+def delete_experiment(experiment_id: str, session: SessionDep) -> Response:
     """Delete a finished experiment and its history."""
+    experiment = find_experiment(session, experiment_id)
     try:
         crud.delete(session, experiment)
     except crud.Conflict as exc:
