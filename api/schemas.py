@@ -1,13 +1,15 @@
 """Request and response bodies of the HTTP contract (../shared/API.md)."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.report import TableRow
 from core.runs import EpochMetrics
 from core.tables import Status
 from models.spec import ExperimentSpec
+from models.studies import SECTIONS
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -20,13 +22,12 @@ Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
 _SECTION = "Overrides merged key by key over the preset's {} (see ExperimentSpec)."
 
 
-class ExperimentCreate(BaseModel):
+class SpecKeys(BaseModel):
     """A preset plus partial spec keys; nested objects merge over the preset, key by key."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     preset: str = Field("base", description="A name from GET /presets.")
-    name: str | None = Field(None, max_length=200, description="A label for people.")
     dataset: dict[str, Any] | None = Field(None, description=_SECTION.format("dataset"))
     model: dict[str, Any] | None = Field(None, description=_SECTION.format("model"))
     optimizer: dict[str, Any] | None = Field(
@@ -37,11 +38,69 @@ class ExperimentCreate(BaseModel):
         ),
     )
     training: dict[str, Any] | None = Field(None, description=_SECTION.format("training"))
-    seed: int | None = Field(None, description="Seeds Python, NumPy and TensorFlow.")
 
     def overrides(self) -> dict[str, Any]:
-        """The spec keys the request set (everything but preset and name)."""
-        return self.model_dump(exclude_unset=True, exclude={"preset", "name"})
+        """The spec keys the request set, without the preset (and without any own fields)."""
+        return self.model_dump(exclude_unset=True, include={*SECTIONS, "seed"})
+
+
+class ExperimentCreate(SpecKeys):
+    name: str | None = Field(None, max_length=200, description="A label for people.")
+    seed: int | None = Field(None, description="Seeds Python, NumPy and TensorFlow.")
+
+
+class VariantCreate(SpecKeys):
+    """One row of a study: a name and overrides over the study's base."""
+
+    name: str = Field(min_length=1, max_length=200)
+    preset: str | None = Field(None, description="Default: the study's preset.")  # type: ignore[assignment]
+
+
+class StudyCreate(SpecKeys):
+    """The spec keys are the base of every experiment; exactly one of template, presets,
+    variants, grid or search says what varies; each variant runs once per seed."""
+
+    name: str | None = Field(None, max_length=200)
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field([0], min_length=1, max_length=20)
+    template: Literal["chapter"] | None = Field(None, description="chapter: its 13 presets.")
+    presets: list[str] | None = Field(None, min_length=1, max_length=100)
+    variants: list[VariantCreate] | None = Field(None, min_length=1, max_length=100)
+    grid: dict[str, list[Any]] | None = Field(
+        None,
+        description='Values per spec field, e.g. {"optimizer.name": ["sgd", "adam"]}.',
+        min_length=1,
+        max_length=8,
+    )
+    search: dict[str, Any] | None = Field(None, description="An Optuna search (not yet).")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds repeat")
+        return seeds
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, grid: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        for key, values in (grid or {}).items():
+            if not 1 <= len(values) <= 20:
+                raise ValueError(f"grid key {key!r} needs 1 to 20 values")
+        return grid
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "StudyCreate":
+        given = [kind for kind in KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(KINDS)} (got {given or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in KINDS if getattr(self, kind) is not None)
+
+
+KINDS = ("template", "presets", "variants", "grid", "search")
 
 
 class Final(BaseModel):
@@ -119,3 +178,27 @@ class Readiness(BaseModel):
     status: str
     database: str
     broker: str
+
+
+class StudyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str | None
+    kind: str
+    status: Status
+    created_at: Timestamp
+    seeds: list[int]
+    variants: list[str]
+    progress: dict[str, int] = Field(description="Experiments per status; epochs done and planned.")
+    experiment_ids: list[str]
+    table: list[TableRow]
+
+
+class StudyPage(BaseModel):
+    items: list[StudyPublic]
+    next_cursor: str | None
+
+
+class Comparison(BaseModel):
+    table: list[TableRow]

@@ -27,6 +27,7 @@ def create_experiment(
     name: str | None,
     spec: dict[str, Any],
     study_id: str | None = None,
+    variant: str | None = None,
 ) -> Experiment:
     """Store a new queued experiment for a resolved spec (the caller commits, then dispatches)."""
     experiment = Experiment(
@@ -35,6 +36,7 @@ def create_experiment(
         preset=spec["preset"],
         spec=spec,
         study_id=study_id,
+        variant=variant,
         epochs_total=spec["training"]["epochs"],
     )
     session.add(experiment)
@@ -58,20 +60,28 @@ def list_experiments(
         query = query.where(Experiment.preset == preset)
     if study_id is not None:
         query = query.where(Experiment.study_id == study_id)
+    return newest_first(session, query, Experiment, limit=limit, cursor=cursor)
+
+
+def newest_first(
+    session: Session, query: Any, table: Any, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """A page of ``query`` over ``table`` (with created_at and id), newest first, and the
+    cursor of the next page (None at the end)."""
     if cursor is not None:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = decode_cursor(cursor)
         query = query.where(
             or_(
-                col(Experiment.created_at) < created_at,
-                and_(col(Experiment.created_at) == created_at, col(Experiment.id) < last_id),
+                col(table.created_at) < created_at,
+                and_(col(table.created_at) == created_at, col(table.id) < last_id),
             )
         )
-    query = query.order_by(col(Experiment.created_at).desc(), col(Experiment.id).desc())
+    query = query.order_by(col(table.created_at).desc(), col(table.id).desc())
     rows = list(session.exec(query.limit(limit + 1)))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
-    return rows[:limit], _encode_cursor(last.created_at, last.id)
+    return rows[:limit], encode_cursor(last.created_at, last.id)
 
 
 def history(session: Session, experiment_id: str, *, since: int = 0) -> list[EpochRecord]:
@@ -119,15 +129,17 @@ def delete(session: Session, experiment: Experiment) -> None:
     session.commit()
 
 
-def _encode_cursor(created_at: datetime, experiment_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), experiment_id]).encode()
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """An opaque paging cursor after the row (created_at, id) of a newest-first listing."""
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor points after; InvalidCursor if it is not one of ours."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, experiment_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created_at), str(experiment_id)
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(created_at), str(row_id)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise InvalidCursor("cursor is not one this server handed out") from exc

@@ -28,6 +28,26 @@ def _timestamp(*, index: bool = False) -> Any:
     return Field(default=None, sa_type=DateTime(timezone=True), index=index)
 
 
+class Study(SQLModel, table=True):
+    """A group of experiments compared side by side: variants crossed with seeds."""
+
+    __tablename__ = "studies"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str | None = Field(default=None, max_length=200)
+    kind: str = Field(max_length=16)
+    """How the variants were given: template, presets, variants or grid."""
+    definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    """The request as submitted, for the record."""
+    variants: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    """Variant labels in submission order: the table's rows."""
+    seeds: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
+    )
+    cancel_requested: bool = False
+
+
 def _experiment_key() -> Any:
     """Part of a primary key: the experiment a row belongs to, deleted with it."""
     return Field(
@@ -46,6 +66,8 @@ class Experiment(SQLModel, table=True):
     status: Status = Field(default=Status.queued, sa_type=String(16), index=True)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     study_id: str | None = Field(default=None, max_length=32, index=True)
+    variant: str | None = Field(default=None, max_length=200)
+    """Its row in the study's table (the seeds of one variant share it)."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )

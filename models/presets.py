@@ -125,14 +125,18 @@ def resolve(preset: str, overrides: dict[str, Any]) -> ExperimentSpec:
     """The full spec for ``preset`` with a request's partial spec keys merged over it."""
     if preset not in PRESETS:
         raise SpecError(
-            [_error(("preset",), f"unknown preset; choose one of {', '.join(PRESETS)}", preset)]
+            [
+                error_entry(
+                    ("preset",), f"unknown preset; choose one of {', '.join(PRESETS)}", preset
+                )
+            ]
         )
     base = PRESETS[preset].spec.model_dump(mode="json")
     try:
         return ExperimentSpec.model_validate(merge(base, overrides) | {"preset": preset})
     except ValidationError as exc:
         raise SpecError(
-            [_error(_public_loc(e), e["msg"], e.get("input"), e["type"]) for e in exc.errors()]
+            [error_entry(_public_loc(e), e["msg"], e.get("input"), e["type"]) for e in exc.errors()]
         ) from None
 
 
@@ -144,5 +148,6 @@ def _public_loc(error: ErrorDetails) -> Loc:
     return loc
 
 
-def _error(loc: Loc, msg: str, value: Any, kind: str = "value_error") -> dict[str, Any]:
+def error_entry(loc: Loc, msg: str, value: Any, kind: str = "value_error") -> dict[str, Any]:
+    """One error in the shape of pydantic's (and so of FastAPI's 422 ``detail``)."""
     return {"type": kind, "loc": loc, "msg": msg, "input": value}

@@ -1,0 +1,120 @@
+"""The chapter's comparison table: one row per variant, Train/Test x Accuracy/Loss from the last
+epoch, as mean and standard deviation over seeds, plus best epoch, epochs run and speed."""
+
+import csv
+import io
+import statistics
+from collections.abc import Callable, Sequence
+
+from pydantic import BaseModel
+
+from core.tables import Experiment
+
+
+class Stat(BaseModel):
+    """Mean and sample standard deviation (None for fewer than two runs) over seeds."""
+
+    mean: float | None
+    std: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> "Stat":
+        present = [value for value in values if value is not None]
+        return cls(
+            mean=statistics.fmean(present) if present else None,
+            std=statistics.stdev(present) if len(present) > 1 else None,
+        )
+
+    def text(self, digits: int = 3) -> str:
+        if self.mean is None:
+            return "-"
+        mean = f"{self.mean:.{digits}f}"
+        return mean if self.std is None else f"{mean} ± {self.std:.{digits}f}"
+
+
+class TableRow(BaseModel):
+    variant: str
+    runs: int
+    """Experiments of this variant that finished at least one epoch."""
+    train_accuracy: Stat
+    test_accuracy: Stat
+    train_loss: Stat
+    test_loss: Stat
+    best_epoch: Stat
+    best_val_accuracy: Stat
+    epochs_run: Stat
+    seconds_per_epoch: Stat
+
+
+COLUMNS: list[tuple[str, str, Callable[[TableRow], Stat]]] = [
+    ("train_accuracy", "Train accuracy", lambda row: row.train_accuracy),
+    ("test_accuracy", "Test accuracy", lambda row: row.test_accuracy),
+    ("train_loss", "Train loss", lambda row: row.train_loss),
+    ("test_loss", "Test loss", lambda row: row.test_loss),
+    ("best_epoch", "Best epoch", lambda row: row.best_epoch),
+    ("best_val_accuracy", "Best val_accuracy", lambda row: row.best_val_accuracy),
+    ("epochs_run", "Epochs run", lambda row: row.epochs_run),
+    ("seconds_per_epoch", "Seconds/epoch", lambda row: row.seconds_per_epoch),
+]
+
+
+def table(
+    groups: list[tuple[str, list[Experiment]]], seconds_per_epoch: dict[str, float]
+) -> list[TableRow]:
+    """A row per (label, experiments) group, in the order given."""
+    rows = []
+    for label, experiments in groups:
+        done = [experiment for experiment in experiments if experiment.final]
+        finals = [experiment.final or {} for experiment in done]
+        bests = [experiment.best or {} for experiment in done]
+        rows.append(
+            TableRow(
+                variant=label,
+                runs=len(done),
+                train_accuracy=Stat.of([final.get("accuracy") for final in finals]),
+                test_accuracy=Stat.of([final.get("val_accuracy") for final in finals]),
+                train_loss=Stat.of([final.get("loss") for final in finals]),
+                test_loss=Stat.of([final.get("val_loss") for final in finals]),
+                best_epoch=Stat.of([best.get("epoch") for best in bests]),
+                best_val_accuracy=Stat.of([best.get("val_accuracy") for best in bests]),
+                epochs_run=Stat.of([experiment.epochs_done for experiment in done]),
+                seconds_per_epoch=Stat.of([seconds_per_epoch.get(e.id) for e in done]),
+            )
+        )
+    return rows
+
+
+def markdown(rows: list[TableRow]) -> str:
+    """The table as the chapter prints it (mean ± standard deviation)."""
+    header = ["Variant", "Runs", *(title for _, title, _ in COLUMNS)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for row in rows:
+        cells = [row.variant, str(row.runs)]
+        cells += [
+            stat(row).text(1 if key in {"best_epoch", "epochs_run"} else 3)
+            for key, _, stat in COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def as_csv(rows: list[TableRow]) -> str:
+    """One line per variant; each statistic as a _mean and a _std column."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["variant", "runs", *(f"{key}_{part}" for key, _, _ in COLUMNS for part in ("mean", "std"))]
+    )
+    for row in rows:
+        values: list[object] = [row.variant, row.runs]
+        for _, _, stat in COLUMNS:
+            values += [_blank(stat(row).mean), _blank(stat(row).std)]
+        writer.writerow(values)
+    return buffer.getvalue()
+
+
+def _blank(value: float | None) -> object:
+    return "" if value is None else value

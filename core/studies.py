@@ -1,0 +1,110 @@
+"""Studies in the database: created with all their experiments at once, read as progress and
+as the comparison table, cancelled as a whole."""
+
+import contextlib
+import uuid
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from core import experiments as crud
+from core.report import TableRow, table
+from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from models.studies import PlannedRun
+
+
+def create_study(
+    session: Session,
+    *,
+    name: str | None,
+    kind: str,
+    definition: dict[str, Any],
+    runs: list[PlannedRun],
+    seeds: list[int],
+) -> tuple[Study, list[Experiment]]:
+    """Store the study and every experiment of it (the caller commits once, then publishes)."""
+    study = Study(
+        id=uuid.uuid4().hex,
+        name=name,
+        kind=kind,
+        definition=definition,
+        variants=list(dict.fromkeys(run.variant for run in runs)),
+        seeds=seeds,
+    )
+    session.add(study)
+    experiments = [
+        crud.create_experiment(
+            session,
+            name=f"{run.variant}, seed {run.spec.seed}",
+            spec=run.spec.model_dump(mode="json"),
+            study_id=study.id,
+            variant=run.variant,
+        )
+        for run in runs
+    ]
+    return study, experiments
+
+
+def study_experiments(session: Session, study_id: str) -> list[Experiment]:
+    query = select(Experiment).where(Experiment.study_id == study_id)
+    return list(session.exec(query.order_by(col(Experiment.created_at), col(Experiment.id))))
+
+
+def status_of(experiments: list[Experiment]) -> Status:
+    """Running while any experiment may still change; then failed, cancelled or succeeded."""
+    statuses = {experiment.status for experiment in experiments}
+    if Status.running in statuses or (Status.queued in statuses and len(statuses) > 1):
+        return Status.running
+    for status in (Status.queued, Status.failed, Status.cancelled):
+        if status in statuses:
+            return status
+    return Status.succeeded
+
+
+def progress(experiments: list[Experiment]) -> dict[str, int]:
+    """How many experiments are in each status, and epochs done out of planned."""
+    counts = Counter(str(experiment.status) for experiment in experiments)
+    return {
+        **{str(status): counts.get(str(status), 0) for status in Status},
+        "epochs_done": sum(experiment.epochs_done for experiment in experiments),
+        "epochs_total": sum(experiment.epochs_total for experiment in experiments),
+    }
+
+
+def comparison(session: Session, groups: list[tuple[str, list[Experiment]]]) -> list[TableRow]:
+    """The comparison table for experiments grouped into labelled rows."""
+    ids = [experiment.id for _, members in groups for experiment in members]
+    averages = session.exec(
+        select(EpochRecord.experiment_id, func.avg(EpochRecord.seconds))
+        .where(col(EpochRecord.experiment_id).in_(ids))
+        .group_by(col(EpochRecord.experiment_id))
+    ).all()
+    return table(groups, {experiment_id: float(mean) for experiment_id, mean in averages})
+
+
+def study_table(session: Session, study: Study, experiments: list[Experiment]) -> list[TableRow]:
+    """One row per variant, in the order the study was submitted."""
+    groups = [
+        (variant, [e for e in experiments if e.variant == variant]) for variant in study.variants
+    ]
+    return comparison(session, groups)
+
+
+def cancel_study(session: Session, study: Study) -> None:
+    """Cancel every experiment of the study that may still run."""
+    study.cancel_requested = True
+    session.add(study)
+    session.commit()
+    for experiment in study_experiments(session, study.id):
+        if experiment.status in ACTIVE:
+            with contextlib.suppress(crud.Conflict):  # it finished in the meantime
+                crud.cancel(session, experiment)
+
+
+def list_studies(
+    session: Session, *, limit: int, cursor: str | None
+) -> tuple[list[Study], str | None]:
+    """A page of studies, newest first, and the next page's cursor."""
+    return crud.newest_first(session, select(Study), Study, limit=limit, cursor=cursor)
