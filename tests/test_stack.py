@@ -1,6 +1,7 @@
 """The embedded default, end to end: API and Celery worker processes, SQLite DB and broker,
 real training on scikit-learn's digits."""
 
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,33 @@ def test_diverging_training_fails_naming_the_epoch_and_learning_rate(
     assert experiment["error"].startswith("loss became NaN at epoch 1 ")
     assert experiment["attempts"] == 1  # not retried
     assert client.get(f"/experiments/{experiment_id}/history").json()["epochs"] == []
+
+
+def test_a_small_study_tabulates_its_experiments_last_epochs(client: httpx.Client) -> None:
+    body = {
+        "name": "two presets, two seeds",
+        "presets": ["base", "dropout"],
+        "seeds": [0, 1],
+        **DIGITS,
+        "training": {"epochs": 2, "batch_size": 64},
+    }
+    study = client.post("/studies", json=body).json()
+    for experiment_id in study["experiment_ids"]:
+        assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+    table = client.get(f"/studies/{study['id']}/table").json()["table"]
+    experiments = [client.get(f"/experiments/{i}").json() for i in study["experiment_ids"]]
+    for row in table:
+        last_epochs = [
+            client.get(f"/experiments/{e['id']}/history").json()["epochs"][-1]
+            for e in experiments
+            if e["spec"]["preset"] == row["variant"]
+        ]
+        accuracies = [epoch["val_accuracy"] for epoch in last_epochs]
+        assert row["runs"] == 2
+        assert row["test_accuracy"]["mean"] == pytest.approx(statistics.fmean(accuracies))
+        assert row["test_accuracy"]["std"] == pytest.approx(statistics.stdev(accuracies))
+        losses = [epoch["loss"] for epoch in last_epochs]
+        assert row["train_loss"]["mean"] == pytest.approx(statistics.fmean(losses))
+    assert client.get(f"/studies/{study['id']}").json()["status"] == "succeeded"
+    markdown = client.get(f"/studies/{study['id']}/table", params={"format": "markdown"}).text
+    assert [line.split(" | ")[0] for line in markdown.splitlines()[2:]] == ["| base", "| dropout"]
