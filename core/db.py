@@ -16,6 +16,8 @@ from sqlmodel import Session
 from core.config import get_settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "convlab_alembic_version"
+"""Not Alembic's default name: Optuna keeps its own schema version in the same database."""
 
 
 @cache

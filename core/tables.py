@@ -31,7 +31,7 @@ def _timestamp(*, index: bool = False) -> Any:
 class Study(SQLModel, table=True):
     """A group of experiments compared side by side: variants crossed with seeds."""
 
-    __tablename__ = "studies"
+    __tablename__ = "convlab_studies"  # Optuna's tables share the database and own "studies"
 
     id: str = Field(primary_key=True, max_length=32)
     name: str | None = Field(default=None, max_length=200)

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, SQLModel, select
 
-from core.db import MIGRATIONS, get_engine, migrate
+from core.db import MIGRATIONS, VERSION_TABLE, get_engine, migrate
 from core.experiments import create_experiment
 from core.leases import this_process
 from core.runs import EpochMetrics, checkpoints, claim, record_epoch
@@ -51,18 +51,30 @@ def test_migrations_build_exactly_the_declared_schema(engine: Engine) -> None:
     migrate(engine)
     migrate(engine)
     with engine.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+        assert (
+            compare_metadata(
+                MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}),
+                SQLModel.metadata,
+            )
+            == []
+        )
         head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [
-            (head,)
-        ]
+        assert connection.execute(
+            text("SELECT version_num FROM convlab_alembic_version")
+        ).all() == [(head,)]
 
 
 def test_api_and_workers_may_migrate_at_the_same_time(database_url: str) -> None:
     assert _migrate_concurrently(database_url, 3) == [0, 0, 0]
     fresh = create_engine(database_url)
     with fresh.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+        assert (
+            compare_metadata(
+                MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}),
+                SQLModel.metadata,
+            )
+            == []
+        )
     fresh.dispose()
 
 

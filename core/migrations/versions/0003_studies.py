@@ -18,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
-        "studies",
+        "convlab_studies",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
@@ -29,8 +29,10 @@ def upgrade() -> None:
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_studies_created_at"), ["created_at"], unique=False)
+    with op.batch_alter_table("convlab_studies", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_convlab_studies_created_at"), ["created_at"], unique=False
+        )
 
     with op.batch_alter_table("experiments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("variant", sa.String(length=200), nullable=True))
@@ -40,7 +42,7 @@ def downgrade() -> None:
     with op.batch_alter_table("experiments", schema=None) as batch_op:
         batch_op.drop_column("variant")
 
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_studies_created_at"))
+    with op.batch_alter_table("convlab_studies", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_convlab_studies_created_at"))
 
-    op.drop_table("studies")
+    op.drop_table("convlab_studies")
