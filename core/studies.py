@@ -30,7 +30,6 @@ def create_study(
         name=name,
         kind=kind,
         definition=definition,
-        variants=list(dict.fromkeys(run.variant for run in runs)),
         seeds=seeds,
     )
     session.add(study)
@@ -84,10 +83,16 @@ def comparison(session: Session, groups: list[tuple[str, list[Experiment]]]) -> 
     return table(groups, {experiment_id: float(mean) for experiment_id, mean in averages})
 
 
-def study_table(session: Session, study: Study, experiments: list[Experiment]) -> list[TableRow]:
-    """One row per variant, in the order the study was submitted."""
+def variants(experiments: list[Experiment]) -> list[str]:
+    """The study's variants (or a search's trials) in the order they were created."""
+    return list(dict.fromkeys(experiment.variant or experiment.id for experiment in experiments))
+
+
+def study_table(session: Session, experiments: list[Experiment]) -> list[TableRow]:
+    """One row per variant, in the order the study created them."""
     groups = [
-        (variant, [e for e in experiments if e.variant == variant]) for variant in study.variants
+        (variant, [e for e in experiments if (e.variant or e.id) == variant])
+        for variant in variants(experiments)
     ]
     return comparison(session, groups)
 

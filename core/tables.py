@@ -36,12 +36,12 @@ class Study(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     name: str | None = Field(default=None, max_length=200)
     kind: str = Field(max_length=16)
-    """How the variants were given: template, presets, variants or grid."""
+    """How the variants were given: template, presets, variants, grid or search."""
     definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    """The request as submitted, for the record."""
-    variants: list[str] = Field(sa_column=Column(JSON, nullable=False))
-    """Variant labels in submission order: the table's rows."""
+    """The request as submitted; a search reads its space, sampler and pruner from here."""
     seeds: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    trials_started: int = 0
+    """A search's trials created so far (claimed one at a time, so none is created twice)."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )
@@ -68,6 +68,8 @@ class Experiment(SQLModel, table=True):
     study_id: str | None = Field(default=None, max_length=32, index=True)
     variant: str | None = Field(default=None, max_length=200)
     """Its row in the study's table (the seeds of one variant share it)."""
+    trial_number: int | None = None
+    """The Optuna trial it evaluates, in a search study."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )

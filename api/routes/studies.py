@@ -103,7 +103,7 @@ def read_study_table(
 ) -> Comparison | Response:
     """The comparison table: one row per variant, mean and standard deviation over seeds."""
     study = _find(session, study_id)
-    rows = crud.study_table(session, study, crud.study_experiments(session, study.id))
+    rows = crud.study_table(session, crud.study_experiments(session, study.id))
     return _render(rows, format)
 
 
@@ -174,10 +174,10 @@ def _public(session: Session, study: Study) -> StudyPublic:
         status=crud.status_of(experiments),
         created_at=study.created_at,
         seeds=study.seeds,
-        variants=study.variants,
+        variants=crud.variants(experiments),
         progress=crud.progress(experiments),
         experiment_ids=[experiment.id for experiment in experiments],
-        table=crud.study_table(session, study, experiments),
+        table=crud.study_table(session, experiments),
     )
 
 

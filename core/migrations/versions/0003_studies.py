@@ -1,8 +1,8 @@
-"""Studies: groups of experiments compared side by side.
+"""Studies (groups of experiments compared side by side) and search trials.
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-27 21:50:26.793931
+Create Date: 2026-11-27 21:55:05.422810
 """
 
 from collections.abc import Sequence
@@ -23,8 +23,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("definition", sa.JSON(), nullable=False),
-        sa.Column("variants", sa.JSON(), nullable=False),
         sa.Column("seeds", sa.JSON(), nullable=False),
+        sa.Column("trials_started", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -36,10 +36,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table("experiments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("variant", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("trial_number", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("experiments", schema=None) as batch_op:
+        batch_op.drop_column("trial_number")
         batch_op.drop_column("variant")
 
     with op.batch_alter_table("convlab_studies", schema=None) as batch_op:
