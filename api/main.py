@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from api.routes import catalogue, experiments, studies
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
-from core.queueing import sweep
+from core.sweeper import sweep
 from worker.celery_app import make_celery
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,12 @@ async def _sweep_forever(engine: Engine, celery: Celery, settings: Settings) -> 
     while True:
         await asyncio.sleep(settings.sweep_interval_s)
         try:
-            await asyncio.to_thread(sweep, engine, celery, grace_seconds=settings.dispatch_grace_s)
+            await asyncio.to_thread(
+                sweep,
+                engine,
+                celery,
+                settings.resolved_database_url,
+                grace_seconds=settings.dispatch_grace_s,
+            )
         except Exception:
             log.exception("sweeper pass failed; retrying in %ss", settings.sweep_interval_s)

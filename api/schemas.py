@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from core.report import TableRow
 from core.runs import EpochMetrics
 from core.tables import Status
+from models.search import SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
 
@@ -71,7 +72,9 @@ class StudyCreate(SpecKeys):
         min_length=1,
         max_length=8,
     )
-    search: dict[str, Any] | None = Field(None, description="An Optuna search (not yet).")
+    search: SearchSpec | None = Field(
+        None, description="An Optuna search: trials are experiments, hopeless ones pruned."
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -180,6 +183,13 @@ class Readiness(BaseModel):
     broker: str
 
 
+class BestTrial(BaseModel):
+    number: int
+    value: float
+    params: dict[str, Any]
+    experiment_id: str
+
+
 class StudyPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -193,6 +203,7 @@ class StudyPublic(BaseModel):
     progress: dict[str, int] = Field(description="Experiments per status; epochs done and planned.")
     experiment_ids: list[str]
     table: list[TableRow]
+    best_trial: BestTrial | None = Field(None, description="A search's best finished trial.")
 
 
 class StudyPage(BaseModel):

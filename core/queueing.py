@@ -86,11 +86,3 @@ def publish_pending(engine: Engine, celery: Celery, *, grace_seconds: float) -> 
             )
         ).all()
     return [experiment_id for experiment_id in pending if publish(engine, celery, experiment_id)]
-
-
-def sweep(engine: Engine, celery: Celery, *, grace_seconds: float) -> None:
-    """One pass of the sweeper."""
-    requeue_abandoned(engine)
-    published = publish_pending(engine, celery, grace_seconds=grace_seconds)
-    if published:
-        log.info("sweeper published %d experiment(s) the broker had not got", len(published))

@@ -46,6 +46,15 @@ def create_study(
     return study, experiments
 
 
+def create_search_study(
+    session: Session, *, name: str | None, definition: dict[str, Any], seeds: list[int]
+) -> Study:
+    """Store a search study; its trials become experiments as the search asks for them."""
+    study = Study(id=uuid.uuid4().hex, name=name, kind="search", definition=definition, seeds=seeds)
+    session.add(study)
+    return study
+
+
 def study_experiments(session: Session, study_id: str) -> list[Experiment]:
     query = select(Experiment).where(Experiment.study_id == study_id)
     return list(session.exec(query.order_by(col(Experiment.created_at), col(Experiment.id))))

@@ -30,9 +30,11 @@ from core.runs import (
     renew_lease,
     rewind,
 )
-from core.tables import EpochRecord, Status
+from core.search import PRUNED, TrialReporter, advance
+from core.tables import EpochRecord, Experiment, Status, Study
 from models.build import build_model
 from models.spec import ExperimentSpec
+from worker.celery_app import app
 from worker.checkpoints import newest_loadable, to_bytes
 from worker.datasets import DatasetUnavailable, prepare
 from worker.stop import stop_requested
@@ -53,6 +55,13 @@ class Interrupted(Exception):
 
 class TrainingDiverged(Exception):
     """The loss stopped being a finite number."""
+
+
+class Pruned(Exception):
+    """A search's pruner judged the trial hopeless."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"{PRUNED} {epoch}")
 
 
 def reset_seed(seed: int) -> None:
@@ -102,10 +111,11 @@ class LeaseKeeper(threading.Thread):
 class EpochRecorder(keras.callbacks.Callback):
     """Writes each finished epoch's row and checkpoint the moment the epoch ends."""
 
-    def __init__(self, job: Job, learning_rate: float) -> None:
+    def __init__(self, job: Job, learning_rate: float, trial: TrialReporter | None) -> None:
         super().__init__()
         self.job = job
         self.learning_rate = learning_rate
+        self.trial = trial
         self.started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -138,6 +148,8 @@ class EpochRecorder(keras.callbacks.Callback):
             keep_checkpoints=self.job.settings.keep_checkpoints,
         )
         log.info("experiment %s epoch %d: %s", self.job.experiment_id, number, metrics)
+        if self.trial is not None and self.trial.should_prune(number, logs):
+            raise Pruned(number)
 
 
 class StopCheck(keras.callbacks.Callback):
@@ -179,7 +191,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             super().on_epoch_end(epoch, past_logs)
 
 
-def fit(spec: ExperimentSpec, job: Job, resume_from: tuple[int, keras.Model | None]) -> None:
+def fit(
+    spec: ExperimentSpec,
+    job: Job,
+    resume_from: tuple[int, keras.Model | None],
+    trial: TrialReporter | None = None,
+) -> None:
     """Train ``spec`` the chapter's way (seeded, test set as validation unless told otherwise),
     from ``resume_from``'s epoch and model, or from scratch."""
     data = prepare(
@@ -195,7 +212,7 @@ def fit(spec: ExperimentSpec, job: Job, resume_from: tuple[int, keras.Model | No
         model = build_model(spec)
     callbacks: list[keras.callbacks.Callback] = [
         StopCheck(job),
-        EpochRecorder(job, spec.optimizer.learning_rate),
+        EpochRecorder(job, spec.optimizer.learning_rate, trial),
     ]
     if spec.training.early_stopping is not None:
         past = _past_logs(job, initial_epoch)
@@ -245,26 +262,35 @@ def run_experiment(experiment_id: str) -> None:
         return
     keeper = LeaseKeeper(job)
     keeper.start()
+    study = _search_study(engine, claimed.experiment)
     try:
-        _train_and_close(job, claimed.experiment.spec)
+        trial = None
+        if study is not None and claimed.experiment.trial_number is not None:
+            url = settings.resolved_database_url
+            trial = TrialReporter(url, study, claimed.experiment.trial_number)
+        _train_and_close(job, claimed.experiment.spec, trial)
     except LeaseLost:
         log.warning("experiment %s: lease lost to another worker; stopped", experiment_id)
     finally:
         keeper.done.set()
         keras.backend.clear_session()
         gc.collect()
+    if study is not None:
+        advance(engine, app, settings.resolved_database_url, study.id)
 
 
-def _train_and_close(job: Job, stored_spec: dict[str, Any]) -> None:
+def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter | None) -> None:
     spec = ExperimentSpec.model_validate(stored_spec)
     epoch, model = newest_loadable(checkpoints(job.engine, job.experiment_id))
     rewind(job.engine, job.experiment_id, job.owner, to_epoch=epoch)
     if epoch:
         log.info("experiment %s resumes after epoch %d", job.experiment_id, epoch)
     try:
-        fit(spec, job, (epoch, model))
+        fit(spec, job, (epoch, model), trial)
     except Cancelled:
         finish(job.engine, job.experiment_id, job.owner, Status.cancelled)
+    except Pruned as exc:
+        finish(job.engine, job.experiment_id, job.owner, Status.cancelled, str(exc))
     except Interrupted:
         log.info("experiment %s interrupted by shutdown; back in the queue", job.experiment_id)
         raise Reject("worker shutting down", requeue=True) from None
@@ -291,6 +317,15 @@ def _train_and_close(job: Job, stored_spec: dict[str, Any]) -> None:
         )
     else:
         finish(job.engine, job.experiment_id, job.owner, Status.succeeded)
+
+
+def _search_study(engine: Engine, experiment: Experiment) -> Study | None:
+    """The search study the experiment is a trial of, if it is one."""
+    if experiment.study_id is None:
+        return None
+    with session_scope(engine) as session:
+        study = session.get(Study, experiment.study_id)
+    return study if study is not None and study.kind == "search" else None
 
 
 def _past_logs(job: Job, up_to: int) -> list[dict[str, float | None]]:

@@ -2,18 +2,22 @@
 
 from typing import Annotated, Literal
 
+from celery import Celery
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import CeleryDep, EngineDep, SessionDep
-from api.schemas import Comparison, StudyCreate, StudyPage, StudyPublic
+from api.deps import CeleryDep, EngineDep, SessionDep, SettingsDep
+from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
+from core import search
 from core import studies as crud
+from core.config import Settings
 from core.experiments import InvalidCursor
 from core.queueing import publish
 from core.report import TableRow, as_csv, markdown
-from core.tables import Experiment, Study
+from core.tables import ACTIVE, Experiment, Status, Study
 from models.presets import SpecError, error_entry, resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 
@@ -49,10 +53,16 @@ def submit_study(
     session: SessionDep,
     engine: EngineDep,
     celery: CeleryDep,
+    settings: SettingsDep,
     response: Response,
 ) -> StudyPublic:
-    """Store a study and all its experiments at once, then queue them."""
+    """Store a study and all its experiments at once, then queue them (a search starts its
+    first trials and asks Optuna for more as they finish)."""
     try:
+        if body.search is not None:
+            study = _submit_search(body, session, engine, celery, settings)
+            response.headers["Location"] = f"/studies/{study.id}"
+            return _public(session, engine, study)
         runs = plan(_variants(body), body.seeds)
     except SpecError as exc:
         raise RequestValidationError(
@@ -70,12 +80,13 @@ def submit_study(
     for experiment in experiments:
         publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     response.headers["Location"] = f"/studies/{study.id}"
-    return _public(session, study)
+    return _public(session, engine, study)
 
 
 @router.get("/studies", response_model=StudyPage)
 def list_studies(
     session: SessionDep,
+    engine: EngineDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> StudyPage:
@@ -84,13 +95,15 @@ def list_studies(
         items, next_cursor = crud.list_studies(session, limit=limit, cursor=cursor)
     except InvalidCursor as exc:
         raise RequestValidationError([error_entry(("query", "cursor"), str(exc), cursor)]) from None
-    return StudyPage(items=[_public(session, study) for study in items], next_cursor=next_cursor)
+    items_public = [_public(session, engine, study) for study in items]
+    return StudyPage(items=items_public, next_cursor=next_cursor)
 
 
 @router.get("/studies/{study_id}", response_model=StudyPublic)
-def read_study(study_id: str, session: SessionDep) -> StudyPublic:
-    """A study's status, progress, experiments and comparison table."""
-    return _public(session, _find(session, study_id))
+def read_study(study_id: str, session: SessionDep, engine: EngineDep) -> StudyPublic:
+    """A study's status, progress, experiments and comparison table (and a search's best
+    trial)."""
+    return _public(session, engine, _find(session, study_id))
 
 
 @router.get(
@@ -108,11 +121,12 @@ def read_study_table(
 
 
 @router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyPublic)
-def cancel_study(study_id: str, session: SessionDep) -> StudyPublic:
-    """Cancel every experiment of the study that has not finished."""
+def cancel_study(study_id: str, session: SessionDep, engine: EngineDep) -> StudyPublic:
+    """Cancel every experiment of the study that has not finished (a search starts no more
+    trials)."""
     study = _find(session, study_id)
     crud.cancel_study(session, study)
-    return _public(session, study)
+    return _public(session, engine, study)
 
 
 @router.get(
@@ -153,9 +167,24 @@ def _variants(body: StudyCreate) -> list[Variant]:
             return from_variants(items, body.preset, base)
         case "grid":
             return from_grid(body.grid or {}, body.preset, base)
-    raise SpecError(
-        [error_entry(("search",), "Optuna search studies are not available yet", body.search)]
+    raise AssertionError(f"unhandled study kind {body.kind}")
+
+
+def _submit_search(
+    body: StudyCreate, session: Session, engine: Engine, celery: Celery, settings: Settings
+) -> Study:
+    assert body.search is not None
+    base = body.overrides()
+    resolve(body.preset, base)
+    search.validate_space(body.preset, base, body.search)
+    study = crud.create_search_study(
+        session, name=body.name, definition=body.model_dump(mode="json"), seeds=body.seeds
     )
+    session.commit()
+    url = settings.resolved_database_url
+    search.create(url, study)
+    search.advance(engine, celery, url, study.id)
+    return study
 
 
 def _find(session: Session, study_id: str) -> Study:
@@ -165,19 +194,31 @@ def _find(session: Session, study_id: str) -> Study:
     return study
 
 
-def _public(session: Session, study: Study) -> StudyPublic:
+def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
+    session.refresh(study)
     experiments = crud.study_experiments(session, study.id)
+    status = crud.status_of(experiments)
+    progress = crud.progress(experiments)
+    best = None
+    if study.kind == "search":
+        planned = search.search_of(study).n_trials
+        progress |= {"trials_started": study.trials_started, "trials_planned": planned}
+        more_to_come = study.trials_started < planned and not study.cancel_requested
+        if more_to_come and status not in ACTIVE:
+            status = Status.running
+        best = search.best_trial(engine, study, experiments)
     return StudyPublic(
         id=study.id,
         name=study.name,
         kind=study.kind,
-        status=crud.status_of(experiments),
+        status=status,
         created_at=study.created_at,
         seeds=study.seeds,
         variants=crud.variants(experiments),
-        progress=crud.progress(experiments),
+        progress=progress,
         experiment_ids=[experiment.id for experiment in experiments],
         table=crud.study_table(session, experiments),
+        best_trial=BestTrial.model_validate(best) if best else None,
     )
 
 

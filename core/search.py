@@ -1,0 +1,304 @@
+"""Optuna searches over spec fields. Each trial is an ordinary experiment; Optuna's storage is
+convlab's own database, so a search survives restarts and any worker can report to it.
+
+``advance`` is the one place where Optuna hears how trials ended and new trials start: the
+worker calls it after each trial, the API after creating the search, the sweeper every pass."""
+
+import logging
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from sqlalchemy import Engine, func, update
+from sqlalchemy.engine import make_url
+from sqlmodel import col, select
+
+from core.db import session_scope
+from core.experiments import create_experiment
+from core.queueing import publish
+from core.studies import study_experiments
+from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from models.presets import SpecError, error_entry, merge, resolve
+from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
+from models.studies import SECTIONS
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+PRUNED = "pruned at epoch"
+
+
+def optuna_name(study_id: str) -> str:
+    return f"convlab-{study_id}"
+
+
+def search_of(study: Study) -> SearchSpec:
+    return SearchSpec.model_validate(study.definition["search"])
+
+
+def params_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """Dotted ``section.field`` values as nested spec overrides."""
+    overrides: dict[str, Any] = {}
+    for key, value in params.items():
+        section, field = key.split(".", 1)
+        overrides = merge(overrides, {section: {field: value}})
+    return overrides
+
+
+def base_of(study: Study) -> tuple[str, dict[str, Any]]:
+    """The study's preset and the spec keys every trial starts from."""
+    definition = study.definition
+    return definition.get("preset", "base"), {
+        key: definition[key] for key in SECTIONS if definition.get(key) is not None
+    }
+
+
+@cache
+def _storage(url: str) -> "optuna.storages.RDBStorage":
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sqlite = make_url(url).get_backend_name() == "sqlite"
+    engine_kwargs = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def _pruner(search: SearchSpec) -> "optuna.pruners.BasePruner":
+    import optuna
+
+    spec = search.pruner
+    if spec.type == "none":
+        return optuna.pruners.NopPruner()
+    percentile = 50.0 if spec.type == "median" else spec.percentile
+    return optuna.pruners.PercentilePruner(
+        percentile, n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
+    )
+
+
+def _sampler(search: SearchSpec, seed: int) -> "optuna.samplers.BaseSampler":
+    import optuna
+
+    if search.sampler == "grid":
+        grid = {
+            key: param.choices
+            for key, param in search.space.items()
+            if isinstance(param, CategoricalParam)
+        }
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _distributions(search: SearchSpec) -> dict[str, "optuna.distributions.BaseDistribution"]:
+    import optuna
+
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {}
+    for key, param in search.space.items():
+        if isinstance(param, FloatParam):
+            distributions[key] = optuna.distributions.FloatDistribution(
+                param.low, param.high, log=param.log
+            )
+        elif isinstance(param, IntParam):
+            distributions[key] = optuna.distributions.IntDistribution(
+                param.low, param.high, log=param.log
+            )
+        else:
+            distributions[key] = optuna.distributions.CategoricalDistribution(param.choices)
+    return distributions
+
+
+def load(url: str, study: Study, *, seed: int = 0) -> "optuna.Study":
+    """The Optuna study behind a search study, with its sampler and pruner."""
+    import optuna
+
+    search = search_of(study)
+    return optuna.load_study(
+        study_name=optuna_name(study.id),
+        storage=_storage(url),
+        sampler=_sampler(search, seed),
+        pruner=_pruner(search),
+    )
+
+
+def create(url: str, study: Study) -> None:
+    """Create the Optuna study for a new search study."""
+    import optuna
+
+    optuna.create_study(
+        study_name=optuna_name(study.id),
+        storage=_storage(url),
+        direction=search_of(study).direction,
+        load_if_exists=True,
+    )
+
+
+def objective(engine: Engine, experiment_id: str, metric: str) -> float | None:
+    """A finished trial's value: its best epoch's metric (highest accuracy, lowest loss)."""
+    column = col(getattr(EpochRecord, metric))
+    best = func.max(column) if metric == "val_accuracy" else func.min(column)
+    with session_scope(engine) as session:
+        value = session.exec(select(best).where(EpochRecord.experiment_id == experiment_id)).one()
+    return None if value is None else float(value)
+
+
+def advance(engine: Engine, celery: Celery, url: str, study_id: str) -> list[str]:
+    """Tell Optuna how finished trials ended; start trials until ``parallel`` are active or
+    ``n_trials`` have started. Returns the experiments it started."""
+    with session_scope(engine) as session:
+        study = session.get(Study, study_id)
+        if study is None or study.kind != "search":
+            return []
+        experiments = study_experiments(session, study_id)
+    search = search_of(study)
+    _reconcile(engine, load(url, study), experiments, search)
+    active = sum(experiment.status in ACTIVE for experiment in experiments)
+    started = []
+    while active < search.parallel and _claim_trial(engine, study_id, search.n_trials):
+        experiment_id = _start_trial(engine, url, study, search)
+        publish(engine, celery, experiment_id)
+        started.append(experiment_id)
+        active += 1
+    return started
+
+
+def _claim_trial(engine: Engine, study_id: str, n_trials: int) -> bool:
+    """Count one more trial, unless the search has all its trials or was cancelled."""
+    with session_scope(engine) as session:
+        claimed = session.exec(
+            update(Study)
+            .where(
+                col(Study.id) == study_id,
+                col(Study.trials_started) < n_trials,
+                col(Study.cancel_requested).is_(False),
+            )
+            .values(trials_started=col(Study.trials_started) + 1)
+        )
+        return claimed.rowcount == 1
+
+
+def _start_trial(engine: Engine, url: str, study: Study, search: SearchSpec) -> str:
+    """Ask Optuna for a trial and store it as an experiment (queued, not yet published)."""
+    seed = study.seeds[0]
+    with session_scope(engine) as session:
+        count = session.exec(select(func.count()).where(Experiment.study_id == study.id)).one()
+    trial = load(url, study, seed=seed * 100_003 + count).ask(_distributions(search))
+    preset, base = base_of(study)
+    spec = resolve(preset, merge(base, params_overrides(trial.params) | {"seed": seed}))
+    label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
+    with session_scope(engine) as session:
+        experiment = create_experiment(
+            session,
+            name=f"trial {trial.number}: {label}",
+            spec=spec.model_dump(mode="json"),
+            study_id=study.id,
+            variant=f"trial {trial.number}",
+        )
+        experiment.trial_number = trial.number
+    return experiment.id
+
+
+def _reconcile(
+    engine: Engine, optuna_study: "optuna.Study", experiments: list[Experiment], search: SearchSpec
+) -> None:
+    import optuna
+
+    running = {
+        trial.number
+        for trial in optuna_study.get_trials(deepcopy=False)
+        if trial.state == optuna.trial.TrialState.RUNNING
+    }
+    for experiment in experiments:
+        if experiment.trial_number not in running or experiment.status in ACTIVE:
+            continue
+        value = (
+            objective(engine, experiment.id, search.metric)
+            if experiment.status == Status.succeeded
+            else None
+        )
+        if value is not None:
+            optuna_study.tell(experiment.trial_number, value, skip_if_finished=True)
+        elif (experiment.error or "").startswith(PRUNED):
+            state = optuna.trial.TrialState.PRUNED
+            optuna_study.tell(experiment.trial_number, state=state, skip_if_finished=True)
+        else:
+            state = optuna.trial.TrialState.FAIL
+            optuna_study.tell(experiment.trial_number, state=state, skip_if_finished=True)
+
+
+def best_trial(
+    engine: Engine, study: Study, experiments: list[Experiment]
+) -> dict[str, Any] | None:
+    """The finished trial with the best value, with its parameters and experiment."""
+    search = search_of(study)
+    scored = [
+        (value, experiment)
+        for experiment in experiments
+        if experiment.status == Status.succeeded and experiment.trial_number is not None
+        if (value := objective(engine, experiment.id, search.metric)) is not None
+    ]
+    if not scored:
+        return None
+    pick = max if search.direction == "maximize" else min
+    value, experiment = pick(scored, key=lambda pair: pair[0])
+    return {
+        "number": experiment.trial_number,
+        "value": value,
+        "params": {key: _at(experiment.spec, key) for key in search.space},
+        "experiment_id": experiment.id,
+    }
+
+
+def validate_space(study_preset: str, base: dict[str, Any], search: SearchSpec) -> None:
+    """Every searched field exists and accepts the ends of its range and every choice;
+    SpecError naming ``search.space.<key>`` otherwise."""
+    for key, param in search.space.items():
+        section, _, field = key.partition(".")
+        if section not in SECTIONS or not field or "." in field:
+            raise SpecError(
+                [
+                    error_entry(
+                        ("search", "space", key), "keys are section.field, e.g. model.dropout", key
+                    )
+                ]
+            )
+        values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
+        for value in values:
+            try:
+                resolve(study_preset, merge(base, params_overrides({key: value})))
+            except SpecError as exc:
+                message = f"{key}={value!r}: {exc.errors[0]['msg']}"
+                raise SpecError([error_entry(("search", "space", key), message, value)]) from None
+
+
+class TrialReporter:
+    """In the worker: reports each epoch's metric to the trial and asks its pruner."""
+
+    def __init__(self, url: str, study: Study, trial_number: int) -> None:
+        import optuna
+
+        optuna_study = load(url, study)
+        storage = _storage(url)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(optuna_name(study.id)), trial_number
+        )
+        self.trial = optuna.trial.Trial(optuna_study, trial_id)
+        self.metric = search_of(study).metric
+
+    def should_prune(self, epoch: int, logs: dict[str, Any]) -> bool:
+        value = logs.get(self.metric)
+        if value is None:
+            return False
+        self.trial.report(float(value), epoch)
+        return bool(self.trial.should_prune())
+
+
+def _at(spec: dict[str, Any], key: str) -> Any:
+    section, field = key.split(".", 1)
+    return spec.get(section, {}).get(field)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,33 @@
+"""The API's sweeper: one pass repairs what crashes and outages left behind."""
+
+import logging
+
+from celery import Celery
+from sqlalchemy import Engine
+from sqlmodel import col, select
+
+from core.db import session_scope
+from core.queueing import publish_pending, requeue_abandoned
+from core.search import advance, search_of
+from core.tables import Study
+
+log = logging.getLogger(__name__)
+
+
+def sweep(engine: Engine, celery: Celery, url: str, *, grace_seconds: float) -> None:
+    """Requeue runs whose worker vanished, publish what the broker never got, and keep
+    unfinished searches going (a worker may have died before starting the next trial)."""
+    requeue_abandoned(engine)
+    published = publish_pending(engine, celery, grace_seconds=grace_seconds)
+    if published:
+        log.info("sweeper published %d experiment(s) the broker had not got", len(published))
+    for study_id in _unfinished_searches(engine):
+        advance(engine, celery, url, study_id)
+
+
+def _unfinished_searches(engine: Engine) -> list[str]:
+    with session_scope(engine) as session:
+        searches = session.exec(
+            select(Study).where(Study.kind == "search", col(Study.cancel_requested).is_(False))
+        ).all()
+        return [s.id for s in searches if s.trials_started < search_of(s).n_trials]

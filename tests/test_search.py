@@ -1,0 +1,115 @@
+"""Optuna search studies, in process: validation, trials as experiments, how Optuna hears of
+finished trials, the best trial, cancel."""
+
+from typing import Any
+
+import optuna
+import pytest
+from fastapi.testclient import TestClient
+
+from core.config import Settings
+from core.search import advance, optuna_name
+from core.tables import Status
+from tests.services import Trainer
+
+SPACE = {
+    "optimizer.learning_rate": {"type": "float", "low": 1e-5, "high": 0.1, "log": True},
+    "model.dropout": {"type": "float", "low": 0.0, "high": 0.6},
+}
+BASE = {"dataset": {"name": "digits"}, "training": {"epochs": 2}}
+
+
+def _search(client: TestClient, **search: Any) -> dict[str, Any]:
+    body = {**BASE, "search": {"space": SPACE, "n_trials": 4, **search}}
+    response = client.post("/studies", json=body)
+    assert response.status_code == 201, response.json()
+    study: dict[str, Any] = response.json()
+    return study
+
+
+@pytest.mark.parametrize(
+    ("search", "loc"),
+    [
+        ({"space": {}, "n_trials": 3}, ["body", "search", "space"]),
+        ({"space": SPACE, "n_trials": 10_000}, ["body", "search", "n_trials"]),
+        ({"space": {"model.nonexistent": {"type": "int", "low": 1, "high": 3}}, "n_trials": 3},
+         ["body", "search", "space", "model.nonexistent"]),
+        ({"space": {"model.dropout": {"type": "float", "low": 0, "high": 1}}, "n_trials": 3},
+         ["body", "search", "space", "model.dropout"]),
+        ({"space": {"model.dropout": {"type": "float", "low": 0.5, "high": 0.1}}, "n_trials": 3},
+         ["body", "search", "space", "model.dropout", "float"]),
+        ({"space": {"optimizer.learning_rate": {"type": "float", "low": 0, "high": 1, "log": True}},
+          "n_trials": 3}, ["body", "search", "space", "optimizer.learning_rate", "float"]),
+        ({"space": SPACE, "n_trials": 3, "sampler": "grid"}, ["body", "search"]),
+        ({"space": SPACE, "n_trials": 3, "pruner": {"type": "hyperband"}},
+         ["body", "search", "pruner", "type"]),
+    ],
+)  # fmt: skip
+def test_bad_searches_are_422_naming_the_field(
+    client: TestClient, search: dict[str, Any], loc: list[Any]
+) -> None:
+    response = client.post("/studies", json={**BASE, "search": search})
+    assert response.status_code == 422
+    assert loc in [error["loc"] for error in response.json()["detail"]], response.json()
+    assert client.get("/studies").json()["items"] == []
+
+
+def test_a_search_starts_as_many_trials_as_may_run_at_once(client: TestClient) -> None:
+    study = _search(client, parallel=2)
+    assert study["variants"] == ["trial 0", "trial 1"]
+    assert study["progress"]["trials_started"] == 2
+    assert study["progress"]["trials_planned"] == 4
+    experiments = client.get("/experiments", params={"study_id": study["id"]}).json()["items"]
+    for experiment in experiments:
+        learning_rate = experiment["spec"]["optimizer"]["learning_rate"]
+        assert 1e-5 <= learning_rate <= 0.1
+        assert 0 <= experiment["spec"]["model"]["dropout"] <= 0.6
+        assert experiment["name"].startswith("trial ")
+
+
+def test_finished_trials_reach_optuna_and_the_best_is_named(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    study = _search(client, parallel=1)
+    url = settings.resolved_database_url
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    values = []
+    for value in (0.5, 0.8, 0.6):
+        experiment_id = client.get(f"/studies/{study['id']}").json()["experiment_ids"][-1]
+        trainer.start(experiment_id)
+        trainer.epoch(experiment_id, 1, 1.0, 0.5, 1.0, value - 0.1, 1.0)
+        trainer.epoch(experiment_id, 2, 0.9, 0.6, 0.9, value, 1.0)
+        trainer.finish(experiment_id, Status.succeeded)
+        values.append(value)
+        advance(trainer.engine, celery, url, study["id"])
+    optuna_study = optuna.load_study(study_name=optuna_name(study["id"]), storage=url)
+    complete = [t for t in optuna_study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [t.value for t in complete] == values
+    summary = client.get(f"/studies/{study['id']}").json()
+    assert summary["progress"]["trials_started"] == 4
+    best = summary["best_trial"]
+    assert (best["number"], best["value"]) == (1, 0.8)
+    experiment = client.get(f"/experiments/{best['experiment_id']}").json()
+    assert (
+        best["params"]["optimizer.learning_rate"]
+        == experiment["spec"]["optimizer"]["learning_rate"]
+    )
+    assert optuna_study.best_trial.number == 1
+
+
+def test_cancel_of_a_search_stops_it_starting_trials(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    study = _search(client, parallel=1)
+    assert client.post(f"/studies/{study['id']}/cancel").status_code == 202
+    first = client.get(f"/studies/{study['id']}").json()
+    assert first["progress"]["cancelled"] == 1
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    assert advance(trainer.engine, celery, settings.resolved_database_url, study["id"]) == []
+    after = client.get(f"/studies/{study['id']}").json()
+    assert after["progress"]["trials_started"] == 1
+    assert after["status"] == "cancelled"
+    trials = optuna.load_study(
+        study_name=optuna_name(study["id"]), storage=settings.resolved_database_url
+    ).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
