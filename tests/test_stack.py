@@ -4,6 +4,7 @@ real training on scikit-learn's digits."""
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -201,3 +202,41 @@ def test_a_small_study_tabulates_its_experiments_last_epochs(client: httpx.Clien
     assert client.get(f"/studies/{study['id']}").json()["status"] == "succeeded"
     markdown = client.get(f"/studies/{study['id']}/table", params={"format": "markdown"}).text
     assert [line.split(" | ")[0] for line in markdown.splitlines()[2:]] == ["| base", "| dropout"]
+
+
+def test_a_search_prunes_hopeless_trials_and_beats_a_bad_learning_rate(
+    client: httpx.Client, stack: Stack
+) -> None:
+    training = {"epochs": 4, "batch_size": 64}
+    bad_start = client.post(
+        "/experiments",
+        json={**DIGITS, "optimizer": {"learning_rate": 1e-5}, "training": training},
+    ).json()["id"]
+    search = {
+        "space": {
+            "optimizer.learning_rate": {"type": "float", "low": 1e-5, "high": 0.05, "log": True}
+        },
+        "sampler": "random",
+        "n_trials": 6,
+        "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    }
+    study = client.post(
+        "/studies", json={**DIGITS, "training": training, "seeds": [3], "search": search}
+    ).json()
+
+    def finished() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/studies/{study['id']}").json()
+        return body if body["status"] not in {"queued", "running"} else None
+
+    done = wait_for(finished, timeout=240, what="the search to finish")
+    assert done["progress"]["trials_started"] == 6, stack.log_tail()
+    trials = [client.get(f"/experiments/{i}").json() for i in done["experiment_ids"]]
+    pruned = [t for t in trials if t["status"] == "cancelled"]
+    assert pruned, [t["error"] for t in trials]
+    for trial in pruned:
+        assert trial["error"] == f"pruned at epoch {trial['epochs_done']}"
+        assert len(client.get(f"/experiments/{trial['id']}/history").json()["epochs"]) >= 1
+    best = done["best_trial"]
+    bad = wait_for_status(client, bad_start, TERMINAL)["best"]["val_accuracy"]
+    assert best["value"] > bad
+    assert best["params"]["optimizer.learning_rate"] > 1e-4
