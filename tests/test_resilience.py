@@ -278,3 +278,31 @@ def test_twenty_jobs_in_a_row_keep_memory_flat_by_recycling(tmp_path: Path) -> N
             resident.append(_resident_mb(pools[-1]))
     assert len(set(pools)) == 3, pools  # replaced after jobs 8 and 16
     assert max(resident) < resident[0] + 150, resident
+
+
+def test_a_search_goes_on_after_the_whole_server_restarts(tmp_path: Path) -> None:
+    search = {
+        "space": {"model.dropout": {"type": "float", "low": 0.0, "high": 0.5}},
+        "sampler": "random",
+        "n_trials": 4,
+        "pruner": {"type": "none"},
+    }
+    body = {**SHORT_RUN, "training": {"epochs": 2, "batch_size": 64}, "search": search}
+    with running_stack(tmp_path, **FAST_SWEEPER) as stack, stack.client() as client:
+        study_id = client.post("/studies", json=body).json()["id"]
+        wait_for(
+            lambda: client.get(f"/studies/{study_id}").json()["progress"]["trials_started"] >= 2,
+            timeout=120,
+            what="a second trial",
+        )
+    with running_stack(tmp_path, **FAST_SWEEPER) as stack, stack.client() as client:
+
+        def finished() -> dict[str, Any] | None:
+            study: dict[str, Any] = client.get(f"/studies/{study_id}").json()
+            return study if study["status"] not in {"queued", "running"} else None
+
+        done = wait_for(finished, timeout=180, what="the search to finish after the restart")
+        assert done["status"] == "succeeded", stack.log_tail()
+        assert done["progress"]["trials_started"] == 4
+        assert done["progress"]["succeeded"] == 4
+        assert done["best_trial"] is not None

@@ -95,7 +95,7 @@ def test_grid_crosses_every_value(client: TestClient) -> None:
         ({"presets": ["base"] * 100, "seeds": list(range(20))}, ["body"]),
         ({"presets": ["base"], "template": "chapter"}, ["body"]),
         ({}, ["body"]),
-        ({"search": {"n_trials": 10_000}}, ["body", "search"]),
+        ({"search": {"n_trials": 10_000}}, ["body", "search", "n_trials"]),
         ({"template": "textbook"}, ["body", "template"]),
     ],
 )
