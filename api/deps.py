@@ -8,8 +8,10 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from api.auth import principal_of
 from core.config import Settings
 from core.tables import Experiment
+from core.tokens import Principal
 
 
 def app_engine(request: Request) -> Engine:
@@ -41,14 +43,45 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def find_experiment(session: Session, experiment_id: str) -> Experiment:
-    """The experiment named in the path, or 404.
+def current_principal(request: Request) -> Principal | None:
+    """Who the request acts for; None while auth is off."""
+    return principal_of(request.state)
+
+
+PrincipalDep = Annotated[Principal | None, Depends(current_principal)]
+
+
+def visible_owner(principal: Principal | None, settings: Settings) -> str | None:
+    """The owner a listing is limited to: the caller's own work when reads are owner-only."""
+    if principal is None or principal.admin or not settings.reads_owner_only:
+        return None
+    return principal.user
+
+
+def find_experiment(
+    session: Session,
+    experiment_id: str,
+    principal: Principal | None = None,
+    settings: Settings | None = None,
+) -> Experiment:
+    """The experiment named in the path, or 404 (also when reads are owner-only and it is
+    someone else's).
 
     Called inside the handlers rather than as a dependency: a sync dependency runs in its own
     worker thread, and a request must not hold a pooled connection while it waits for the
     next thread.
     """
     experiment = session.get(Experiment, experiment_id)
-    if experiment is None:
+    hidden = settings is not None and visible_owner(principal, settings) not in (
+        None,
+        experiment.owner if experiment else None,
+    )
+    if experiment is None or hidden:
         raise HTTPException(404, f"Experiment {experiment_id} not found.")
     return experiment
+
+
+def require_owner(principal: Principal | None, owner: str | None, what: str) -> None:
+    """403 unless auth is off, the caller owns the thing, or is an admin."""
+    if principal is not None and not principal.may_change(owner):
+        raise HTTPException(403, f"Only {owner or 'its owner'} or an admin may {what}.")

@@ -13,6 +13,7 @@ from celery import Celery
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from api.auth import BearerAuth
 from api.routes import catalogue, experiments, studies
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)
+    app.add_middleware(BearerAuth, engine=app.state.engine, enabled=settings.auth)
     app.include_router(experiments.router)
     app.include_router(studies.router)
     app.include_router(catalogue.router)

@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="Default: kombu's SQLAlchemy transport on SQLite at HOME/broker.sqlite."
     )
+    auth: bool = Field(
+        False, description="Require 'Authorization: Bearer <token>' on every path but /health."
+    )
+    reads_owner_only: bool = Field(
+        False, description="With auth on: users see only their own experiments and studies."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)

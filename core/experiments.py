@@ -28,6 +28,7 @@ def create_experiment(
     spec: dict[str, Any],
     study_id: str | None = None,
     variant: str | None = None,
+    owner: str | None = None,
 ) -> Experiment:
     """Store a new queued experiment for a resolved spec (the caller commits, then dispatches)."""
     experiment = Experiment(
@@ -37,6 +38,7 @@ def create_experiment(
         spec=spec,
         study_id=study_id,
         variant=variant,
+        owner=owner,
         epochs_total=spec["training"]["epochs"],
     )
     session.add(experiment)
@@ -49,6 +51,7 @@ def list_experiments(
     status: Status | None = None,
     preset: str | None = None,
     study_id: str | None = None,
+    owner: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[Experiment], str | None]:
@@ -60,6 +63,8 @@ def list_experiments(
         query = query.where(Experiment.preset == preset)
     if study_id is not None:
         query = query.where(Experiment.study_id == study_id)
+    if owner is not None:
+        query = query.where(Experiment.owner == owner)
     return newest_first(session, query, Experiment, limit=limit, cursor=cursor)
 
 

@@ -195,6 +195,7 @@ def _start_trial(engine: Engine, url: str, study: Study, search: SearchSpec) -> 
             spec=spec.model_dump(mode="json"),
             study_id=study.id,
             variant=f"trial {trial.number}",
+            owner=study.owner,
         )
         experiment.trial_number = trial.number
     return experiment.id

@@ -23,6 +23,7 @@ def create_study(
     definition: dict[str, Any],
     runs: list[PlannedRun],
     seeds: list[int],
+    owner: str | None = None,
 ) -> tuple[Study, list[Experiment]]:
     """Store the study and every experiment of it (the caller commits once, then publishes)."""
     study = Study(
@@ -31,6 +32,7 @@ def create_study(
         kind=kind,
         definition=definition,
         seeds=seeds,
+        owner=owner,
     )
     session.add(study)
     experiments = [
@@ -40,6 +42,7 @@ def create_study(
             spec=run.spec.model_dump(mode="json"),
             study_id=study.id,
             variant=run.variant,
+            owner=owner,
         )
         for run in runs
     ]
@@ -47,10 +50,22 @@ def create_study(
 
 
 def create_search_study(
-    session: Session, *, name: str | None, definition: dict[str, Any], seeds: list[int]
+    session: Session,
+    *,
+    name: str | None,
+    definition: dict[str, Any],
+    seeds: list[int],
+    owner: str | None = None,
 ) -> Study:
     """Store a search study; its trials become experiments as the search asks for them."""
-    study = Study(id=uuid.uuid4().hex, name=name, kind="search", definition=definition, seeds=seeds)
+    study = Study(
+        id=uuid.uuid4().hex,
+        name=name,
+        kind="search",
+        definition=definition,
+        seeds=seeds,
+        owner=owner,
+    )
     session.add(study)
     return study
 
@@ -118,7 +133,8 @@ def cancel_study(session: Session, study: Study) -> None:
 
 
 def list_studies(
-    session: Session, *, limit: int, cursor: str | None
+    session: Session, *, owner: str | None = None, limit: int, cursor: str | None
 ) -> tuple[list[Study], str | None]:
-    """A page of studies, newest first, and the next page's cursor."""
-    return crud.newest_first(session, select(Study), Study, limit=limit, cursor=cursor)
+    """A page of studies (of ``owner`` if given), newest first, and the next page's cursor."""
+    query = select(Study) if owner is None else select(Study).where(Study.owner == owner)
+    return crud.newest_first(session, query, Study, limit=limit, cursor=cursor)

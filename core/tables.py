@@ -37,6 +37,7 @@ class Study(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=200)
     kind: str = Field(max_length=16)
     """How the variants were given: template, presets, variants, grid or search."""
+    owner: str | None = Field(default=None, max_length=64, index=True)
     definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     """The request as submitted; a search reads its space, sampler and pruner from here."""
     seeds: list[int] = Field(sa_column=Column(JSON, nullable=False))
@@ -66,6 +67,8 @@ class Experiment(SQLModel, table=True):
     status: Status = Field(default=Status.queued, sa_type=String(16), index=True)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     study_id: str | None = Field(default=None, max_length=32, index=True)
+    owner: str | None = Field(default=None, max_length=64, index=True)
+    """The user who submitted it (None while auth is off)."""
     variant: str | None = Field(default=None, max_length=200)
     """Its row in the study's table (the seeds of one variant share it)."""
     trial_number: int | None = None
@@ -116,3 +119,16 @@ class Checkpoint(SQLModel, table=True):
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     sha256: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token: only a hash of its secret is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: str = Field(primary_key=True, max_length=16)
+    user: str = Field(max_length=64, index=True)
+    admin: bool = False
+    secret_sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = _timestamp()

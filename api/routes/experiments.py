@@ -8,7 +8,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from api.deps import CeleryDep, EngineDep, SessionDep, find_experiment
+from api.deps import (
+    CeleryDep,
+    EngineDep,
+    PrincipalDep,
+    SessionDep,
+    SettingsDep,
+    find_experiment,
+    require_owner,
+    visible_owner,
+)
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from core import experiments as crud
 from core.queueing import publish
@@ -33,6 +42,7 @@ def submit(
     session: SessionDep,
     engine: EngineDep,
     celery: CeleryDep,
+    principal: PrincipalDep,
     response: Response,
 ) -> ExperimentPublic:
     """Store an experiment (a preset with overrides) and queue it for a worker."""
@@ -42,7 +52,12 @@ def submit(
         raise RequestValidationError(
             [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
         ) from None
-    experiment = crud.create_experiment(session, name=body.name, spec=spec.model_dump(mode="json"))
+    experiment = crud.create_experiment(
+        session,
+        name=body.name,
+        spec=spec.model_dump(mode="json"),
+        owner=principal.user if principal else None,
+    )
     session.commit()
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     response.headers["Location"] = f"/experiments/{experiment.id}"
@@ -52,6 +67,8 @@ def submit(
 @router.get("", response_model=ExperimentPage)
 def list_experiments(
     session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
     status: Status | None = None,
     preset: str | None = None,
     study_id: str | None = None,
@@ -61,7 +78,13 @@ def list_experiments(
     """Experiments, newest first, a page at a time."""
     try:
         items, next_cursor = crud.list_experiments(
-            session, status=status, preset=preset, study_id=study_id, limit=limit, cursor=cursor
+            session,
+            status=status,
+            preset=preset,
+            study_id=study_id,
+            owner=visible_owner(principal, settings),
+            limit=limit,
+            cursor=cursor,
         )
     except crud.InvalidCursor as exc:
         raise RequestValidationError(
@@ -73,9 +96,12 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic)
-def read_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic:
+def read_experiment(
+    experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> ExperimentPublic:
     """One experiment: status, progress, resolved spec and summary."""
-    return ExperimentPublic.model_validate(find_experiment(session, experiment_id))
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    return ExperimentPublic.model_validate(experiment)
 
 
 @router.get(
@@ -86,12 +112,14 @@ def read_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic
 def read_history(
     experiment_id: str,
     session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
     request: Request,
     since: Annotated[int, Query(ge=0, description="Only epochs after this one.")] = 0,
     format: Literal["json", "csv"] | None = None,
 ) -> History | Response:
     """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
-    experiment = find_experiment(session, experiment_id)
+    experiment = find_experiment(session, experiment_id, principal, settings)
     epochs = [EpochMetrics.of(row) for row in crud.history(session, experiment.id, since=since)]
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
@@ -102,9 +130,12 @@ def read_history(
 
 
 @router.post("/{experiment_id}/cancel", status_code=202, response_model=ExperimentPublic)
-def cancel_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic:
+def cancel_experiment(
+    experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> ExperimentPublic:
     """Cancel: a queued experiment never runs; a running one stops at its next batch."""
-    experiment = find_experiment(session, experiment_id)
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    require_owner(principal, experiment.owner, "cancel this experiment")
     try:
         return ExperimentPublic.model_validate(crud.cancel(session, experiment))
     except crud.Conflict as exc:
@@ -112,9 +143,12 @@ def cancel_experiment(experiment_id: str, session: SessionDep) -> ExperimentPubl
 
 
 @router.delete("/{experiment_id}", status_code=204)
-def delete_experiment(experiment_id: str, session: SessionDep) -> Response:
+def delete_experiment(
+    experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> Response:
     """Delete a finished experiment and its history."""
-    experiment = find_experiment(session, experiment_id)
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    require_owner(principal, experiment.owner, "delete this experiment")
     try:
         crud.delete(session, experiment)
     except crud.Conflict as exc:

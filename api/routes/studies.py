@@ -9,7 +9,16 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import CeleryDep, EngineDep, SessionDep, SettingsDep
+from api.deps import (
+    CeleryDep,
+    EngineDep,
+    PrincipalDep,
+    SessionDep,
+    SettingsDep,
+    find_experiment,
+    require_owner,
+    visible_owner,
+)
 from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
 from core import search
 from core import studies as crud
@@ -17,7 +26,8 @@ from core.config import Settings
 from core.experiments import InvalidCursor
 from core.queueing import publish
 from core.report import TableRow, as_csv, markdown
-from core.tables import ACTIVE, Experiment, Status, Study
+from core.tables import ACTIVE, Status, Study
+from core.tokens import Principal
 from models.presets import SpecError, error_entry, resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 
@@ -54,13 +64,15 @@ def submit_study(
     engine: EngineDep,
     celery: CeleryDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     response: Response,
 ) -> StudyPublic:
     """Store a study and all its experiments at once, then queue them (a search starts its
     first trials and asks Optuna for more as they finish)."""
+    owner = principal.user if principal else None
     try:
         if body.search is not None:
-            study = _submit_search(body, session, engine, celery, settings)
+            study = _submit_search(body, session, engine, celery, settings, owner)
             response.headers["Location"] = f"/studies/{study.id}"
             return _public(session, engine, study)
         runs = plan(_variants(body), body.seeds)
@@ -75,6 +87,7 @@ def submit_study(
         definition=body.model_dump(mode="json", exclude_unset=True),
         runs=runs,
         seeds=body.seeds,
+        owner=owner,
     )
     session.commit()
     for experiment in experiments:
@@ -87,12 +100,16 @@ def submit_study(
 def list_studies(
     session: SessionDep,
     engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> StudyPage:
     """Studies, newest first, a page at a time."""
     try:
-        items, next_cursor = crud.list_studies(session, limit=limit, cursor=cursor)
+        items, next_cursor = crud.list_studies(
+            session, owner=visible_owner(principal, settings), limit=limit, cursor=cursor
+        )
     except InvalidCursor as exc:
         raise RequestValidationError([error_entry(("query", "cursor"), str(exc), cursor)]) from None
     items_public = [_public(session, engine, study) for study in items]
@@ -100,10 +117,16 @@ def list_studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudyPublic)
-def read_study(study_id: str, session: SessionDep, engine: EngineDep) -> StudyPublic:
+def read_study(
+    study_id: str,
+    session: SessionDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> StudyPublic:
     """A study's status, progress, experiments and comparison table (and a search's best
     trial)."""
-    return _public(session, engine, _find(session, study_id))
+    return _public(session, engine, _find(session, study_id, principal, settings))
 
 
 @router.get(
@@ -112,19 +135,30 @@ def read_study(study_id: str, session: SessionDep, engine: EngineDep) -> StudyPu
     responses={200: {"content": {"text/csv": {}, "text/markdown": {}}}},
 )
 def read_study_table(
-    study_id: str, session: SessionDep, format: TableFormat = "json"
+    study_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    format: TableFormat = "json",
 ) -> Comparison | Response:
     """The comparison table: one row per variant, mean and standard deviation over seeds."""
-    study = _find(session, study_id)
+    study = _find(session, study_id, principal, settings)
     rows = crud.study_table(session, crud.study_experiments(session, study.id))
     return _render(rows, format)
 
 
 @router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyPublic)
-def cancel_study(study_id: str, session: SessionDep, engine: EngineDep) -> StudyPublic:
+def cancel_study(
+    study_id: str,
+    session: SessionDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> StudyPublic:
     """Cancel every experiment of the study that has not finished (a search starts no more
     trials)."""
-    study = _find(session, study_id)
+    study = _find(session, study_id, principal, settings)
+    require_owner(principal, study.owner, "cancel this study")
     crud.cancel_study(session, study)
     return _public(session, engine, study)
 
@@ -136,6 +170,8 @@ def cancel_study(study_id: str, session: SessionDep, engine: EngineDep) -> Study
 )
 def compare(
     session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
     ids: Annotated[str, Query(description="Experiment ids, comma-separated.")],
     format: TableFormat = "json",
 ) -> Comparison | Response:
@@ -147,9 +183,7 @@ def compare(
         )
     groups = []
     for experiment_id in wanted:
-        experiment = session.get(Experiment, experiment_id)
-        if experiment is None:
-            raise HTTPException(404, f"Experiment {experiment_id} not found.")
+        experiment = find_experiment(session, experiment_id, principal, settings)
         groups.append((experiment.name or experiment.id, [experiment]))
     return _render(crud.comparison(session, groups), format)
 
@@ -171,14 +205,23 @@ def _variants(body: StudyCreate) -> list[Variant]:
 
 
 def _submit_search(
-    body: StudyCreate, session: Session, engine: Engine, celery: Celery, settings: Settings
+    body: StudyCreate,
+    session: Session,
+    engine: Engine,
+    celery: Celery,
+    settings: Settings,
+    owner: str | None,
 ) -> Study:
     assert body.search is not None
     base = body.overrides()
     resolve(body.preset, base)
     search.validate_space(body.preset, base, body.search)
     study = crud.create_search_study(
-        session, name=body.name, definition=body.model_dump(mode="json"), seeds=body.seeds
+        session,
+        name=body.name,
+        definition=body.model_dump(mode="json"),
+        seeds=body.seeds,
+        owner=owner,
     )
     session.commit()
     url = settings.resolved_database_url
@@ -187,9 +230,12 @@ def _submit_search(
     return study
 
 
-def _find(session: Session, study_id: str) -> Study:
+def _find(
+    session: Session, study_id: str, principal: Principal | None, settings: Settings
+) -> Study:
     study = session.get(Study, study_id)
-    if study is None:
+    owner = visible_owner(principal, settings)
+    if study is None or owner not in (None, study.owner):
         raise HTTPException(404, f"Study {study_id} not found.")
     return study
 

@@ -1,0 +1,65 @@
+"""Bearer-token authentication for every path but /health, when ``CONVLAB_AUTH`` is on."""
+
+from typing import Any
+
+import anyio
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from core.tokens import Principal, authenticate
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+class BearerAuth:
+    """Puts the request's ``Principal`` in ``request.state.principal`` (None while auth is
+    off) or answers 401 with a ``WWW-Authenticate`` challenge."""
+
+    def __init__(self, app: ASGIApp, *, engine: Engine, enabled: bool) -> None:
+        self.app = app
+        self.engine = engine
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.enabled or scope["path"] in OPEN_PATHS:
+            scope.setdefault("state", {})["principal"] = None
+            await self.app(scope, receive, send)
+            return
+        presented = _bearer(scope)
+        principal = await anyio.to_thread.run_sync(self._lookup, presented) if presented else None
+        if principal is None:
+            detail = (
+                "This server needs a token: send 'Authorization: Bearer <token>' "
+                "(an admin creates one with 'convlab token create --user NAME')."
+                if presented is None
+                else "The token is unknown or revoked."
+            )
+            response = JSONResponse(
+                {"detail": detail},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="convlab"'},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    def _lookup(self, presented: str) -> Principal | None:
+        with Session(self.engine) as session:
+            return authenticate(session, presented)
+
+
+def _bearer(scope: Scope) -> str | None:
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+def principal_of(state: Any) -> Principal | None:
+    principal: Principal | None = getattr(state, "principal", None)
+    return principal

@@ -1,0 +1,134 @@
+"""Tokens and ownership against a real running API with CONVLAB_AUTH on."""
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import BIN, Stack, running_stack
+
+pytestmark = pytest.mark.slow
+
+RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
+
+
+def convlab(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "convlab"), *args],
+        env={**os.environ, "CONVLAB_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def token(home: Path, user: str, *flags: str) -> str:
+    created = convlab(home, "token", "create", "--user", user, *flags)
+    assert created.returncode == 0, created.stderr
+    return created.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("auth")
+    with running_stack(home, workers=0, auth="true") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tokens(stack: Stack) -> dict[str, str]:
+    home = Path(stack.env["CONVLAB_HOME"])
+    return {
+        "alice": token(home, "alice"),
+        "bob": token(home, "bob"),
+        "root": token(home, "root", "--admin"),
+    }
+
+
+def as_user(stack: Stack, tokens: dict[str, str], user: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {tokens[user]}"}
+    )
+
+
+def test_every_path_but_health_needs_a_token(stack: Stack) -> None:
+    with stack.client() as anonymous:
+        assert anonymous.get("/health").status_code == 200
+        for method, path in [
+            ("GET", "/experiments"),
+            ("POST", "/experiments"),
+            ("GET", "/presets"),
+            ("GET", "/studies"),
+            ("GET", "/ready"),
+            ("GET", "/openapi.json"),
+        ]:
+            response = anonymous.request(method, path, json={})
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == 'Bearer realm="convlab"'
+            assert "convlab token create" in response.json()["detail"]
+        wrong = anonymous.get("/experiments", headers={"Authorization": "Bearer clt_00_nope"})
+        assert wrong.status_code == 401
+        assert wrong.json()["detail"] == "The token is unknown or revoked."
+
+
+def test_tokens_are_stored_hashed_and_listed_without_secrets(
+    stack: Stack, tokens: dict[str, str]
+) -> None:
+    home = Path(stack.env["CONVLAB_HOME"])
+    listed = convlab(home, "token", "list").stdout
+    for text in tokens.values():
+        token_id, secret = text.split("_", 2)[1:]
+        assert token_id in listed and secret not in listed
+        assert secret.encode() not in (home / "convlab.sqlite").read_bytes()
+    assert convlab(home, "token", "create", "--user", "Not A Name").returncode != 0
+
+
+def test_only_the_owner_or_an_admin_may_cancel(stack: Stack, tokens: dict[str, str]) -> None:
+    with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "bob") as bob:
+        mine = alice.post("/experiments", json=RUN).json()["id"]
+        assert bob.get(f"/experiments/{mine}").status_code == 200  # reads are open in the lab
+        refused = bob.post(f"/experiments/{mine}/cancel")
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == "Only alice or an admin may cancel this experiment."
+        assert bob.delete(f"/experiments/{mine}").status_code == 403
+        assert alice.post(f"/experiments/{mine}/cancel").status_code == 202
+        assert alice.delete(f"/experiments/{mine}").status_code == 204
+    with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "root") as root:
+        theirs = alice.post("/experiments", json=RUN).json()["id"]
+        assert root.post(f"/experiments/{theirs}/cancel").status_code == 202
+
+
+def test_studies_record_their_owner_too(stack: Stack, tokens: dict[str, str]) -> None:
+    with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "bob") as bob:
+        study = alice.post("/studies", json={"presets": ["base"], **RUN}).json()
+        assert bob.post(f"/studies/{study['id']}/cancel").status_code == 403
+        assert alice.post(f"/studies/{study['id']}/cancel").status_code == 202
+
+
+def test_a_revoked_token_stops_working(stack: Stack) -> None:
+    home = Path(stack.env["CONVLAB_HOME"])
+    text = token(home, "carol")
+    headers = {"Authorization": f"Bearer {text}"}
+    with stack.client() as client:
+        assert client.get("/experiments", headers=headers).status_code == 200
+        assert convlab(home, "token", "revoke", text.split("_")[1]).returncode == 0
+        assert client.get("/experiments", headers=headers).status_code == 401
+
+
+def test_owner_only_reads_hide_other_peoples_work(tmp_path: Path) -> None:
+    with running_stack(tmp_path, workers=0, auth="true", reads_owner_only="true") as stack:
+        tokens = {user: token(tmp_path, user) for user in ("alice", "bob")}
+        with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "bob") as bob:
+            mine = alice.post("/experiments", json=RUN).json()["id"]
+            study = alice.post("/studies", json={"presets": ["base"], **RUN}).json()["id"]
+            assert bob.get(f"/experiments/{mine}").status_code == 404
+            assert bob.get(f"/experiments/{mine}/history").status_code == 404
+            assert bob.get(f"/studies/{study}").status_code == 404
+            assert bob.get("/compare", params={"ids": mine}).status_code == 404
+            assert bob.get("/experiments").json()["items"] == []
+            assert bob.get("/studies").json()["items"] == []
+            assert alice.get(f"/experiments/{mine}").status_code == 200
+            assert len(alice.get("/experiments").json()["items"]) == 2
