@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.auth import principal_of
+from api.limits import SubmissionRate
 from core.config import Settings
 from core.tables import Experiment
 from core.tokens import Principal
@@ -49,6 +50,12 @@ def current_principal(request: Request) -> Principal | None:
 
 
 PrincipalDep = Annotated[Principal | None, Depends(current_principal)]
+
+
+def limit_submissions(request: Request) -> None:
+    """Count a POST against its user's rate (before the body is validated: bad ones count)."""
+    rate: SubmissionRate = request.app.state.submissions
+    rate.check(principal_of(request.state))
 
 
 def visible_owner(principal: Principal | None, settings: Settings) -> str | None:

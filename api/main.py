@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 
 from celery import Celery
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
 from api.auth import BearerAuth
+from api.limits import BodySizeLimit, SubmissionRate
 from api.routes import catalogue, experiments, studies
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
@@ -45,7 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)
+    app.state.submissions = SubmissionRate(settings.max_submissions_per_minute)
     app.add_middleware(BearerAuth, engine=app.state.engine, enabled=settings.auth)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.include_router(experiments.router)
     app.include_router(studies.router)
     app.include_router(catalogue.router)

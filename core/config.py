@@ -26,6 +26,20 @@ class Settings(BaseSettings):
     reads_owner_only: bool = Field(
         False, description="With auth on: users see only their own experiments and studies."
     )
+    max_parameters: int = Field(50_000_000, ge=1, description="Largest model accepted.")
+    max_activation_mb: int = Field(
+        8192, ge=1, description="Largest estimated activation memory of one batch accepted."
+    )
+    max_active_per_user: int = Field(
+        200, ge=1, description="Queued plus running experiments one user may have (with auth)."
+    )
+    max_submissions_per_minute: int = Field(
+        120, ge=1, description="POSTs one user may make a minute (with auth)."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    cors_origins: list[str] = Field(
+        [], description="Browser origins allowed to call the API (none by default)."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)

@@ -132,3 +132,58 @@ def test_owner_only_reads_hide_other_peoples_work(tmp_path: Path) -> None:
             assert bob.get("/studies").json()["items"] == []
             assert alice.get(f"/experiments/{mine}").status_code == 200
             assert len(alice.get("/experiments").json()["items"]) == 2
+
+
+def test_limits_keep_one_user_from_taking_the_server(tmp_path: Path) -> None:
+    limits = {
+        "max_active_per_user": "2",
+        "max_submissions_per_minute": "5",
+        "max_body_bytes": "4096",
+        "max_parameters": "1000000",
+    }
+    with running_stack(tmp_path, workers=0, auth="true", **limits) as stack:
+        tokens = {user: token(tmp_path, user) for user in ("alice", "bob", "carol")}
+        with (
+            as_user(stack, tokens, "alice") as alice,
+            as_user(stack, tokens, "bob") as bob,
+            as_user(stack, tokens, "carol") as carol,
+        ):
+            big = alice.post("/experiments", json={"model": {"conv_filters": [1024] * 5}})
+            assert big.status_code == 422
+            assert big.json()["detail"][0]["loc"] == ["body", "model"]
+            assert "parameters; this server allows 1,000,000" in big.json()["detail"][0]["msg"]
+            wide = {
+                "model": {"conv_filters": [128], "dense_units": []},
+                "training": {"batch_size": 8192},
+            }
+            heavy = alice.post("/experiments", json=wide)
+            assert heavy.json()["detail"][0]["loc"] == ["body", "training", "batch_size"]
+            assert "MB of activations" in heavy.json()["detail"][0]["msg"]
+
+            for _ in range(2):
+                assert alice.post("/experiments", json=RUN).status_code == 201
+            capped = alice.post("/experiments", json=RUN)
+            assert capped.status_code == 429
+            assert capped.headers["retry-after"] == "60"
+            assert "cap is 2" in capped.json()["detail"]
+            assert bob.post("/experiments", json=RUN).status_code == 201
+
+            for _ in range(5):
+                assert carol.post("/experiments", json={"seed": "x"}).status_code == 422
+            limited = carol.post("/experiments", json=RUN)
+            assert limited.status_code == 429
+            assert int(limited.headers["retry-after"]) > 0
+
+            huge = bob.post(
+                "/experiments",
+                content=b'{"name": "' + b"x" * 50_000_000 + b'"}',
+                headers={"content-type": "application/json"},
+            )
+            assert huge.status_code == 413
+            assert "limit of 4,096 bytes" in huge.json()["detail"]
+
+            preflight = bob.options(
+                "/experiments",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert "access-control-allow-origin" not in preflight.headers

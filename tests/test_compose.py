@@ -133,6 +133,7 @@ def test_api_and_worker_reach_services_by_name(config: dict[str, Any]) -> None:
         assert service["environment"]["CONVLAB_DATABASE_URL"] == database
         assert service["environment"]["CONVLAB_BROKER_URL"] == broker
         assert service["environment"]["CONVLAB_DATA_DIR"] == "/data"
+        assert service["environment"]["CONVLAB_AUTH"] == "true"  # closed by default
         assert set(service["depends_on"]) == {"postgres", "redis"}
         assert all(dep["condition"] == "service_healthy" for dep in service["depends_on"].values())
 

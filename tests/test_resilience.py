@@ -306,3 +306,16 @@ def test_a_search_goes_on_after_the_whole_server_restarts(tmp_path: Path) -> Non
         assert done["progress"]["trials_started"] == 4
         assert done["progress"]["succeeded"] == 4
         assert done["best_trial"] is not None
+
+
+def test_workers_refuse_pickled_messages(stack: Stack, tmp_path: Path) -> None:
+    with stack.client() as client:
+        experiment_id = client.post("/experiments", json=SHORT_RUN).json()["id"]
+        assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+    celery = make_celery(Settings(home=tmp_path))
+    celery.send_task(TRAIN_TASK, args=[experiment_id], queue=QUEUE, serializer="pickle")
+    wait_for(
+        lambda: "untrusted content of type pickle" in stack.log_text(),
+        timeout=30,
+        what="the worker to refuse a pickled message",
+    )

@@ -91,6 +91,7 @@ def test_merge_replaces_non_objects_and_merges_objects() -> None:
         ({"optimizer": {"momentum": 0.9}}, ("optimizer", "momentum")),
         ({"optimizer": {"name": "adagrad"}}, ("optimizer",)),
         ({"dataset": {"name": "imagenet"}}, ("dataset", "name")),
+        ({"dataset": {"name": "../../etc/passwd"}}, ("dataset", "name")),
         ({"dataset": {"name": "digits", "train_size": 5000}}, ("dataset", "train_size")),
         ({"dataset": {"name": "digits", "test_size": 361}}, ("dataset", "test_size")),
         (

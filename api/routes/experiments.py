@@ -5,7 +5,7 @@ import io
 from dataclasses import asdict, fields
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import (
@@ -15,9 +15,11 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     find_experiment,
+    limit_submissions,
     require_owner,
     visible_owner,
 )
+from api.limits import check_active_cap, check_budget
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from core import experiments as crud
 from core.queueing import publish
@@ -36,22 +38,27 @@ SUBMIT_EXAMPLES = {
 }
 
 
-@router.post("", status_code=201, response_model=ExperimentPublic)
+@router.post(
+    "", status_code=201, response_model=ExperimentPublic, dependencies=[Depends(limit_submissions)]
+)
 def submit(
     body: Annotated[ExperimentCreate, Body(openapi_examples=SUBMIT_EXAMPLES)],
     session: SessionDep,
     engine: EngineDep,
     celery: CeleryDep,
     principal: PrincipalDep,
+    settings: SettingsDep,
     response: Response,
 ) -> ExperimentPublic:
     """Store an experiment (a preset with overrides) and queue it for a worker."""
     try:
         spec = resolve(body.preset, body.overrides())
+        check_budget(spec, settings)
     except SpecError as exc:
         raise RequestValidationError(
             [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
         ) from None
+    check_active_cap(session, principal, settings, adding=1)
     experiment = crud.create_experiment(
         session,
         name=body.name,

@@ -3,7 +3,7 @@
 from typing import Annotated, Literal
 
 from celery import Celery
-from fastapi import APIRouter, Body, HTTPException, Query, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import Engine
@@ -16,9 +16,11 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     find_experiment,
+    limit_submissions,
     require_owner,
     visible_owner,
 )
+from api.limits import check_active_cap, check_budget
 from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
 from core import search
 from core import studies as crud
@@ -57,7 +59,12 @@ STUDY_EXAMPLES = {
 }
 
 
-@router.post("/studies", status_code=201, response_model=StudyPublic)
+@router.post(
+    "/studies",
+    status_code=201,
+    response_model=StudyPublic,
+    dependencies=[Depends(limit_submissions)],
+)
 def submit_study(
     body: Annotated[StudyCreate, Body(openapi_examples=STUDY_EXAMPLES)],
     session: SessionDep,
@@ -76,10 +83,13 @@ def submit_study(
             response.headers["Location"] = f"/studies/{study.id}"
             return _public(session, engine, study)
         runs = plan(_variants(body), body.seeds)
+        for run in runs:
+            check_budget(run.spec, settings)
     except SpecError as exc:
         raise RequestValidationError(
             [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
         ) from None
+    check_active_cap(session, principal, settings, adding=len(runs))
     study, experiments = crud.create_study(
         session,
         name=body.name,

@@ -1,0 +1,131 @@
+"""Limits that keep one user or one request from taking the server: a model budget, a body
+size, a per-user cap on unfinished experiments and a per-token rate of submissions."""
+
+import math
+import time
+from collections import defaultdict, deque
+
+from fastapi import HTTPException
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.config import Settings
+from core.tables import ACTIVE, Experiment
+from core.tokens import Principal
+from models.budget import activation_bytes, parameter_count
+from models.presets import SpecError, error_entry
+from models.spec import ExperimentSpec
+
+
+def check_budget(spec: ExperimentSpec, settings: Settings) -> None:
+    """SpecError (a 422) saying the estimate and the limit when a model would not fit."""
+    parameters = parameter_count(spec)
+    if parameters > settings.max_parameters:
+        raise SpecError(
+            [
+                error_entry(
+                    ("model",),
+                    f"the model would have {parameters:,} parameters; "
+                    f"this server allows {settings.max_parameters:,}",
+                    parameters,
+                )
+            ]
+        )
+    megabytes = math.ceil(activation_bytes(spec) / 2**20)
+    if megabytes > settings.max_activation_mb:
+        raise SpecError(
+            [
+                error_entry(
+                    ("training", "batch_size"),
+                    f"a batch of {spec.training.batch_size} needs about {megabytes:,} MB of "
+                    f"activations; this server allows {settings.max_activation_mb:,} MB",
+                    spec.training.batch_size,
+                )
+            ]
+        )
+
+
+def check_active_cap(
+    session: Session, principal: Principal | None, settings: Settings, adding: int
+) -> None:
+    """429 when a user's queued and running experiments would pass the cap."""
+    if principal is None:
+        return
+    active = session.exec(
+        select(func.count()).where(
+            Experiment.owner == principal.user, col(Experiment.status).in_(ACTIVE)
+        )
+    ).one()
+    if active + adding > settings.max_active_per_user:
+        raise HTTPException(
+            429,
+            f"{principal.user} has {active} experiments queued or running; the cap is "
+            f"{settings.max_active_per_user}. Wait for some to finish or cancel some.",
+            headers={"Retry-After": "60"},
+        )
+
+
+class SubmissionRate:
+    """At most ``per_minute`` POSTs per user in any 60 seconds, in this process."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.recent: dict[str, deque[float]] = defaultdict(deque)
+
+    def check(self, principal: Principal | None) -> None:
+        if principal is None:
+            return
+        now = time.monotonic()
+        window = self.recent[principal.user]
+        while window and window[0] <= now - 60:
+            window.popleft()
+        if len(window) >= self.per_minute:
+            retry = math.ceil(window[0] + 60 - now)
+            raise HTTPException(
+                429,
+                f"More than {self.per_minute} submissions a minute; try again in {retry} s.",
+                headers={"Retry-After": str(retry)},
+            )
+        window.append(now)
+
+
+class BodySizeLimit:
+    """413 for request bodies over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"The request body is over this server's limit of {self.max_bytes:,} bytes."
+        response = JSONResponse({"detail": detail}, status_code=413)
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass

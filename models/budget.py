@@ -1,0 +1,40 @@
+"""What a spec will cost, computed from the spec alone (no TensorFlow): parameters, and the
+memory its activations take for one batch, so a server can refuse what would not fit."""
+
+from core.catalog import DATASETS
+from models.spec import ExperimentSpec
+
+LAYER_ACTIVATIONS = {"leaky_relu", "prelu"}
+"""Activations built as separate layers (an extra output tensor, PReLU with weights)."""
+
+
+def parameter_count(spec: ExperimentSpec) -> int:
+    """Exactly what Keras' ``count_params`` reports for the built model."""
+    model = spec.model
+    height, width, channels = DATASETS[spec.dataset.name].shape
+    prelu = model.activation == "prelu"
+    total = 0
+    for filters in model.conv_filters:
+        total += model.kernel_size * model.kernel_size * channels * filters + filters
+        total += filters * prelu + 4 * filters * model.batch_norm
+        channels, height, width = filters, height // 2, width // 2
+    features = height * width * channels
+    for units in model.dense_units:
+        total += features * units + units + units * prelu
+        features = units
+    classes = DATASETS[spec.dataset.name].classes
+    return total + features * classes + classes
+
+
+def activation_bytes(spec: ExperimentSpec) -> int:
+    """float32 outputs of every layer for one batch, twice (kept for the backward pass)."""
+    model = spec.model
+    height, width, _ = DATASETS[spec.dataset.name].shape
+    per_output = 1 + (model.activation in LAYER_ACTIVATIONS)
+    elements = 0
+    for filters in model.conv_filters:
+        elements += height * width * filters * (per_output + model.batch_norm)
+        height, width = height // 2, width // 2
+        elements += height * width * filters
+    elements += sum(model.dense_units) * per_output + DATASETS[spec.dataset.name].classes
+    return 2 * 4 * elements * spec.training.batch_size
