@@ -1,6 +1,6 @@
 """Studies: variants crossed with seeds, run as ordinary experiments, compared as one table."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from celery import Celery
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
@@ -36,6 +36,9 @@ from models.studies import CHAPTER, Variant, from_grid, from_presets, from_varia
 router = APIRouter(tags=["studies"])
 
 TableFormat = Literal["json", "csv", "markdown"]
+TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}, "text/markdown": {}}}
+}
 
 STUDY_EXAMPLES = {
     "chapter": {
@@ -142,7 +145,7 @@ def read_study(
 @router.get(
     "/studies/{study_id}/table",
     response_model=Comparison,
-    responses={200: {"content": {"text/csv": {}, "text/markdown": {}}}},
+    responses=TABLE_RESPONSES,
 )
 def read_study_table(
     study_id: str,
@@ -176,7 +179,7 @@ def cancel_study(
 @router.get(
     "/compare",
     response_model=Comparison,
-    responses={200: {"content": {"text/csv": {}, "text/markdown": {}}}},
+    responses=TABLE_RESPONSES,
 )
 def compare(
     session: SessionDep,
