@@ -201,9 +201,16 @@ def compare(
     return _render(crud.comparison(session, groups), format)
 
 
-def _variants(body: StudyCreate) -> list[Variant]:
+def _base(body: StudyCreate) -> dict[str, Any]:
+    """The spec keys every experiment of the study starts from, checked to resolve (its
+    errors name body fields)."""
     base = body.overrides()
-    resolve(body.preset, base)  # the base itself must be valid; its errors name body fields
+    resolve(body.preset, base)
+    return base
+
+
+def _variants(body: StudyCreate) -> list[Variant]:
+    base = _base(body)
     match body.kind:
         case "template":
             return from_presets(CHAPTER, base, ("template",))
@@ -226,9 +233,7 @@ def _submit_search(
     owner: str | None,
 ) -> Study:
     assert body.search is not None
-    base = body.overrides()
-    resolve(body.preset, base)
-    search.validate_space(body.preset, base, body.search)
+    search.validate_space(body.preset, _base(body), body.search)
     study = crud.create_search_study(
         session,
         name=body.name,
