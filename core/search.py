@@ -110,7 +110,7 @@ def _distributions(search: SearchSpec) -> dict[str, "optuna.distributions.BaseDi
     return distributions
 
 
-def load(url: str, study: Study, *, seed: int = 0) -> "optuna.Study":
+def load(url: str, study: Study) -> "optuna.Study":
     """The Optuna study behind a search study, with its sampler and pruner."""
     import optuna
 
@@ -118,7 +118,7 @@ def load(url: str, study: Study, *, seed: int = 0) -> "optuna.Study":
     return optuna.load_study(
         study_name=optuna_name(study.id),
         storage=_storage(url),
-        sampler=_sampler(search, seed),
+        sampler=_sampler(search, study.seeds[0]),
         pruner=_pruner(search),
     )
 
@@ -153,11 +153,12 @@ def advance(engine: Engine, celery: Celery, url: str, study_id: str) -> list[str
             return []
         experiments = study_experiments(session, study_id)
     search = search_of(study)
-    _reconcile(engine, load(url, study), experiments, search)
+    optuna_study = load(url, study)
+    _reconcile(engine, optuna_study, experiments, search)
     active = sum(experiment.status in ACTIVE for experiment in experiments)
     started = []
     while active < search.parallel and _claim_trial(engine, study_id, search.n_trials):
-        experiment_id = _start_trial(engine, url, study, search)
+        experiment_id = _start_trial(engine, optuna_study, study, search)
         publish(engine, celery, experiment_id)
         started.append(experiment_id)
         active += 1
@@ -179,12 +180,17 @@ def _claim_trial(engine: Engine, study_id: str, n_trials: int) -> bool:
         return claimed.rowcount == 1
 
 
-def _start_trial(engine: Engine, url: str, study: Study, search: SearchSpec) -> str:
+def _start_trial(
+    engine: Engine, optuna_study: "optuna.Study", study: Study, search: SearchSpec
+) -> str:
     """Ask Optuna for a trial and store it as an experiment (queued, not yet published)."""
     seed = study.seeds[0]
     with session_scope(engine) as session:
         count = session.exec(select(func.count()).where(Experiment.study_id == study.id)).one()
-    trial = load(url, study, seed=seed * 100_003 + count).ask(_distributions(search))
+    # A fresh seed per trial: samplers are not stored, and one seeded alike every time would
+    # propose the same point again.
+    optuna_study.sampler = _sampler(search, seed * 100_003 + count)
+    trial = optuna_study.ask(_distributions(search))
     preset, base = base_of(study)
     spec = resolve(preset, merge(base, params_overrides(trial.params) | {"seed": seed}))
     label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
