@@ -1,5 +1,6 @@
-"""Limits that keep one user or one request from taking the server: a model budget, a body
-size, a per-user cap on unfinished experiments and a per-token rate of submissions."""
+"""Limits that keep one user or one request from taking the server: a body size, a per-user
+cap on unfinished experiments and a per-token rate of submissions (the model budget is in
+``models.budget``)."""
 
 import math
 import time
@@ -14,37 +15,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.config import Settings
 from core.tables import ACTIVE, Experiment
 from core.tokens import Principal
-from models.budget import activation_bytes, parameter_count
-from models.presets import SpecError, error_entry
-from models.spec import ExperimentSpec
-
-
-def check_budget(spec: ExperimentSpec, settings: Settings) -> None:
-    """SpecError (a 422) saying the estimate and the limit when a model would not fit."""
-    parameters = parameter_count(spec)
-    if parameters > settings.max_parameters:
-        raise SpecError(
-            [
-                error_entry(
-                    ("model",),
-                    f"the model would have {parameters:,} parameters; "
-                    f"this server allows {settings.max_parameters:,}",
-                    parameters,
-                )
-            ]
-        )
-    megabytes = math.ceil(activation_bytes(spec) / 2**20)
-    if megabytes > settings.max_activation_mb:
-        raise SpecError(
-            [
-                error_entry(
-                    ("training", "batch_size"),
-                    f"a batch of {spec.training.batch_size} needs about {megabytes:,} MB of "
-                    f"activations; this server allows {settings.max_activation_mb:,} MB",
-                    spec.training.batch_size,
-                )
-            ]
-        )
 
 
 def check_active_cap(

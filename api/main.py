@@ -68,12 +68,6 @@ async def _sweep_forever(engine: Engine, celery: Celery, settings: Settings) -> 
     while True:
         await asyncio.sleep(settings.sweep_interval_s)
         try:
-            await asyncio.to_thread(
-                sweep,
-                engine,
-                celery,
-                settings.resolved_database_url,
-                grace_seconds=settings.dispatch_grace_s,
-            )
+            await asyncio.to_thread(sweep, engine, celery, settings)
         except Exception:
             log.exception("sweeper pass failed; retrying in %ss", settings.sweep_interval_s)

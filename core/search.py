@@ -13,11 +13,13 @@ from sqlalchemy import Engine, func, update
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
+from core.config import Settings
 from core.db import session_scope
 from core.experiments import create_experiment
 from core.queueing import publish
 from core.studies import study_experiments
 from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from models.budget import check_budget
 from models.presets import SpecError, error_entry, merge, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
 from models.studies import SECTIONS
@@ -144,21 +146,24 @@ def objective(engine: Engine, experiment_id: str, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def advance(engine: Engine, celery: Celery, url: str, study_id: str) -> list[str]:
+def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -> list[str]:
     """Tell Optuna how finished trials ended; start trials until ``parallel`` are active or
-    ``n_trials`` have started. Returns the experiments it started."""
+    ``n_trials`` have started. Returns the experiments it queued (a trial whose model is over
+    the server's budget is stored as failed instead)."""
     with session_scope(engine) as session:
         study = session.get(Study, study_id)
         if study is None or study.kind != "search":
             return []
         experiments = study_experiments(session, study_id)
     search = search_of(study)
-    optuna_study = load(url, study)
+    optuna_study = load(settings.resolved_database_url, study)
     _reconcile(engine, optuna_study, experiments, search)
     active = sum(experiment.status in ACTIVE for experiment in experiments)
     started = []
     while active < search.parallel and _claim_trial(engine, study_id, search.n_trials):
-        experiment_id = _start_trial(engine, optuna_study, study, search)
+        experiment_id = _start_trial(engine, optuna_study, study, search, settings)
+        if experiment_id is None:
+            continue
         publish(engine, celery, experiment_id)
         started.append(experiment_id)
         active += 1
@@ -181,18 +186,32 @@ def _claim_trial(engine: Engine, study_id: str, n_trials: int) -> bool:
 
 
 def _start_trial(
-    engine: Engine, optuna_study: "optuna.Study", study: Study, search: SearchSpec
-) -> str:
-    """Ask Optuna for a trial and store it as an experiment (queued, not yet published)."""
+    engine: Engine,
+    optuna_study: "optuna.Study",
+    study: Study,
+    search: SearchSpec,
+    settings: Settings,
+) -> str | None:
+    """Ask Optuna for a trial and store it as an experiment: queued (not yet published) and
+    its id returned, or failed with the reason when its model is over the budget."""
+    import optuna
+
     seed = study.seeds[0]
     with session_scope(engine) as session:
         count = session.exec(select(func.count()).where(Experiment.study_id == study.id)).one()
     # A fresh seed per trial: samplers are not stored, and one seeded alike every time would
-    # propose the same point again.
-    optuna_study.sampler = _sampler(search, seed * 100_003 + count)
+    # propose the same point again. Not for the grid sampler: its seed orders the grid, and
+    # it walks that order through the trials it finds in storage.
+    if search.sampler != "grid":
+        optuna_study.sampler = _sampler(search, seed * 100_003 + count)
     trial = optuna_study.ask(_distributions(search))
     preset, base = base_of(study)
     spec = resolve(preset, merge(base, params_overrides(trial.params) | {"seed": seed}))
+    try:
+        check_budget(spec, settings)
+        refusal = None
+    except SpecError as exc:
+        refusal = f"not run: {exc.errors[0]['msg']}"
     label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
     with session_scope(engine) as session:
         experiment = create_experiment(
@@ -204,6 +223,12 @@ def _start_trial(
             owner=study.owner,
         )
         experiment.trial_number = trial.number
+        if refusal is not None:
+            experiment.status, experiment.error = Status.failed, refusal
+            experiment.finished_at = experiment.created_at
+    if refusal is not None:
+        optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        return None
     return experiment.id
 
 
@@ -258,9 +283,11 @@ def best_trial(
     }
 
 
-def validate_space(study_preset: str, base: dict[str, Any], search: SearchSpec) -> None:
-    """Every searched field exists and accepts the ends of its range and every choice;
-    SpecError naming ``search.space.<key>`` otherwise."""
+def validate_space(
+    study_preset: str, base: dict[str, Any], search: SearchSpec, settings: Settings
+) -> None:
+    """Every searched field exists and accepts the ends of its range and every choice, each
+    within the model budget; SpecError naming ``search.space.<key>`` otherwise."""
     for key, param in search.space.items():
         section, _, field = key.partition(".")
         if section not in SECTIONS or not field or "." in field:
@@ -274,7 +301,9 @@ def validate_space(study_preset: str, base: dict[str, Any], search: SearchSpec) 
         values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
         for value in values:
             try:
-                resolve(study_preset, merge(base, params_overrides({key: value})))
+                check_budget(
+                    resolve(study_preset, merge(base, params_overrides({key: value}))), settings
+                )
             except SpecError as exc:
                 message = f"{key}={value!r}: {exc.errors[0]['msg']}"
                 raise SpecError([error_entry(("search", "space", key), message, value)]) from None

@@ -6,6 +6,7 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from core.config import Settings
 from core.db import session_scope
 from core.queueing import publish_pending, requeue_abandoned
 from core.search import advance, search_of
@@ -14,15 +15,15 @@ from core.tables import Study
 log = logging.getLogger(__name__)
 
 
-def sweep(engine: Engine, celery: Celery, url: str, *, grace_seconds: float) -> None:
+def sweep(engine: Engine, celery: Celery, settings: Settings) -> None:
     """Requeue runs whose worker vanished, publish what the broker never got, and keep
     unfinished searches going (a worker may have died before starting the next trial)."""
     requeue_abandoned(engine)
-    published = publish_pending(engine, celery, grace_seconds=grace_seconds)
+    published = publish_pending(engine, celery, grace_seconds=settings.dispatch_grace_s)
     if published:
         log.info("sweeper published %d experiment(s) the broker had not got", len(published))
     for study_id in _unfinished_searches(engine):
-        advance(engine, celery, url, study_id)
+        advance(engine, celery, settings, study_id)
 
 
 def _unfinished_searches(engine: Engine) -> list[str]:

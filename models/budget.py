@@ -1,7 +1,11 @@
 """What a spec will cost, computed from the spec alone (no TensorFlow): parameters, and the
 memory its activations take for one batch, so a server can refuse what would not fit."""
 
+import math
+
 from core.catalog import DATASETS
+from core.config import Settings
+from models.presets import SpecError, error_entry
 from models.spec import ExperimentSpec
 
 LAYER_ACTIVATIONS = {"leaky_relu", "prelu"}
@@ -38,3 +42,31 @@ def activation_bytes(spec: ExperimentSpec) -> int:
         elements += height * width * filters
     elements += sum(model.dense_units) * per_output + DATASETS[spec.dataset.name].classes
     return 2 * 4 * elements * spec.training.batch_size
+
+
+def check_budget(spec: ExperimentSpec, settings: Settings) -> None:
+    """SpecError (a 422) saying the estimate and the limit when a model would not fit."""
+    parameters = parameter_count(spec)
+    if parameters > settings.max_parameters:
+        raise SpecError(
+            [
+                error_entry(
+                    ("model",),
+                    f"the model would have {parameters:,} parameters; "
+                    f"this server allows {settings.max_parameters:,}",
+                    parameters,
+                )
+            ]
+        )
+    megabytes = math.ceil(activation_bytes(spec) / 2**20)
+    if megabytes > settings.max_activation_mb:
+        raise SpecError(
+            [
+                error_entry(
+                    ("training", "batch_size"),
+                    f"a batch of {spec.training.batch_size} needs about {megabytes:,} MB of "
+                    f"activations; this server allows {settings.max_activation_mb:,} MB",
+                    spec.training.batch_size,
+                )
+            ]
+        )

@@ -1,12 +1,14 @@
 """Optuna search studies, in process: validation, trials as experiments, how Optuna hears of
 finished trials, the best trial, cancel."""
 
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 from fastapi.testclient import TestClient
 
+from api.main import create_app
 from core.config import Settings
 from core.search import advance, optuna_name
 from core.tables import Status
@@ -81,7 +83,7 @@ def test_finished_trials_reach_optuna_and_the_best_is_named(
         trainer.epoch(experiment_id, 2, 0.9, 0.6, 0.9, value, 1.0)
         trainer.finish(experiment_id, Status.succeeded)
         values.append(value)
-        advance(trainer.engine, celery, url, study["id"])
+        advance(trainer.engine, celery, settings, study["id"])
     optuna_study = optuna.load_study(study_name=optuna_name(study["id"]), storage=url)
     complete = [t for t in optuna_study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert [t.value for t in complete] == values
@@ -105,7 +107,7 @@ def test_cancel_of_a_search_stops_it_starting_trials(
     first = client.get(f"/studies/{study['id']}").json()
     assert first["progress"]["cancelled"] == 1
     celery = client.app.state.celery  # type: ignore[attr-defined]
-    assert advance(trainer.engine, celery, settings.resolved_database_url, study["id"]) == []
+    assert advance(trainer.engine, celery, settings, study["id"]) == []
     after = client.get(f"/studies/{study['id']}").json()
     assert after["progress"]["trials_started"] == 1
     assert after["status"] == "cancelled"
@@ -113,3 +115,37 @@ def test_cancel_of_a_search_stops_it_starting_trials(
         study_name=optuna_name(study["id"]), storage=settings.resolved_database_url
     ).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_trials_over_the_model_budget_fail_without_reaching_a_worker(tmp_path: Path) -> None:
+    # kernel 11 alone and batch norm alone fit 1,261,000 parameters on digits; together not
+    settings = Settings(home=tmp_path, max_parameters=1_261_000)
+    space = {
+        "model.kernel_size": {"type": "categorical", "choices": [3, 11]},
+        "model.batch_norm": {"type": "categorical", "choices": [False, True]},
+    }
+    body = {**BASE, "search": {"space": space, "n_trials": 4, "parallel": 4, "sampler": "grid"}}
+    with TestClient(create_app(settings)) as client:
+        study = client.post("/studies", json=body).json()
+        experiments = client.get("/experiments", params={"study_id": study["id"]}).json()["items"]
+    statuses = sorted(experiment["status"] for experiment in experiments)
+    assert statuses == ["failed", "queued", "queued", "queued"]
+    refused = next(e for e in experiments if e["status"] == "failed")
+    assert refused["spec"]["model"]["kernel_size"] == 11
+    assert refused["spec"]["model"]["batch_norm"] is True
+    assert refused["error"].startswith("not run: the model would have 1,261,834 parameters")
+    trials = optuna.load_study(
+        study_name=optuna_name(study["id"]), storage=settings.resolved_database_url
+    ).trials
+    assert sorted(t.state.name for t in trials) == ["FAIL", "RUNNING", "RUNNING", "RUNNING"]
+
+
+def test_a_search_space_end_over_the_budget_is_a_422(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, max_parameters=1_000_000)
+    space = {"model.kernel_size": {"type": "int", "low": 3, "high": 11}}
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/studies", json={**BASE, "search": {"space": space, "n_trials": 3}})
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "search", "space", "model.kernel_size"]
+    assert error["msg"].startswith("model.kernel_size=11: the model would have 1,260,938")

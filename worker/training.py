@@ -276,7 +276,7 @@ def run_experiment(experiment_id: str) -> None:
         keras.backend.clear_session()
         gc.collect()
     if study is not None:
-        advance(engine, app, settings.resolved_database_url, study.id)
+        advance(engine, app, settings, study.id)
 
 
 def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter | None) -> None:

@@ -19,12 +19,13 @@ from api.deps import (
     require_owner,
     visible_owner,
 )
-from api.limits import check_active_cap, check_budget
+from api.limits import check_active_cap
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from core import experiments as crud
 from core.queueing import publish
 from core.runs import EpochMetrics
 from core.tables import Status
+from models.budget import check_budget
 from models.presets import PRESETS, SpecError, resolve
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])

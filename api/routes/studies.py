@@ -20,7 +20,7 @@ from api.deps import (
     require_owner,
     visible_owner,
 )
-from api.limits import check_active_cap, check_budget
+from api.limits import check_active_cap
 from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
 from core import search
 from core import studies as crud
@@ -30,6 +30,7 @@ from core.queueing import publish
 from core.report import TableRow, as_csv, markdown
 from core.tables import ACTIVE, Status, Study
 from core.tokens import Principal
+from models.budget import check_budget
 from models.presets import SpecError, error_entry, resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 
@@ -82,7 +83,7 @@ def submit_study(
     owner = principal.user if principal else None
     try:
         if body.search is not None:
-            study = _submit_search(body, session, engine, celery, settings, owner)
+            study = _submit_search(body, session, engine, celery, settings, principal)
             response.headers["Location"] = f"/studies/{study.id}"
             return _public(session, engine, study)
         runs = plan(_variants(body), body.seeds)
@@ -230,21 +231,24 @@ def _submit_search(
     engine: Engine,
     celery: Celery,
     settings: Settings,
-    owner: str | None,
+    principal: Principal | None,
 ) -> Study:
+    """Store a search and start its first trials; its concurrent trials count toward the
+    user's cap."""
     assert body.search is not None
-    search.validate_space(body.preset, _base(body), body.search)
+    search.validate_space(body.preset, _base(body), body.search, settings)
+    adding = min(body.search.parallel, body.search.n_trials)
+    check_active_cap(session, principal, settings, adding=adding)
     study = crud.create_search_study(
         session,
         name=body.name,
         definition=body.model_dump(mode="json"),
         seeds=body.seeds,
-        owner=owner,
+        owner=principal.user if principal else None,
     )
     session.commit()
-    url = settings.resolved_database_url
-    search.create(url, study)
-    search.advance(engine, celery, url, study.id)
+    search.create(settings.resolved_database_url, study)
+    search.advance(engine, celery, settings, study.id)
     return study
 
 
