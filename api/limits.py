@@ -1,6 +1,6 @@
-"""Limits that keep one user or one request from taking the server: a body size, a per-user
-cap on unfinished experiments and a per-token rate of submissions (the model budget is in
-``models.budget``)."""
+"""Limits and guards that keep one user or one request from taking the server: a body size,
+a per-user cap on unfinished experiments, a per-token rate of submissions and no NUL in URLs
+(the model budget is in ``models.budget``)."""
 
 import math
 import time
@@ -99,3 +99,20 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class NulInUrl:
+    """400 for a path or query holding a NUL character: no id, name or filter has one, and
+    PostgreSQL refuses to compare text with it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            detail = "The URL holds a NUL character (%00); no id, name or filter can."
+            await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -11,11 +11,13 @@ from contextlib import asynccontextmanager
 
 from celery import Celery
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
 from api.auth import BearerAuth
-from api.limits import BodySizeLimit, SubmissionRate
+from api.errors import invalid_request, method_not_allowed
+from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
 from api.routes import catalogue, experiments, studies
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
@@ -44,12 +46,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_exception_handler(405, method_not_allowed)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)
     app.state.submissions = SubmissionRate(settings.max_submissions_per_minute)
     app.add_middleware(BearerAuth, engine=app.state.engine, enabled=settings.auth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NulInUrl)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

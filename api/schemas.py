@@ -1,5 +1,6 @@
 """Request and response bodies of the HTTP contract (../shared/API.md)."""
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,16 @@ def _as_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def _printable(value: str) -> str:
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        raise ValueError("must not hold control characters (NUL, tab, newline, escape)")
+    return value
+
+
+Label = Annotated[str, AfterValidator(_printable)]
+"""A name people read: any Unicode text but control characters."""
 
 _SECTION = "Overrides merged key by key over the preset's {} (see ExperimentSpec)."
 
@@ -46,14 +57,14 @@ class SpecKeys(BaseModel):
 
 
 class ExperimentCreate(SpecKeys):
-    name: str | None = Field(None, max_length=200, description="A label for people.")
+    name: Label | None = Field(None, max_length=200, description="A label for people.")
     seed: int | None = Field(None, description="Seeds Python, NumPy and TensorFlow.")
 
 
 class VariantCreate(SpecKeys):
     """One row of a study: a name and overrides over the study's base."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Label = Field(min_length=1, max_length=200)
     preset: str | None = Field(None, description="Default: the study's preset.")  # type: ignore[assignment]
 
 
@@ -61,7 +72,7 @@ class StudyCreate(SpecKeys):
     """The spec keys are the base of every experiment; exactly one of template, presets,
     variants, grid or search says what varies; each variant runs once per seed."""
 
-    name: str | None = Field(None, max_length=200)
+    name: Label | None = Field(None, max_length=200)
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field([0], min_length=1, max_length=20)
     template: Literal["chapter"] | None = Field(None, description="chapter: its 13 presets.")
     presets: list[str] | None = Field(None, min_length=1, max_length=100)

@@ -17,6 +17,9 @@ LearningRate = Annotated[float, Field(gt=0, le=10, description="Step size, (0, 1
 Epsilon = Annotated[float, Field(gt=0, le=1, description="Numerical-stability term.")]
 Decay = Annotated[float, Field(ge=0, lt=1)]
 
+MAX_EPOCHS = 1000
+"""The most epochs one experiment may train (the chapter ran 50 to 200)."""
+
 
 CROSS_FIELD_ERRORS: dict[str, tuple[str, ...]] = {"too_many_blocks": ("model", "conv_filters")}
 """The field each whole-spec check blames, so an error can name it."""
@@ -108,7 +111,7 @@ class EarlyStopping(StrictModel):
 
 
 class TrainingSpec(StrictModel):
-    epochs: int = Field(50, ge=1, le=1000)
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(1024, ge=1, le=8192)
     early_stopping: EarlyStopping | None = None
     validation_split: float | None = Field(

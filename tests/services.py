@@ -150,8 +150,21 @@ class Stack:
         self.workers.append(_spawn(self.worker_command, self.env, log))
         return self.workers[-1]
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
+
+    def convlab(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The ``convlab`` command, on this stack's settings."""
+        return subprocess.run(
+            [str(BIN / "convlab"), *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def token(self, user: str, *flags: str) -> str:
+        """A new token for ``user`` (``--admin`` for an admin's)."""
+        created = self.convlab("token", "create", "--user", user, *flags)
+        assert created.returncode == 0, created.stderr
+        return created.stdout.strip()
 
     def log_text(self) -> str:
         return "\n".join(

@@ -1,34 +1,15 @@
 """Tokens and ownership against a real running API with CONVLAB_AUTH on."""
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.services import BIN, Stack, running_stack
+from tests.services import Stack, running_stack
 
 pytestmark = pytest.mark.slow
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
-
-
-def convlab(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "convlab"), *args],
-        env={**os.environ, "CONVLAB_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def token(home: Path, user: str, *flags: str) -> str:
-    created = convlab(home, "token", "create", "--user", user, *flags)
-    assert created.returncode == 0, created.stderr
-    return created.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +21,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def tokens(stack: Stack) -> dict[str, str]:
-    home = Path(stack.env["CONVLAB_HOME"])
     return {
-        "alice": token(home, "alice"),
-        "bob": token(home, "bob"),
-        "root": token(home, "root", "--admin"),
+        "alice": stack.token("alice"),
+        "bob": stack.token("bob"),
+        "root": stack.token("root", "--admin"),
     }
-
-
-def as_user(stack: Stack, tokens: dict[str, str], user: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {tokens[user]}"}
-    )
 
 
 def test_every_path_but_health_needs_a_token(stack: Stack) -> None:
@@ -78,16 +52,16 @@ def test_tokens_are_stored_hashed_and_listed_without_secrets(
     stack: Stack, tokens: dict[str, str]
 ) -> None:
     home = Path(stack.env["CONVLAB_HOME"])
-    listed = convlab(home, "token", "list").stdout
+    listed = stack.convlab("token", "list").stdout
     for text in tokens.values():
         token_id, secret = text.split("_", 2)[1:]
         assert token_id in listed and secret not in listed
         assert secret.encode() not in (home / "convlab.sqlite").read_bytes()
-    assert convlab(home, "token", "create", "--user", "Not A Name").returncode != 0
+    assert stack.convlab("token", "create", "--user", "Not A Name").returncode != 0
 
 
 def test_only_the_owner_or_an_admin_may_cancel(stack: Stack, tokens: dict[str, str]) -> None:
-    with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "bob") as bob:
+    with stack.client(tokens["alice"]) as alice, stack.client(tokens["bob"]) as bob:
         mine = alice.post("/experiments", json=RUN).json()["id"]
         assert bob.get(f"/experiments/{mine}").status_code == 200  # reads are open in the lab
         refused = bob.post(f"/experiments/{mine}/cancel")
@@ -96,32 +70,31 @@ def test_only_the_owner_or_an_admin_may_cancel(stack: Stack, tokens: dict[str, s
         assert bob.delete(f"/experiments/{mine}").status_code == 403
         assert alice.post(f"/experiments/{mine}/cancel").status_code == 202
         assert alice.delete(f"/experiments/{mine}").status_code == 204
-    with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "root") as root:
+    with stack.client(tokens["alice"]) as alice, stack.client(tokens["root"]) as root:
         theirs = alice.post("/experiments", json=RUN).json()["id"]
         assert root.post(f"/experiments/{theirs}/cancel").status_code == 202
 
 
 def test_studies_record_their_owner_too(stack: Stack, tokens: dict[str, str]) -> None:
-    with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "bob") as bob:
+    with stack.client(tokens["alice"]) as alice, stack.client(tokens["bob"]) as bob:
         study = alice.post("/studies", json={"presets": ["base"], **RUN}).json()
         assert bob.post(f"/studies/{study['id']}/cancel").status_code == 403
         assert alice.post(f"/studies/{study['id']}/cancel").status_code == 202
 
 
 def test_a_revoked_token_stops_working(stack: Stack) -> None:
-    home = Path(stack.env["CONVLAB_HOME"])
-    text = token(home, "carol")
+    text = stack.token("carol")
     headers = {"Authorization": f"Bearer {text}"}
     with stack.client() as client:
         assert client.get("/experiments", headers=headers).status_code == 200
-        assert convlab(home, "token", "revoke", text.split("_")[1]).returncode == 0
+        assert stack.convlab("token", "revoke", text.split("_")[1]).returncode == 0
         assert client.get("/experiments", headers=headers).status_code == 401
 
 
 def test_owner_only_reads_hide_other_peoples_work(tmp_path: Path) -> None:
     with running_stack(tmp_path, workers=0, auth="true", reads_owner_only="true") as stack:
-        tokens = {user: token(tmp_path, user) for user in ("alice", "bob")}
-        with as_user(stack, tokens, "alice") as alice, as_user(stack, tokens, "bob") as bob:
+        tokens = {user: stack.token(user) for user in ("alice", "bob")}
+        with stack.client(tokens["alice"]) as alice, stack.client(tokens["bob"]) as bob:
             mine = alice.post("/experiments", json=RUN).json()["id"]
             study = alice.post("/studies", json={"presets": ["base"], **RUN}).json()["id"]
             assert bob.get(f"/experiments/{mine}").status_code == 404
@@ -142,11 +115,11 @@ def test_limits_keep_one_user_from_taking_the_server(tmp_path: Path) -> None:
         "max_parameters": "1000000",
     }
     with running_stack(tmp_path, workers=0, auth="true", **limits) as stack:
-        tokens = {user: token(tmp_path, user) for user in ("alice", "bob", "carol")}
+        tokens = {user: stack.token(user) for user in ("alice", "bob", "carol")}
         with (
-            as_user(stack, tokens, "alice") as alice,
-            as_user(stack, tokens, "bob") as bob,
-            as_user(stack, tokens, "carol") as carol,
+            stack.client(tokens["alice"]) as alice,
+            stack.client(tokens["bob"]) as bob,
+            stack.client(tokens["carol"]) as carol,
         ):
             big = alice.post("/experiments", json={"model": {"conv_filters": [1024] * 5}})
             assert big.status_code == 422

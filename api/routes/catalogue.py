@@ -5,6 +5,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.errors import documented
 from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
 from core.catalog import DATASETS
 from models.presets import PRESETS
@@ -12,7 +13,7 @@ from models.presets import PRESETS
 router = APIRouter(tags=["catalogue"])
 
 
-@router.get("/presets", response_model=list[PresetPublic])
+@router.get("/presets", response_model=list[PresetPublic], responses=documented(400, 401))
 def list_presets() -> list[PresetPublic]:
     """The chapter's variants, each with its full spec."""
     return [
@@ -21,7 +22,7 @@ def list_presets() -> list[PresetPublic]:
     ]
 
 
-@router.get("/datasets", response_model=list[DatasetPublic])
+@router.get("/datasets", response_model=list[DatasetPublic], responses=documented(400, 401))
 def list_datasets(settings: SettingsDep) -> list[DatasetPublic]:
     """Datasets a spec may name, and whether their files are on this server."""
     data_dir = settings.resolved_data_dir
@@ -47,7 +48,9 @@ def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get(
+    "/ready", response_model=Readiness, responses=documented(400, 401) | {503: {"model": Readiness}}
+)
 def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
     """200 when the database and the broker answer, else 503 naming which does not."""
     database = broker = "ok"

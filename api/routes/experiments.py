@@ -19,6 +19,7 @@ from api.deps import (
     require_owner,
     visible_owner,
 )
+from api.errors import documented
 from api.limits import check_active_cap
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from core import experiments as crud
@@ -27,8 +28,9 @@ from core.runs import EpochMetrics
 from core.tables import Status
 from models.budget import check_budget
 from models.presets import PRESETS, SpecError, resolve
+from models.spec import MAX_EPOCHS
 
-router = APIRouter(prefix="/experiments", tags=["experiments"])
+router = APIRouter(prefix="/experiments", tags=["experiments"], responses=documented(400, 401))
 
 SUBMIT_EXAMPLES = {
     name: {
@@ -40,7 +42,11 @@ SUBMIT_EXAMPLES = {
 
 
 @router.post(
-    "", status_code=201, response_model=ExperimentPublic, dependencies=[Depends(limit_submissions)]
+    "",
+    status_code=201,
+    response_model=ExperimentPublic,
+    dependencies=[Depends(limit_submissions)],
+    responses=documented(413, 429),
 )
 def submit(
     body: Annotated[ExperimentCreate, Body(openapi_examples=SUBMIT_EXAMPLES)],
@@ -103,7 +109,7 @@ def list_experiments(
     )
 
 
-@router.get("/{experiment_id}", response_model=ExperimentPublic)
+@router.get("/{experiment_id}", response_model=ExperimentPublic, responses=documented(404))
 def read_experiment(
     experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
 ) -> ExperimentPublic:
@@ -115,7 +121,7 @@ def read_experiment(
 @router.get(
     "/{experiment_id}/history",
     response_model=History,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses=documented(404) | {200: {"content": {"text/csv": {}}}},
 )
 def read_history(
     experiment_id: str,
@@ -123,7 +129,9 @@ def read_history(
     principal: PrincipalDep,
     settings: SettingsDep,
     request: Request,
-    since: Annotated[int, Query(ge=0, description="Only epochs after this one.")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_EPOCHS, description="Only epochs after this one.")
+    ] = 0,
     format: Literal["json", "csv"] | None = None,
 ) -> History | Response:
     """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
@@ -137,7 +145,12 @@ def read_history(
     return History(experiment_id=experiment.id, status=experiment.status, epochs=epochs)
 
 
-@router.post("/{experiment_id}/cancel", status_code=202, response_model=ExperimentPublic)
+@router.post(
+    "/{experiment_id}/cancel",
+    status_code=202,
+    response_model=ExperimentPublic,
+    responses=documented(403, 404, 409),
+)
 def cancel_experiment(
     experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
 ) -> ExperimentPublic:
@@ -150,7 +163,7 @@ def cancel_experiment(
         raise HTTPException(409, str(exc)) from None
 
 
-@router.delete("/{experiment_id}", status_code=204)
+@router.delete("/{experiment_id}", status_code=204, responses=documented(403, 404, 409))
 def delete_experiment(
     experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
 ) -> Response:

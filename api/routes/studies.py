@@ -20,6 +20,7 @@ from api.deps import (
     require_owner,
     visible_owner,
 )
+from api.errors import documented
 from api.limits import check_active_cap
 from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
 from core import search
@@ -34,12 +35,10 @@ from models.budget import check_budget
 from models.presets import SpecError, error_entry, resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 
-router = APIRouter(tags=["studies"])
+router = APIRouter(tags=["studies"], responses=documented(400, 401))
 
 TableFormat = Literal["json", "csv", "markdown"]
-TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {}, "text/markdown": {}}}
-}
+TABLE_RESPONSES = documented(404) | {200: {"content": {"text/csv": {}, "text/markdown": {}}}}
 
 STUDY_EXAMPLES = {
     "chapter": {
@@ -68,6 +67,7 @@ STUDY_EXAMPLES = {
     status_code=201,
     response_model=StudyPublic,
     dependencies=[Depends(limit_submissions)],
+    responses=documented(413, 429),
 )
 def submit_study(
     body: Annotated[StudyCreate, Body(openapi_examples=STUDY_EXAMPLES)],
@@ -130,7 +130,7 @@ def list_studies(
     return StudyPage(items=items_public, next_cursor=next_cursor)
 
 
-@router.get("/studies/{study_id}", response_model=StudyPublic)
+@router.get("/studies/{study_id}", response_model=StudyPublic, responses=documented(404))
 def read_study(
     study_id: str,
     session: SessionDep,
@@ -161,7 +161,12 @@ def read_study_table(
     return _render(rows, format)
 
 
-@router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyPublic)
+@router.post(
+    "/studies/{study_id}/cancel",
+    status_code=202,
+    response_model=StudyPublic,
+    responses=documented(403, 404),
+)
 def cancel_study(
     study_id: str,
     session: SessionDep,

@@ -1,0 +1,77 @@
+"""The error responses the OpenAPI schema documents; each body is ``{"detail": sentence}``."""
+
+import math
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Match, Route
+
+
+class Problem(BaseModel):
+    """What went wrong, in a sentence a person can act on."""
+
+    detail: str
+
+
+_REASONS = {
+    400: "The body is not valid JSON, or the URL holds a NUL character.",
+    401: "No token, or an unknown or revoked one (only when auth is on).",
+    403: "Only the owner or an admin may do this.",
+    404: "No such experiment or study (with owner-only reads, also someone else's).",
+    409: "The experiment's status does not allow this.",
+    413: "The request body is over the server's size limit.",
+    429: "The user's cap on unfinished experiments or the submission rate was reached.",
+}
+
+_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "Bearer realm", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+}
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error status codes."""
+    return {
+        code: {"model": Problem, "description": _REASONS[code]}
+        | ({"headers": _HEADERS[code]} if code in _HEADERS else {})
+        for code in codes
+    }
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 whose ``Allow`` names every method the path has, not only those of the first route
+    that matched it (Starlette's default)."""
+    allowed = sorted(
+        {
+            method
+            for route in request.app.router.routes
+            if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+            for method in route.methods or ()
+        }
+    )
+    return JSONResponse(
+        {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}."},
+        status_code=405,
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, except that a NaN or infinite input is echoed as a string: JSON has no
+    such numbers, and FastAPI's own handler fails with a 500 on them."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    return value
