@@ -11,7 +11,7 @@ from sqlmodel import Session
 from api.auth import principal_of
 from api.limits import SubmissionRate
 from core.config import Settings
-from core.tables import Experiment
+from core.tables import Experiment, Study
 from core.tokens import Principal
 
 
@@ -86,6 +86,17 @@ def find_experiment(
     if experiment is None or hidden:
         raise HTTPException(404, f"Experiment {experiment_id} not found.")
     return experiment
+
+
+def find_study(
+    session: Session, study_id: str, principal: Principal | None, settings: Settings
+) -> Study:
+    """The study, or 404 if there is none or the caller may not see it."""
+    study = session.get(Study, study_id)
+    owner = visible_owner(principal, settings)
+    if study is None or owner not in (None, study.owner):
+        raise HTTPException(404, f"Study {study_id} not found.")
+    return study
 
 
 def require_owner(principal: Principal | None, owner: str | None, what: str) -> None:

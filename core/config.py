@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = Field(
         0.5, gt=0, description="How often a training job re-reads its cancel flag."
     )
+    events_poll_seconds: float = Field(
+        0.5, gt=0, description="How often an event stream looks for new epochs."
+    )
     redis_visibility_timeout_s: int = Field(
         7 * 24 * 3600, gt=0, description="Redis redelivers unacked jobs after this; above any job."
     )

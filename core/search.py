@@ -49,6 +49,13 @@ def params_overrides(params: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+def trials_to_come(study: Study) -> bool:
+    """Whether a search will start more trials (False for other studies)."""
+    if study.kind != "search" or study.cancel_requested:
+        return False
+    return study.trials_started < search_of(study).n_trials
+
+
 def base_of(study: Study) -> tuple[str, dict[str, Any]]:
     """The study's preset and the spec keys every trial starts from."""
     definition = study.definition

@@ -75,10 +75,13 @@ def study_experiments(session: Session, study_id: str) -> list[Experiment]:
     return list(session.exec(query.order_by(col(Experiment.created_at), col(Experiment.id))))
 
 
-def status_of(experiments: list[Experiment]) -> Status:
-    """Running while any experiment may still change; then failed, cancelled or succeeded."""
+def status_of(experiments: list[Experiment], more_to_come: bool = False) -> Status:
+    """Running while any experiment may still change or more are to come (a search's next
+    trials); then failed, cancelled or succeeded."""
     statuses = {experiment.status for experiment in experiments}
     if Status.running in statuses or (Status.queued in statuses and len(statuses) > 1):
+        return Status.running
+    if more_to_come and Status.queued not in statuses:
         return Status.running
     for status in (Status.queued, Status.failed, Status.cancelled):
         if status in statuses:

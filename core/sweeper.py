@@ -4,12 +4,12 @@ import logging
 
 from celery import Celery
 from sqlalchemy import Engine
-from sqlmodel import col, select
+from sqlmodel import select
 
 from core.config import Settings
 from core.db import session_scope
 from core.queueing import publish_pending, requeue_abandoned
-from core.search import advance, search_of
+from core.search import advance, trials_to_come
 from core.tables import Study
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,5 @@ def sweep(engine: Engine, celery: Celery, settings: Settings) -> None:
 
 def _unfinished_searches(engine: Engine) -> list[str]:
     with session_scope(engine) as session:
-        searches = session.exec(
-            select(Study).where(Study.kind == "search", col(Study.cancel_requested).is_(False))
-        ).all()
-        return [s.id for s in searches if s.trials_started < search_of(s).n_trials]
+        searches = session.exec(select(Study).where(Study.kind == "search")).all()
+        return [study.id for study in searches if trials_to_come(study)]

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.archives import write_cifar10
+from tests.events import parse_events
 from tests.services import Stack, running_stack, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -133,6 +134,33 @@ def test_history_fills_while_running_and_cancel_keeps_finished_epochs(
     assert 2 <= len(kept) < 200
     assert [row["epoch"] for row in kept] == list(range(1, len(kept) + 1))
     assert experiment["epochs_done"] == len(kept)
+
+
+def test_the_event_stream_follows_a_run_live_and_resumes_after_a_dropped_connection(
+    client: httpx.Client,
+) -> None:
+    body = {**DIGITS, "training": {"epochs": 4, "batch_size": 16}}
+    experiment_id = client.post("/experiments", json=body).json()["id"]
+    url = f"/experiments/{experiment_id}/events"
+    before_drop: list[dict[str, Any]] = []
+    with client.stream("GET", url, timeout=120) as stream:
+        for event in parse_events(stream.iter_lines()):
+            before_drop.append(event)
+            if event["event"] == "epoch":
+                break  # the connection drops after the first epoch
+    assert [e["data"]["status"] for e in before_drop if e["event"] == "status"][-1] == "running"
+    assert before_drop[-1]["id"] == "1"
+
+    with client.stream(
+        "GET", url, headers={"Last-Event-ID": before_drop[-1]["id"]}, timeout=120
+    ) as stream:
+        after_drop = list(parse_events(stream.iter_lines()))  # ends by itself when finished
+    assert [e["id"] for e in after_drop if e["event"] == "epoch"] == ["2", "3", "4"]
+    assert after_drop[-1]["event"] == "status"
+    assert after_drop[-1]["data"]["status"] == "succeeded"
+    history = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
+    streamed = [e["data"] for e in before_drop + after_drop if e["event"] == "epoch"]
+    assert streamed == history
 
 
 def test_queued_experiment_cancelled_before_its_turn_never_runs(client: httpx.Client) -> None:

@@ -3,7 +3,7 @@
 from typing import Annotated, Any, Literal
 
 from celery import Celery
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import Engine
@@ -16,6 +16,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     find_experiment,
+    find_study,
     limit_submissions,
     require_owner,
     visible_owner,
@@ -29,7 +30,7 @@ from core.config import Settings
 from core.experiments import InvalidCursor
 from core.queueing import publish
 from core.report import TableRow, as_csv, markdown
-from core.tables import ACTIVE, Status, Study
+from core.tables import Study
 from core.tokens import Principal
 from models.budget import check_budget
 from models.presets import SpecError, error_entry, resolve
@@ -140,7 +141,7 @@ def read_study(
 ) -> StudyPublic:
     """A study's status, progress, experiments and comparison table (and a search's best
     trial)."""
-    return _public(session, engine, _find(session, study_id, principal, settings))
+    return _public(session, engine, find_study(session, study_id, principal, settings))
 
 
 @router.get(
@@ -156,7 +157,7 @@ def read_study_table(
     format: TableFormat = "json",
 ) -> Comparison | Response:
     """The comparison table: one row per variant, mean and standard deviation over seeds."""
-    study = _find(session, study_id, principal, settings)
+    study = find_study(session, study_id, principal, settings)
     rows = crud.study_table(session, crud.study_experiments(session, study.id))
     return _render(rows, format)
 
@@ -176,7 +177,7 @@ def cancel_study(
 ) -> StudyPublic:
     """Cancel every experiment of the study that has not finished (a search starts no more
     trials)."""
-    study = _find(session, study_id, principal, settings)
+    study = find_study(session, study_id, principal, settings)
     require_owner(principal, study.owner, "cancel this study")
     crud.cancel_study(session, study)
     return _public(session, engine, study)
@@ -257,28 +258,15 @@ def _submit_search(
     return study
 
 
-def _find(
-    session: Session, study_id: str, principal: Principal | None, settings: Settings
-) -> Study:
-    study = session.get(Study, study_id)
-    owner = visible_owner(principal, settings)
-    if study is None or owner not in (None, study.owner):
-        raise HTTPException(404, f"Study {study_id} not found.")
-    return study
-
-
 def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     session.refresh(study)
     experiments = crud.study_experiments(session, study.id)
-    status = crud.status_of(experiments)
+    status = crud.status_of(experiments, search.trials_to_come(study))
     progress = crud.progress(experiments)
     best = None
     if study.kind == "search":
         planned = search.search_of(study).n_trials
         progress |= {"trials_started": study.trials_started, "trials_planned": planned}
-        more_to_come = study.trials_started < planned and not study.cancel_requested
-        if more_to_come and status not in ACTIVE:
-            status = Status.running
         best = search.best_trial(engine, study, experiments)
     return StudyPublic(
         id=study.id,

@@ -1,0 +1,122 @@
+"""What the event streams read: an experiment's or a study's state and the epochs finished
+after the position a client has seen. A position is what SSE calls the last event id: an
+epoch number for an experiment, ``<id prefix>:<epochs seen>`` pairs for a study."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, or_
+from sqlmodel import col, select
+
+from core.db import session_scope
+from core.runs import EpochMetrics
+from core.search import trials_to_come
+from core.studies import progress, status_of, study_experiments
+from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+
+ID_PREFIX = 12
+"""Hex characters of an experiment id that name it in a study position (ids are uuid4 hex)."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """An experiment's status as a stream reports it."""
+
+    experiment_id: str
+    status: Status
+    epochs_done: int
+    epochs_total: int
+    error: str | None
+
+    @classmethod
+    def of(cls, experiment: Experiment) -> "RunState":
+        return cls(
+            experiment.id,
+            experiment.status,
+            experiment.epochs_done,
+            experiment.epochs_total,
+            experiment.error,
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """A study's status, counts, its experiments' states and the epochs not yet seen."""
+
+    status: Status
+    progress: dict[str, int]
+    runs: list[RunState]
+    epochs: list[tuple[str, EpochMetrics]]
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE
+
+
+def experiment_state(
+    engine: Engine, experiment_id: str, after_epoch: int
+) -> tuple[RunState, list[EpochMetrics]] | None:
+    """The experiment's state, then its epochs after ``after_epoch`` (read in that order, so
+    a finished state comes with every epoch); None once it is deleted."""
+    with session_scope(engine) as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            return None
+        state = RunState.of(experiment)
+        rows = session.exec(
+            select(EpochRecord)
+            .where(EpochRecord.experiment_id == experiment_id, EpochRecord.epoch > after_epoch)
+            .order_by(col(EpochRecord.epoch))
+        )
+        return state, [EpochMetrics.of(row) for row in rows]
+
+
+def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudyState | None:
+    """The study's state and, per experiment, the epochs after those in ``seen`` (keyed by
+    id prefix); None once it is gone."""
+    with session_scope(engine) as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            return None
+        experiments = study_experiments(session, study_id)
+        behind = {
+            experiment.id: seen.get(experiment.id[:ID_PREFIX], 0)
+            for experiment in experiments
+            if experiment.epochs_done > seen.get(experiment.id[:ID_PREFIX], 0)
+        }
+        epochs: list[tuple[str, EpochMetrics]] = []
+        if behind:
+            newer = (
+                and_(col(EpochRecord.experiment_id) == key, col(EpochRecord.epoch) > after)
+                for key, after in behind.items()
+            )
+            rows = session.exec(
+                select(EpochRecord)
+                .where(or_(*newer))
+                .order_by(col(EpochRecord.recorded_at), col(EpochRecord.epoch))
+            )
+            epochs = [(row.experiment_id, EpochMetrics.of(row)) for row in rows]
+        return StudyState(
+            status=status_of(experiments, trials_to_come(study)),
+            progress=progress(experiments),
+            runs=[RunState.of(experiment) for experiment in experiments],
+            epochs=epochs,
+        )
+
+
+def study_position(seen: dict[str, int]) -> str:
+    """The last event id that stands for ``seen``."""
+    return ".".join(f"{prefix}:{count}" for prefix, count in seen.items() if count)
+
+
+def parse_study_position(text: str | None) -> dict[str, int]:
+    """``seen`` from a Last-Event-ID; anything unreadable counts as nothing seen."""
+    seen: dict[str, int] = {}
+    for pair in (text or "").split("."):
+        prefix, _, count = pair.partition(":")
+        if len(prefix) == ID_PREFIX and count.isdigit():
+            seen[prefix] = int(count)
+    return seen
