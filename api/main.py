@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from api.auth import BearerAuth
 from api.errors import invalid_request, method_not_allowed
 from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
-from api.routes import catalogue, events, experiments, studies
+from api.routes import catalogue, events, experiments, plots, studies
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
 from core.sweeper import sweep
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(catalogue.router)
     app.include_router(events.router)
+    app.include_router(plots.router)
     return app
 
 

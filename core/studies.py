@@ -115,13 +115,17 @@ def variants(experiments: list[Experiment]) -> list[str]:
     return list(dict.fromkeys(experiment.variant or experiment.id for experiment in experiments))
 
 
-def study_table(session: Session, experiments: list[Experiment]) -> list[TableRow]:
-    """One row per variant, in the order the study created them."""
-    groups = [
+def by_variant(experiments: list[Experiment]) -> list[tuple[str, list[Experiment]]]:
+    """The experiments grouped by variant (one per seed), in the order the study made them."""
+    return [
         (variant, [e for e in experiments if (e.variant or e.id) == variant])
         for variant in variants(experiments)
     ]
-    return comparison(session, groups)
+
+
+def study_table(session: Session, experiments: list[Experiment]) -> list[TableRow]:
+    """One row per variant, in the order the study created them."""
+    return comparison(session, by_variant(experiments))
 
 
 def cancel_study(session: Session, study: Study) -> None:

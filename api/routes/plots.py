@@ -1,0 +1,124 @@
+"""Learning curves as PNG or SVG images, rendered once per change of the history they show
+(an ETag lets a browser or script revalidate for free)."""
+
+import hashlib
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Response
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+
+from api.deps import EngineDep, PrincipalDep, SessionDep, SettingsDep, find_experiment, find_study
+from api.errors import documented
+from core import plots
+from core.db import session_scope
+from core.experiments import history
+from core.runs import EpochMetrics
+from core.studies import by_variant, study_experiments
+from core.tables import EpochRecord, Experiment, Study
+
+router = APIRouter(tags=["plots"], responses=documented(400, 401, 404))
+
+IMAGE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {media: {} for media in plots.MEDIA_TYPES.values()},
+        "description": "The curves as an image.",
+    },
+    304: {"description": "Unchanged since the ETag sent in If-None-Match."},
+}
+FormatPath = Annotated[plots.ImageFormat, Path(description="png or svg")]
+IfNoneMatch = Annotated[str | None, Header()]
+
+
+@router.get("/experiments/{experiment_id}/plot.{fmt}", response_class=Response, responses=IMAGE)
+def experiment_plot(
+    experiment_id: str,
+    fmt: FormatPath,
+    session: SessionDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The chapter's two panels: accuracy and val_accuracy, loss and val_loss per epoch."""
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    version = _version(session, [experiment])
+    return _image(if_none_match, fmt, version, _render_experiment, engine, experiment.id)
+
+
+@router.get("/studies/{study_id}/plot.{fmt}", response_class=Response, responses=IMAGE)
+def study_plot(
+    study_id: str,
+    fmt: FormatPath,
+    session: SessionDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """Every variant's val_accuracy and val_loss per epoch (mean over seeds), overlaid."""
+    study = find_study(session, study_id, principal, settings)
+    version = _version(session, study_experiments(session, study.id))
+    return _image(if_none_match, fmt, version, _render_study, engine, study.id)
+
+
+def _version(session: Session, experiments: list[Experiment]) -> tuple[Any, ...]:
+    """What the picture depends on: each run's status and epochs, and the newest epoch row
+    (a resumed run rewrites epochs it had)."""
+    newest = session.exec(
+        select(func.max(EpochRecord.recorded_at)).where(
+            col(EpochRecord.experiment_id).in_([e.id for e in experiments])
+        )
+    ).one()
+    runs = tuple((e.id, e.name, e.status, e.epochs_done, e.epochs_total) for e in experiments)
+    return runs, str(newest)
+
+
+def _image(
+    if_none_match: str | None,
+    fmt: plots.ImageFormat,
+    version: tuple[Any, ...],
+    render: Any,
+    engine: Engine,
+    key: str,
+) -> Response:
+    etag = '"' + hashlib.sha256(repr((key, version, fmt)).encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match == etag:
+        return Response(status_code=304, headers=headers)
+    content = render(engine, key, version, fmt)
+    return Response(content, media_type=plots.MEDIA_TYPES[fmt], headers=headers)
+
+
+@lru_cache(maxsize=128)
+def _render_experiment(
+    engine: Engine, experiment_id: str, version: tuple[Any, ...], fmt: plots.ImageFormat
+) -> bytes:
+    with session_scope(engine) as session:
+        experiment = session.get(Experiment, experiment_id)
+        assert experiment is not None
+        epochs = [EpochMetrics.of(row) for row in history(session, experiment_id)]
+        title = (
+            f"{experiment.name or experiment.preset}: {experiment.status}, "
+            f"{experiment.epochs_done}/{experiment.epochs_total} epochs"
+        )
+    return plots.experiment_plot(title, epochs, fmt)
+
+
+@lru_cache(maxsize=32)
+def _render_study(
+    engine: Engine, study_id: str, version: tuple[Any, ...], fmt: plots.ImageFormat
+) -> bytes:
+    with session_scope(engine) as session:
+        groups = by_variant(study_experiments(session, study_id))
+        curves = {
+            variant: [
+                [EpochMetrics.of(row) for row in history(session, experiment.id)]
+                for experiment in members
+            ]
+            for variant, members in groups
+        }
+        study = session.get(Study, study_id)
+        title = f"{study.name if study and study.name else 'Study'}: test curves, mean over seeds"
+    return plots.study_plot(title, curves, fmt)
