@@ -18,7 +18,8 @@ from sqlalchemy import Engine
 from api.auth import BearerAuth
 from api.errors import invalid_request, method_not_allowed
 from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
-from api.routes import catalogue, events, experiments, plots, studies
+from api.predictor import Predictor
+from api.routes import catalogue, events, experiments, plots, studies, trained
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
 from core.sweeper import sweep
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(app.state.engine)
         sweeper = asyncio.create_task(_sweep_forever(app.state.engine, app.state.celery, settings))
         yield
+        app.state.predictor.close()
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)
     app.state.submissions = SubmissionRate(settings.max_submissions_per_minute)
+    app.state.predictor = Predictor()
     app.add_middleware(BearerAuth, engine=app.state.engine, enabled=settings.auth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NulInUrl)
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalogue.router)
     app.include_router(events.router)
     app.include_router(plots.router)
+    app.include_router(trained.router)
     return app
 
 

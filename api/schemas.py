@@ -166,6 +166,21 @@ class History(BaseModel):
     epochs: list[EpochMetrics]
 
 
+class ClassProbability(BaseModel):
+    label: str = Field(description="The class name (its index when the dataset names none).")
+    index: int
+    probability: float
+
+
+class Prediction(BaseModel):
+    """What a trained model makes of one picture."""
+
+    experiment_id: str
+    epoch: int = Field(description="The epoch whose weights answered.")
+    top: str = Field(description="The most probable class.")
+    probabilities: list[ClassProbability] = Field(description="Every class, most probable first.")
+
+
 class PresetPublic(BaseModel):
     name: str
     description: str

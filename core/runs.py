@@ -153,6 +153,11 @@ def checkpoints(engine: Engine, experiment_id: str) -> list[tuple[int, bytes | N
         ]
 
 
+def trained_model(engine: Engine, experiment_id: str) -> tuple[int, bytes] | None:
+    """The newest checkpoint that passes its hash, as (epoch, ``.keras`` bytes)."""
+    return next(((epoch, data) for epoch, data in checkpoints(engine, experiment_id) if data), None)
+
+
 def rewind(engine: Engine, experiment_id: str, owner: str, *, to_epoch: int) -> None:
     """Forget epochs after ``to_epoch`` (a resume starts from there) and newer checkpoints."""
     with session_scope(engine) as session:

@@ -1,0 +1,42 @@
+"""Predictions in one warm child process, spawned (not forked) on the first request, so the
+API process itself never imports TensorFlow."""
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from worker.predict import probabilities
+
+
+class PredictorGone(RuntimeError):
+    """The child process died during a prediction."""
+
+
+class Predictor:
+    """Runs ``worker.predict.probabilities`` in the child, starting it when first needed."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def probabilities(
+        self, checkpoint: bytes, digest: str, pixels: np.ndarray
+    ) -> list[float]:
+        if self._pool is None:
+            spawn = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
+        future = self._pool.submit(probabilities, checkpoint, digest, pixels)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            self._pool = None
+            raise PredictorGone(
+                "The prediction process died (out of memory?); the next request starts a new one."
+            ) from None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,25 @@
+"""Class probabilities from a trained model, in a process that may import TensorFlow (the
+API runs this in a spawned child so that it never loads TensorFlow itself)."""
+
+from collections import OrderedDict
+
+import numpy as np
+
+_MODELS: "OrderedDict[str, object]" = OrderedDict()
+_KEEP = 4
+"""Models kept loaded, by checkpoint digest (repeated predictions skip loading)."""
+
+
+def probabilities(checkpoint: bytes, digest: str, pixels: np.ndarray) -> list[float]:
+    """The softmax output of the checkpoint's model for one image."""
+    from worker.checkpoints import from_bytes
+
+    model = _MODELS.get(digest)
+    if model is None:
+        model = from_bytes(checkpoint)
+        _MODELS[digest] = model
+        if len(_MODELS) > _KEEP:
+            _MODELS.popitem(last=False)
+    _MODELS.move_to_end(digest)
+    output = model(pixels[np.newaxis], training=False)  # type: ignore[operator]
+    return [float(value) for value in np.asarray(output)[0]]
