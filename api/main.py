@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from api.auth import BearerAuth
 from api.errors import invalid_request, method_not_allowed
 from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
+from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
 from api.routes import catalogue, events, experiments, plots, studies, trained
 from core.config import Settings, get_settings
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.submissions = SubmissionRate(settings.max_submissions_per_minute)
     app.state.predictor = Predictor()
+    app.state.metrics = ApiMetrics(app.state.engine)
     app.add_middleware(BearerAuth, engine=app.state.engine, enabled=settings.auth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NulInUrl)
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every answer
     app.include_router(experiments.router)
     app.include_router(studies.router)
     app.include_router(catalogue.router)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are there: PostgreSQL and Redis running
-# (started if stopped), redis-server and Debian's docker-compose installed (when root).
+# (started if stopped); redis-server, Debian's docker-compose and Prometheus installed (when root).
 set -euo pipefail
 
 apt_install() {
@@ -8,11 +8,13 @@ apt_install() {
         echo "ensure-services: $* missing and not root; install it (apt-get install $*)." >&2
         return 0
     fi
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 command -v redis-server >/dev/null || apt_install redis-server
 command -v docker-compose >/dev/null || apt_install docker-compose
+command -v prometheus >/dev/null || apt_install prometheus
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-server >/dev/null; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no

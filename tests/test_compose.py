@@ -159,3 +159,15 @@ def test_dockerfile_pins_the_tensorflow_of_pyproject() -> None:
     )
     assert match is not None, "Dockerfile has no ARG TENSORFLOW line"
     assert match.group(1) == pinned.removeprefix("tensorflow")
+
+
+def test_prometheus_is_opt_in_and_mounts_the_token_its_config_reads(
+    config: dict[str, Any],
+) -> None:
+    prometheus = config["services"]["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    mounted = {str(volume).split(":")[1] for volume in prometheus["volumes"]}
+    scrape = yaml.safe_load((ROOT / "monitoring/prometheus.yml").read_text())["scrape_configs"]
+    assert "/etc/prometheus/prometheus.yml" in mounted
+    assert scrape[0]["authorization"]["credentials_file"] in mounted
+    assert scrape[0]["static_configs"] == [{"targets": ["api:8000"]}]

@@ -1,11 +1,13 @@
 """What can be run (presets, datasets) and whether this server can run it (health, ready)."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import CeleryDep, SessionDep, SettingsDep
 from api.errors import documented
+from api.metrics import ApiMetrics
 from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
 from core.catalog import DATASETS
 from models.presets import PRESETS
@@ -71,3 +73,15 @@ def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
     if readiness.status != "ok":
         return JSONResponse(readiness.model_dump(), status_code=503)
     return readiness
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=documented(400, 401) | {200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics in the text exposition format."""
+    collected: ApiMetrics = request.app.state.metrics
+    collected.epochs.observe_new()
+    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)
