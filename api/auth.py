@@ -10,7 +10,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.tokens import Principal, authenticate
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/"})
+"""Served without a token: liveness, and the dashboard's page (which holds no data)."""
+OPEN_PREFIX = "/ui/"
+"""The dashboard's script and style."""
 
 
 class BearerAuth:
@@ -23,7 +26,13 @@ class BearerAuth:
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not self.enabled
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIX)
+        ):
             scope.setdefault("state", {})["principal"] = None
             await self.app(scope, receive, send)
             return

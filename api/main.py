@@ -20,7 +20,7 @@ from api.errors import invalid_request, method_not_allowed
 from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
 from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
-from api.routes import catalogue, events, experiments, plots, studies, trained
+from api.routes import catalogue, events, experiments, plots, studies, trained, ui
 from core.config import Settings, get_settings
 from core.db import get_engine, migrate
 from core.sweeper import sweep
@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(plots.router)
     app.include_router(trained.router)
+    app.include_router(ui.router)
+    app.mount("/ui", ui.assets, name="ui")
     return app
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are there: PostgreSQL and Redis running
-# (started if stopped); redis-server, Debian's docker-compose and Prometheus installed (when root).
+# (started if stopped); redis-server, Debian's docker-compose, Prometheus, and Chromium with its
+# driver for the dashboard's browser tests, installed (when root).
 set -euo pipefail
 
 apt_install() {
@@ -15,6 +16,7 @@ apt_install() {
 command -v redis-server >/dev/null || apt_install redis-server
 command -v docker-compose >/dev/null || apt_install docker-compose
 command -v prometheus >/dev/null || apt_install prometheus
+command -v chromedriver >/dev/null || apt_install chromium chromium-driver
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-server >/dev/null; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no

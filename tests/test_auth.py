@@ -28,9 +28,19 @@ def tokens(stack: Stack) -> dict[str, str]:
     }
 
 
-def test_every_path_but_health_needs_a_token(stack: Stack) -> None:
+def test_every_path_but_health_and_the_dashboards_files_needs_a_token(stack: Stack) -> None:
     with stack.client() as anonymous:
         assert anonymous.get("/health").status_code == 200
+        page = anonymous.get("/")  # the dashboard's shell: no data, it asks for a token
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert anonymous.get("/ui/app.js").status_code == 200
+        for escape in (
+            "/ui/%2e%2e/experiments",
+            "/ui/..%2fexperiments",
+            "/ui/%2e%2e/pyproject.toml",
+        ):
+            assert anonymous.get(escape).status_code == 404  # the open prefix leads nowhere else
         for method, path in [
             ("GET", "/experiments"),
             ("POST", "/experiments"),
@@ -38,6 +48,8 @@ def test_every_path_but_health_needs_a_token(stack: Stack) -> None:
             ("GET", "/studies"),
             ("GET", "/ready"),
             ("GET", "/openapi.json"),
+            ("GET", "/metrics"),
+            ("GET", "/experiments/x/events"),
         ]:
             response = anonymous.request(method, path, json={})
             assert response.status_code == 401, path
