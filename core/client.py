@@ -1,0 +1,214 @@
+"""A small client for convlab's HTTP API (``../shared/API.md``), for scripts and ``convlab``.
+
+>>> from core.client import Client
+>>> with Client() as api:  # CONVLAB_URL and CONVLAB_TOKEN, or the arguments
+...     experiment = api.submit({"preset": "dropout", "dataset": {"name": "digits"}})
+...     for epoch in api.follow(experiment["id"]):
+...         print(epoch["epoch"], epoch["val_accuracy"])
+"""
+
+import os
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
+
+import httpx
+
+if TYPE_CHECKING:
+    import pandas
+
+Json = dict[str, Any]
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+"""Statuses an experiment (or a study) never leaves."""
+MAX_PAGE = 500
+"""The most experiments the API returns a page."""
+
+
+class ApiError(Exception):
+    """The API answered with an error, or could not be reached; ``str()`` is a sentence."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        """The HTTP status, or None when no answer came."""
+
+
+def describe(detail: Any) -> str:
+    """The ``detail`` of an error body as text; a 422's entries as ``body.field: message``."""
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in entry.get('loc', []))}: {entry.get('msg')}"
+            for entry in detail
+            if isinstance(entry, dict)
+        )
+    return str(detail)
+
+
+def _error(response: httpx.Response) -> ApiError:
+    try:
+        detail = describe(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        detail = response.text.strip()[:200] or response.reason_phrase
+    if response.status_code == 422:
+        detail = f"The server refused the request: {detail}"
+    elif response.status_code == 401:
+        detail = f"{detail} CONVLAB_TOKEN sets the token this client sends."
+    return ApiError(detail, response.status_code)
+
+
+class Client:
+    """convlab's API over HTTP; every method raises :class:`ApiError` on a non-2xx answer."""
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, *, timeout: float = 30
+    ) -> None:
+        self.url = (url or os.environ.get("CONVLAB_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("CONVLAB_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ApiError(
+                f"Could not reach the convlab API at {self.url} ({reason}); "
+                "CONVLAB_URL sets its address."
+            ) from None
+        if not response.is_success:
+            raise _error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    # Experiments
+
+    def submit(self, body: Json) -> Json:
+        """Submit an experiment (``preset`` plus spec overrides); the queued Experiment."""
+        return self._json("POST", "/experiments", json=body)
+
+    def experiment(self, experiment_id: str) -> Json:
+        """One experiment: status, progress, error, final and best metrics, resolved spec."""
+        return self._json("GET", f"/experiments/{experiment_id}")
+
+    def experiments(
+        self,
+        *,
+        status: str | None = None,
+        preset: str | None = None,
+        study_id: str | None = None,
+        limit: int | None = 50,
+        page_size: int = MAX_PAGE,
+    ) -> list[Json]:
+        """Experiments, newest first, following ``next_cursor`` pages up to ``limit`` (None:
+        all)."""
+        filters = {"status": status, "preset": preset, "study_id": study_id}
+        params: dict[str, Any] = {key: value for key, value in filters.items() if value}
+        found: list[Json] = []
+        while limit is None or len(found) < limit:
+            params["limit"] = page_size if limit is None else min(page_size, limit - len(found))
+            page = self._json("GET", "/experiments", params=params)
+            found.extend(page["items"])
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        return found
+
+    def history(self, experiment_id: str, since: int = 0) -> list[Json]:
+        """The finished epochs after ``since``: epoch, loss, accuracy, val_loss, val_accuracy,
+        seconds."""
+        path = f"/experiments/{experiment_id}/history"
+        return self._json("GET", path, params={"since": since})["epochs"]
+
+    def history_csv(self, experiment_id: str) -> str:
+        """The history as the server's CSV, header row included."""
+        path = f"/experiments/{experiment_id}/history"
+        return self._send("GET", path, params={"format": "csv"}).text
+
+    def history_frame(self, experiment_id: str) -> "pandas.DataFrame":
+        """The history as a pandas DataFrame indexed by epoch (needs pandas)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError(
+                "Client.history_frame needs pandas, which is not installed: "
+                "pip install pandas, or use Client.history for a list of dicts."
+            ) from None
+        return pandas.DataFrame(self.history(experiment_id)).set_index("epoch")
+
+    def cancel(self, experiment_id: str) -> Json:
+        """Cancel: a queued experiment never runs, a running one stops at its next batch."""
+        return self._json("POST", f"/experiments/{experiment_id}/cancel")
+
+    def follow(self, experiment_id: str, *, poll_seconds: float = 1.0) -> Iterator[Json]:
+        """Yield each epoch as it finishes, until the experiment has ended (then
+        :meth:`experiment` tells how)."""
+        since = 0
+        while True:
+            page = self._json(
+                "GET", f"/experiments/{experiment_id}/history", params={"since": since}
+            )
+            for epoch in page["epochs"]:
+                since = epoch["epoch"]
+                yield epoch
+            if page["status"] in TERMINAL:  # read before the epochs: none can be missing
+                return
+            time.sleep(poll_seconds)
+
+    def wait(self, experiment_id: str, *, poll_seconds: float = 1.0) -> Json:
+        """Block until the experiment has ended; the final Experiment."""
+        for _ in self.follow(experiment_id, poll_seconds=poll_seconds):
+            pass
+        return self.experiment(experiment_id)
+
+    # Studies
+
+    def submit_study(self, body: Json) -> Json:
+        """Submit a study (base spec keys, ``seeds``, and one of ``template``, ``presets``,
+        ``variants``, ``grid`` or ``search``); the Study with its experiment ids."""
+        return self._json("POST", "/studies", json=body)
+
+    def study(self, study_id: str) -> Json:
+        """A study's status, progress, experiment ids and comparison table."""
+        return self._json("GET", f"/studies/{study_id}")
+
+    def watch_study(self, study_id: str, *, poll_seconds: float = 1.0) -> Iterator[Json]:
+        """Yield the study about once a second (``poll_seconds``), the last time when it has
+        ended."""
+        while True:
+            study = self.study(study_id)
+            yield study
+            if study["status"] in TERMINAL:
+                return
+            time.sleep(poll_seconds)
+
+    @overload
+    def study_table(self, study_id: str, format: Literal["json"] = "json") -> list[Json]: ...
+
+    @overload
+    def study_table(self, study_id: str, format: Literal["csv", "markdown"]) -> str: ...
+
+    def study_table(
+        self, study_id: str, format: Literal["json", "csv", "markdown"] = "json"
+    ) -> list[Json] | str:
+        """The comparison table: rows of mean and std over seeds (json), or the text."""
+        response = self._send("GET", f"/studies/{study_id}/table", params={"format": format})
+        return response.json()["table"] if format == "json" else response.text
