@@ -1,10 +1,14 @@
-"""Dependencies shared by the routes: the database session and the app's services."""
+"""Dependencies shared by the routes: the database session and the app's services. The
+trivial ones are ``async`` so that they run on the event loop, not in a worker thread."""
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -15,7 +19,7 @@ from core.tables import Experiment, Study
 from core.tokens import Principal
 
 
-def app_engine(request: Request) -> Engine:
+async def app_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
@@ -28,12 +32,40 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         yield session
 
 
-def app_settings(request: Request) -> Settings:
+class ReleasingRoute(APIRoute):
+    """A route whose sync function closes its session in the thread it ran in.
+
+    FastAPI validates a sync route's response in a second worker thread, after the function
+    returns; a session still open then holds its pooled connection while it waits for that
+    thread, and under load every thread can be waiting for a connection (a pool deadlock
+    broken only by the pool's 30 s timeout). Responses are built inside the functions, so
+    nothing needs the session afterwards."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _closing_sessions(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return endpoint(*args, **kwargs)
+        finally:
+            for value in kwargs.values():
+                if isinstance(value, Session):
+                    value.close()
+
+    return run
+
+
+async def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     celery: Celery = request.app.state.celery
     return celery
 
@@ -44,7 +76,7 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def current_principal(request: Request) -> Principal | None:
+async def current_principal(request: Request) -> Principal | None:
     """Who the request acts for; None while auth is off."""
     return principal_of(request.state)
 
@@ -52,7 +84,7 @@ def current_principal(request: Request) -> Principal | None:
 PrincipalDep = Annotated[Principal | None, Depends(current_principal)]
 
 
-def limit_submissions(request: Request) -> None:
+async def limit_submissions(request: Request) -> None:
     """Count a POST against its user's rate (before the body is validated: bad ones count)."""
     rate: SubmissionRate = request.app.state.submissions
     rate.check(principal_of(request.state))

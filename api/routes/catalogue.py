@@ -5,14 +5,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.deps import CeleryDep, ReleasingRoute, SessionDep, SettingsDep
 from api.errors import documented
 from api.metrics import ApiMetrics
 from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
 from core.catalog import DATASETS
 from models.presets import PRESETS
 
-router = APIRouter(tags=["catalogue"])
+router = APIRouter(tags=["catalogue"], route_class=ReleasingRoute)
 
 
 @router.get("/presets", response_model=list[PresetPublic], responses=documented(400, 401))

@@ -12,6 +12,7 @@ from api.deps import (
     CeleryDep,
     EngineDep,
     PrincipalDep,
+    ReleasingRoute,
     SessionDep,
     SettingsDep,
     find_experiment,
@@ -30,7 +31,12 @@ from models.budget import check_budget
 from models.presets import PRESETS, SpecError, resolve
 from models.spec import MAX_EPOCHS
 
-router = APIRouter(prefix="/experiments", tags=["experiments"], responses=documented(400, 401))
+router = APIRouter(
+    prefix="/experiments",
+    tags=["experiments"],
+    responses=documented(400, 401),
+    route_class=ReleasingRoute,
+)
 
 SUBMIT_EXAMPLES = {
     name: {

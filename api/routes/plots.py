@@ -9,7 +9,15 @@ from fastapi import APIRouter, Header, Path, Response
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from api.deps import EngineDep, PrincipalDep, SessionDep, SettingsDep, find_experiment, find_study
+from api.deps import (
+    EngineDep,
+    PrincipalDep,
+    ReleasingRoute,
+    SessionDep,
+    SettingsDep,
+    find_experiment,
+    find_study,
+)
 from api.errors import documented
 from core import plots
 from core.db import session_scope
@@ -18,7 +26,7 @@ from core.runs import EpochMetrics
 from core.studies import by_variant, study_experiments
 from core.tables import EpochRecord, Experiment, Study
 
-router = APIRouter(tags=["plots"], responses=documented(400, 401, 404))
+router = APIRouter(tags=["plots"], responses=documented(400, 401, 404), route_class=ReleasingRoute)
 
 IMAGE: dict[int | str, dict[str, Any]] = {
     200: {

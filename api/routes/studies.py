@@ -13,6 +13,7 @@ from api.deps import (
     CeleryDep,
     EngineDep,
     PrincipalDep,
+    ReleasingRoute,
     SessionDep,
     SettingsDep,
     find_experiment,
@@ -36,7 +37,7 @@ from models.budget import check_budget
 from models.presets import SpecError, error_entry, resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 
-router = APIRouter(tags=["studies"], responses=documented(400, 401))
+router = APIRouter(tags=["studies"], responses=documented(400, 401), route_class=ReleasingRoute)
 
 TableFormat = Literal["json", "csv", "markdown"]
 TABLE_RESPONSES = documented(404) | {200: {"content": {"text/csv": {}, "text/markdown": {}}}}

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import EngineDep, PrincipalDep, SettingsDep, find_experiment
+from api.deps import EngineDep, PrincipalDep, ReleasingRoute, SettingsDep, find_experiment
 from api.errors import documented
 from api.predictor import Predictor, PredictorGone
 from api.schemas import ClassProbability, Prediction
@@ -22,7 +22,12 @@ from core.tables import ACTIVE, Experiment
 from core.tokens import Principal
 from models.presets import error_entry
 
-router = APIRouter(prefix="/experiments", tags=["experiments"], responses=documented(400, 401))
+router = APIRouter(
+    prefix="/experiments",
+    tags=["experiments"],
+    responses=documented(400, 401),
+    route_class=ReleasingRoute,
+)
 
 KERAS_FILE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -83,8 +88,8 @@ async def predict(
     settings: SettingsDep,
 ) -> Prediction:
     """Class probabilities for one picture from a finished experiment's model. The picture is
-    converted to the dataset's channels, resized to its shape and scaled to 0..1 as in
-    training; it should look like the dataset's (light strokes on dark for MNIST and digits)."""
+    converted to the dataset's channels, resized to its shape and scaled as in training; it
+    should look like the dataset's (light strokes on dark for MNIST and digits)."""
     experiment, epoch, data = await anyio.to_thread.run_sync(
         _finished_model, engine, experiment_id, principal, settings
     )
@@ -98,7 +103,7 @@ async def predict(
     predictor: Predictor = request.app.state.predictor
     digest = hashlib.sha256(data).hexdigest()
     try:
-        values = await predictor.probabilities(data, digest, pixels)
+        values = await predictor.probabilities(data, digest, pixels, dataset.pixel_max)
     except PredictorGone as exc:
         raise HTTPException(503, str(exc)) from None
     names = dataset.class_names or tuple(str(index) for index in range(dataset.classes))
