@@ -22,12 +22,12 @@ class Predictor:
         self._pool: ProcessPoolExecutor | None = None
 
     async def probabilities(
-        self, checkpoint: bytes, digest: str, pixels: np.ndarray
+        self, checkpoint: bytes, digest: str, pixels: np.ndarray, pixel_max: int
     ) -> list[float]:
         if self._pool is None:
             spawn = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
-        future = self._pool.submit(probabilities, checkpoint, digest, pixels)
+        future = self._pool.submit(probabilities, checkpoint, digest, pixels, pixel_max)
         try:
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:

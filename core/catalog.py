@@ -20,6 +20,8 @@ class DatasetInfo:
     keras_cache_files: tuple[str, ...] = ()
     """What Keras' own loader leaves in its cache (``$KERAS_HOME/datasets``) once downloaded."""
     class_names: tuple[str, ...] | None = None
+    pixel_max: int = 255
+    """The largest pixel value; training scales pixels by it, inside the model."""
 
     def available(self, data_dir: Path) -> bool:
         """Whether the dataset loads without a network: archives in ``data_dir`` or Keras' cache."""
@@ -128,6 +130,7 @@ DATASETS: dict[str, DatasetInfo] = {
             train_count=1_437,
             test_count=360,
             archive_files=(),
+            pixel_max=16,
             class_names=_DIGITS,
         ),
     )

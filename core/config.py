@@ -2,6 +2,7 @@
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,19 @@ class Settings(BaseSettings):
     )
     worker_max_memory_mb: int = Field(
         6144, ge=256, description="A training process is replaced after a job leaves it this big."
+    )
+    train_steps_per_execution: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Batches per call into TensorFlow; cancel checks then run every that many.",
+    )
+    train_jit_compile: bool = Field(False, description="Compile training steps with XLA.")
+    train_threads: int | None = Field(
+        None, ge=1, description="TensorFlow's threads per op (default: every core it may use)."
+    )
+    mixed_precision: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="16-bit compute with float32 weights and softmax (for GPUs)."
     )
 
     @property

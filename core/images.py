@@ -1,5 +1,5 @@
 """Uploaded pictures as a model's input: decoded with Pillow, converted to the dataset's
-channels, resized to its shape and scaled to 0..1 as in training (no TensorFlow here)."""
+channels, resized to its shape, in the dataset's pixel range (no TensorFlow here)."""
 
 import io
 
@@ -16,7 +16,8 @@ class BadImage(ValueError):
 
 
 def pixels_for(data: bytes, dataset: DatasetInfo) -> np.ndarray:
-    """A float32 array of the dataset's shape (height, width, channels), values in 0..1."""
+    """A uint8 array of the dataset's shape (height, width, channels), 0..255 mapped onto
+    0..``pixel_max`` as the dataset stores its pictures."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -27,5 +28,5 @@ def pixels_for(data: bytes, dataset: DatasetInfo) -> np.ndarray:
     height, width, channels = dataset.shape
     converted = image.convert("L" if channels == 1 else "RGB")
     resized = converted.resize((width, height), Image.Resampling.LANCZOS)
-    pixels = np.asarray(resized, dtype=np.float32) / 255.0
-    return pixels.reshape(height, width, channels)
+    scaled = np.asarray(resized, dtype=np.float32) * (dataset.pixel_max / 255.0)
+    return np.round(scaled).astype(np.uint8).reshape(height, width, channels)

@@ -1,8 +1,10 @@
 """Spec -> compiled ``keras.Model``, layer for layer as the chapter writes its networks."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers, regularizers
 
 from core.catalog import DATASETS
@@ -17,6 +19,20 @@ LEAKY_RELU_SLOPE = 0.01
 
 class UnknownComponent(ValueError):
     """A spec names a layer, activation or optimizer the builder does not know."""
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How a model trains faster without learning anything else (server settings, not spec;
+    ``bench/training_speed.py`` measures each)."""
+
+    uint8_input: bool = True
+    """Feed raw uint8 pixels and scale them in the graph: a quarter of the bytes per batch and
+    no float copy of the dataset per job."""
+    steps_per_execution: int = 1
+    """Batches per call into TensorFlow (batch-end callbacks then run every that many)."""
+    jit_compile: bool = False
+    """Compile the training step with XLA."""
 
 
 def _activation_layer(name: str, *, conv: bool) -> layers.Layer:
@@ -38,12 +54,11 @@ def _hidden(
     return [make(activation=None), _activation_layer(activation, conv=conv)]
 
 
-def build_layers(
-    model: ModelSpec, *, input_shape: tuple[int, ...], classes: int
-) -> list[layers.Layer]:
-    """The chapter's stack: (Conv2D, [BatchNorm], MaxPool) blocks, Flatten, [Dropout], Dense."""
+def build_layers(model: ModelSpec, *, classes: int) -> list[layers.Layer]:
+    """The chapter's stack: (Conv2D, [BatchNorm], MaxPool) blocks, Flatten, [Dropout], Dense
+    (its input is the caller's)."""
     kernel_regularizer = regularizers.l2(model.l2) if model.l2 > 0 else None
-    stack: list[layers.Layer] = [keras.Input(shape=input_shape)]
+    stack: list[layers.Layer] = []
     for filters in model.conv_filters:
         stack += _hidden(
             lambda activation, filters=filters: layers.Conv2D(
@@ -68,7 +83,8 @@ def build_layers(
             model.activation,
             conv=False,
         )
-    stack.append(layers.Dense(classes, activation="softmax"))
+    # float32 even under a mixed-precision policy: a softmax in 16 bits loses small classes
+    stack.append(layers.Dense(classes, activation="softmax", dtype="float32"))
     return stack
 
 
@@ -95,16 +111,31 @@ def build_optimizer(spec: SGD | Momentum | RMSprop | Adam) -> keras.optimizers.O
     raise UnknownComponent(f"unknown optimizer {spec!r}")
 
 
-def build_model(spec: ExperimentSpec) -> keras.Model:
+def build_model(spec: ExperimentSpec, speed: Speed = Speed()) -> keras.Model:
     """A compiled model for ``spec``: sparse categorical cross-entropy, accuracy, its optimizer."""
     dataset = DATASETS[spec.dataset.name]
+    inputs: list[layers.Layer] = (
+        [keras.Input(shape=dataset.shape, dtype="uint8"), layers.Rescaling(1 / dataset.pixel_max)]
+        if speed.uint8_input
+        else [keras.Input(shape=dataset.shape)]
+    )
     model = keras.Sequential(
-        build_layers(spec.model, input_shape=dataset.shape, classes=dataset.classes),
+        [*inputs, *build_layers(spec.model, classes=dataset.classes)],
         name=f"convlab_{spec.preset}",
     )
     model.compile(
         optimizer=build_optimizer(spec.optimizer),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=speed.steps_per_execution,
+        jit_compile=speed.jit_compile,
     )
     return model
+
+
+def as_input(model: keras.Model, pixels: np.ndarray, pixel_max: int) -> np.ndarray:
+    """Raw uint8 pixels in the form ``model`` takes: as they are for a model that scales them
+    itself, else as float32 in [0, 1] (checkpoints saved before models took uint8)."""
+    if model.inputs[0].dtype == "uint8":
+        return pixels
+    return pixels.astype(np.float32) / np.float32(pixel_max)

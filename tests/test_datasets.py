@@ -102,14 +102,13 @@ def test_load_dataset_adds_channel_axis_to_grayscale(
     np.testing.assert_array_equal(data.y_test, expected["y_test"])
 
 
-def test_prepare_scales_pixels_to_unit_float32(tmp_path: Path) -> None:
+def test_prepare_keeps_the_raw_uint8_pixels_for_the_model_to_scale(tmp_path: Path) -> None:
     expected = write_cifar10(tmp_path)
 
     data = prepare("cifar10", tmp_path, train_size=None, test_size=None, seed=0)
 
-    assert data.x_train.dtype == np.float32 and data.x_test.dtype == np.float32
-    assert data.x_train.max() == 1.0 and data.x_train.min() == 0.0
-    np.testing.assert_array_equal(data.x_train, expected["x_train"].astype(np.float32) / 255)
+    assert data.x_train.dtype == np.uint8 and data.x_test.dtype == np.uint8
+    np.testing.assert_array_equal(data.x_train, expected["x_train"])
     np.testing.assert_array_equal(data.y_train, expected["y_train"])
 
 
@@ -117,19 +116,18 @@ def test_load_dataset_splits_digits_80_20_by_class() -> None:
     data = load_dataset("digits", Path("unused"))
 
     assert data.x_train.shape == (1437, 8, 8, 1) and data.x_test.shape == (360, 8, 8, 1)
-    assert data.x_train.dtype == np.float32 and data.x_train.max() == 16.0
+    assert data.x_train.dtype == np.uint8 and data.x_train.max() == 16
     assert data.y_train.dtype == np.int64 and data.y_test.shape == (360,)
     assert set(np.bincount(data.y_test)) <= {35, 36, 37}
 
 
-def test_prepare_scales_digits_by_16() -> None:
+def test_prepare_takes_every_digit_when_no_size_is_given() -> None:
     raw = load_dataset("digits", Path("unused"))
 
     data = prepare("digits", Path("unused"), train_size=None, test_size=None, seed=0)
 
-    assert data.x_train.dtype == np.float32 and data.x_train.max() == 1.0
-    np.testing.assert_array_equal(data.x_train, raw.x_train / np.float32(16))
-    np.testing.assert_array_equal(data.y_test, raw.y_test)
+    assert sorted(map(bytes, data.x_train)) == sorted(map(bytes, raw.x_train))
+    np.testing.assert_array_equal(np.sort(data.y_test), np.sort(raw.y_test))
 
 
 def test_prepare_balances_classes_in_subsets() -> None:

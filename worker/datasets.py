@@ -211,10 +211,10 @@ def _checked(info: DatasetInfo, arrays: Arrays, source: str) -> Split:
 
 
 def _digits() -> Split:
-    """scikit-learn's bundled 8x8 digits (values 0..16 as float32), split 80/20 by class."""
+    """scikit-learn's bundled 8x8 digits (values 0..16 as uint8), split 80/20 by class."""
     bunch = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        bunch.images.astype(np.float32)[..., np.newaxis],
+        bunch.images.astype(np.uint8)[..., np.newaxis],
         bunch.target.astype(np.int64),
         test_size=0.2,
         stratify=bunch.target,
@@ -277,18 +277,17 @@ def _balanced(
 def prepare(
     name: str, data_dir: Path, *, train_size: int | None, test_size: int | None, seed: int
 ) -> Split:
-    """What training uses: seed-determined class-balanced subsets, pixels float32 in [0, 1].
+    """What training uses: seed-determined class-balanced subsets of the raw uint8 pixels
+    (the model scales them; see ``models.build``).
 
-    A size of None takes the whole part. Pixels are divided by 255 (by 16 for digits). A size
-    the data cannot satisfy raises ValueError.
+    A size of None takes the whole part. A size the data cannot satisfy raises ValueError.
     """
     data = load_dataset(name, data_dir)
-    scale = np.float32(16.0 if name == "digits" else 255.0)
     train = _balanced(data.y_train, train_size, [seed, 0], f"{name} training")
     test = _balanced(data.y_test, test_size, [seed, 1], f"{name} test")
     return Split(
-        x_train=data.x_train[train].astype(np.float32) / scale,
+        x_train=data.x_train[train],
         y_train=data.y_train[train],
-        x_test=data.x_test[test].astype(np.float32) / scale,
+        x_test=data.x_test[test],
         y_test=data.y_test[test],
     )

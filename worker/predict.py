@@ -10,8 +10,11 @@ _KEEP = 4
 """Models kept loaded, by checkpoint digest (repeated predictions skip loading)."""
 
 
-def probabilities(checkpoint: bytes, digest: str, pixels: np.ndarray) -> list[float]:
-    """The softmax output of the checkpoint's model for one image."""
+def probabilities(
+    checkpoint: bytes, digest: str, pixels: np.ndarray, pixel_max: int
+) -> list[float]:
+    """The softmax output of the checkpoint's model for one image of raw uint8 pixels."""
+    from models.build import as_input
     from worker.checkpoints import from_bytes
 
     model = _MODELS.get(digest)
@@ -21,5 +24,5 @@ def probabilities(checkpoint: bytes, digest: str, pixels: np.ndarray) -> list[fl
         if len(_MODELS) > _KEEP:
             _MODELS.popitem(last=False)
     _MODELS.move_to_end(digest)
-    output = model(pixels[np.newaxis], training=False)  # type: ignore[operator]
+    output = model(as_input(model, pixels[np.newaxis], pixel_max), training=False)  # type: ignore[operator,arg-type]
     return [float(value) for value in np.asarray(output)[0]]

@@ -14,6 +14,7 @@ import tensorflow as tf
 from celery.exceptions import Reject
 from sqlalchemy import Engine
 
+from core.catalog import DATASETS
 from core.config import Settings, get_settings
 from core.db import get_engine, session_scope
 from core.experiments import history
@@ -32,7 +33,7 @@ from core.runs import (
 )
 from core.search import PRUNED, TrialReporter, advance
 from core.tables import EpochRecord, Experiment, Status, Study
-from models.build import build_model
+from models.build import Speed, as_input, build_model
 from models.spec import ExperimentSpec
 from worker.celery_app import app
 from worker.checkpoints import newest_loadable, to_bytes
@@ -41,8 +42,19 @@ from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
 
-for _gpu in tf.config.list_physical_devices("GPU"):
-    tf.config.experimental.set_memory_growth(_gpu, True)
+
+def _configure_tensorflow(settings: Settings) -> None:
+    """Process-wide choices, made before TensorFlow runs its first op."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)  # share nothing it does not use
+    if settings.train_threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.train_threads)
+    policies = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+    if settings.mixed_precision in policies:
+        keras.mixed_precision.set_global_policy(policies[settings.mixed_precision])
+
+
+_configure_tensorflow(get_settings())
 
 
 class Cancelled(Exception):
@@ -209,7 +221,14 @@ def fit(
     reset_seed(spec.seed)
     initial_epoch, model = resume_from
     if model is None:
-        model = build_model(spec)
+        settings = job.settings
+        speed = Speed(
+            steps_per_execution=settings.train_steps_per_execution,
+            jit_compile=settings.train_jit_compile,
+        )
+        model = build_model(spec, speed)
+    pixel_max = DATASETS[spec.dataset.name].pixel_max
+    x_train, x_test = (as_input(model, x, pixel_max) for x in (data.x_train, data.x_test))
     callbacks: list[keras.callbacks.Callback] = [
         StopCheck(job),
         EpochRecorder(job, spec.optimizer.learning_rate, trial),
@@ -218,13 +237,13 @@ def fit(
         past = _past_logs(job, initial_epoch)
         callbacks.append(ResumableEarlyStopping(past, **spec.training.early_stopping.model_dump()))
     validation: dict[str, Any] = (
-        {"validation_data": (data.x_test, data.y_test)}
+        {"validation_data": (x_test, data.y_test)}
         if spec.training.validation_split is None
         else {"validation_split": spec.training.validation_split}
     )
     try:
         model.fit(
-            data.x_train,
+            x_train,
             data.y_train,
             batch_size=spec.training.batch_size,
             epochs=spec.training.epochs,
