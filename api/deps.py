@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -33,29 +34,38 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 
 class ReleasingRoute(APIRoute):
-    """A route whose sync function closes its session in the thread it ran in.
+    """A route whose sync function runs, closes its session and serializes its answer in one
+    worker thread.
 
-    FastAPI validates a sync route's response in a second worker thread, after the function
-    returns; a session still open then holds its pooled connection while it waits for that
-    thread, and under load every thread can be waiting for a connection (a pool deadlock
-    broken only by the pool's 30 s timeout). Responses are built inside the functions, so
-    nothing needs the session afterwards."""
+    FastAPI would validate a sync route's response in a second worker thread, after the
+    function returns, while the session still holds its pooled connection; under load every
+    thread can be waiting for a connection then (a pool deadlock broken only by the pool's
+    30 s timeout), and the second hop costs time anyway. The functions build their response
+    models themselves, so nothing needs the session or another check afterwards."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not inspect.iscoroutinefunction(endpoint):
-            endpoint = _closing_sessions(endpoint)
+            endpoint = _in_one_thread(endpoint, kwargs.get("status_code") or 200)
         super().__init__(path, endpoint, **kwargs)
 
 
-def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+def _in_one_thread(endpoint: Callable[..., Any], status_code: int) -> Callable[..., Any]:
     @functools.wraps(endpoint)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return endpoint(*args, **kwargs)
+            result = endpoint(*args, **kwargs)
         finally:
             for value in kwargs.values():
                 if isinstance(value, Session):
                     value.close()
+        if not isinstance(result, BaseModel):
+            return result
+        response = Response(result.model_dump_json(), status_code, media_type="application/json")
+        for given in (value for value in kwargs.values() if isinstance(value, Response)):
+            for name, value in given.headers.items():  # e.g. Location, set by the function
+                if name != "content-length":
+                    response.headers[name] = value
+        return response
 
     return run
 

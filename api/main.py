@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from celery import Celery
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(app.state.engine)
+        # Sync routes run in these threads; more of them than cores only fight over the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         sweeper = asyncio.create_task(_sweep_forever(app.state.engine, app.state.celery, settings))
         yield
         app.state.predictor.close()

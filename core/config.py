@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+    api_threads: int = Field(
+        8,
+        ge=1,
+        le=200,
+        description="Worker threads for the API's sync routes (each runs one at a time).",
+    )
     db_pool_size: int = Field(
         40,
         ge=1,

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, and_, or_
 from sqlmodel import col, select
 
 from core.db import session_scope
+from core.experiments import history
 from core.runs import EpochMetrics
 from core.search import trials_to_come
 from core.studies import progress, status_of, study_experiments
@@ -65,13 +66,7 @@ def experiment_state(
         experiment = session.get(Experiment, experiment_id)
         if experiment is None:
             return None
-        state = RunState.of(experiment)
-        rows = session.exec(
-            select(EpochRecord)
-            .where(EpochRecord.experiment_id == experiment_id, EpochRecord.epoch > after_epoch)
-            .order_by(col(EpochRecord.epoch))
-        )
-        return state, [EpochMetrics.of(row) for row in rows]
+        return RunState.of(experiment), history(session, experiment_id, since=after_epoch)
 
 
 def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudyState | None:

@@ -4,6 +4,7 @@ import gzip
 import io
 import pickle
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,16 @@ def cifar_batch(images: np.ndarray, labels: np.ndarray, label_key: bytes, protoc
     return pickle.dumps(batch, protocol=protocol)
 
 
-def write_cifar10(data_dir: Path, per_batch: int = 4) -> dict[str, np.ndarray]:
-    """A cifar-10-python.tar.gz with five training batches, a test batch and batches.meta."""
-    x_train, x_test = images(5 * per_batch, (32, 32, 3)), images(per_batch, (32, 32, 3))
+def write_cifar10(
+    data_dir: Path, per_batch: int = 4, draw: Callable[[np.ndarray], np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """A cifar-10-python.tar.gz with five training batches, a test batch and batches.meta;
+    ``draw`` makes the (N, 32, 32, 3) uint8 pictures of N labels (default: random ones)."""
     y_train, y_test = np.arange(5 * per_batch) % 10, (np.arange(per_batch) + 3) % 10
+    if draw is None:
+        x_train, x_test = images(5 * per_batch, (32, 32, 3)), images(per_batch, (32, 32, 3))
+    else:
+        x_train, x_test = draw(y_train), draw(y_test)
     members = {
         f"cifar-10-batches-py/data_batch_{i + 1}": cifar_batch(
             x_train[i * per_batch : (i + 1) * per_batch],

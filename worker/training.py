@@ -32,7 +32,7 @@ from core.runs import (
     rewind,
 )
 from core.search import PRUNED, TrialReporter, advance
-from core.tables import EpochRecord, Experiment, Status, Study
+from core.tables import Experiment, Status, Study
 from models.build import Speed, as_input, build_model
 from models.spec import ExperimentSpec
 from worker.celery_app import app
@@ -350,7 +350,7 @@ def _search_study(engine: Engine, experiment: Experiment) -> Study | None:
 def _past_logs(job: Job, up_to: int) -> list[dict[str, float | None]]:
     """The recorded epochs 1..up_to as Keras logs, to rebuild early stopping's state."""
     with session_scope(job.engine) as session:
-        rows: list[EpochRecord] = history(session, job.experiment_id)
+        rows = history(session, job.experiment_id)
     return [
         {key: getattr(row, key) for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
         for row in rows

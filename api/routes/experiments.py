@@ -142,7 +142,7 @@ def read_history(
 ) -> History | Response:
     """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
     experiment = find_experiment(session, experiment_id, principal, settings)
-    epochs = [EpochMetrics.of(row) for row in crud.history(session, experiment.id, since=since)]
+    epochs = crud.history(session, experiment.id, since=since)
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )

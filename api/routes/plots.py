@@ -22,7 +22,6 @@ from api.errors import documented
 from core import plots
 from core.db import session_scope
 from core.experiments import history
-from core.runs import EpochMetrics
 from core.studies import by_variant, study_experiments
 from core.tables import EpochRecord, Experiment, Study
 
@@ -106,7 +105,7 @@ def _render_experiment(
     with session_scope(engine) as session:
         experiment = session.get(Experiment, experiment_id)
         assert experiment is not None
-        epochs = [EpochMetrics.of(row) for row in history(session, experiment_id)]
+        epochs = history(session, experiment_id)
         title = (
             f"{experiment.name or experiment.preset}: {experiment.status}, "
             f"{experiment.epochs_done}/{experiment.epochs_total} epochs"
@@ -121,10 +120,7 @@ def _render_study(
     with session_scope(engine) as session:
         groups = by_variant(study_experiments(session, study_id))
         curves = {
-            variant: [
-                [EpochMetrics.of(row) for row in history(session, experiment.id)]
-                for experiment in members
-            ]
+            variant: [history(session, experiment.id) for experiment in members]
             for variant, members in groups
         }
         study = session.get(Study, study_id)
