@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MLFLOW := .bench/mlflow
 
-.PHONY: up test install lint compose-check clean
+.PHONY: up test install lint compose-check clean bench
 
 up: $(STAMP)
 	$(BIN)/python -m core.migrate
@@ -24,10 +25,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# Benchmarks (about ten minutes here): figures and ratios measured side by side; see BENCHMARKS.md.
+bench: $(STAMP) $(MLFLOW)/bin/mlflow
+	scripts/ensure-services.sh
+	$(BIN)/python bench/overhead.py --rounds 2 --epochs 4
+	$(BIN)/python bench/many.py --count 8 --epochs 1
+	$(BIN)/python bench/dispatch.py --samples 10
+	$(BIN)/python bench/queries.py --seconds 5 --mlflow-python $(MLFLOW)/bin/python
+	$(BIN)/python bench/training_speed.py --rounds 1 --epochs 3
+
+# MLflow only for the query benchmark's comparison, in its own environment.
+$(MLFLOW)/bin/mlflow:
+	$(PYTHON) -m venv $(MLFLOW)
+	$(MLFLOW)/bin/pip install --quiet 'mlflow>=3.17,<4'
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker models core
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var .bench

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU path in one go, for a session lent a GPU machine (the device tool; see BENCHMARKS.md):
+# what TensorFlow sees, then the base preset on full-size CIFAR-10-shaped data (50,000 training
+# pictures, batch 1024) in float32, with uint8 input, bf16/fp16 mixed precision, more steps per
+# execution and XLA, pinned to one GPU as a compose worker is. Target: <= 0.15 s per epoch on
+# one H100 (the chapter's 2020 GPU took about 2 s).
+#
+#   bench/gpu.sh            # from the repository root, with .venv built (make install)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+"$PYTHON" - <<'PY'
+import tensorflow as tf
+gpus = tf.config.list_physical_devices("GPU")
+print("TensorFlow", tf.__version__, "sees", gpus)
+if not gpus:
+    raise SystemExit("TensorFlow sees no GPU: install tensorflow[and-cuda] (see the Dockerfile)")
+PY
+CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PYTHON" bench/training_speed.py \
+    --set gpu --images 50000 --batch-size 1024 --epochs 6 --rounds 2
