@@ -135,7 +135,8 @@ def build_model(spec: ExperimentSpec, speed: Speed = Speed()) -> keras.Model:
 
 def as_input(model: keras.Model, pixels: np.ndarray, pixel_max: int) -> np.ndarray:
     """Raw uint8 pixels in the form ``model`` takes: as they are for a model that scales them
-    itself, else as float32 in [0, 1] (checkpoints saved before models took uint8)."""
+    itself, else as float32 in [0, 1] (checkpoints saved before models took uint8), computed
+    as its Rescaling layer does (times the float32 reciprocal), so both give the same bits."""
     if model.inputs[0].dtype == "uint8":
         return pixels
-    return pixels.astype(np.float32) / np.float32(pixel_max)
+    return pixels.astype(np.float32) * np.float32(1 / pixel_max)
