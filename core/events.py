@@ -8,7 +8,7 @@ from sqlalchemy import Engine, and_, or_
 from sqlmodel import col, select
 
 from core.db import session_scope
-from core.experiments import history
+from core.experiments import METRIC_COLUMNS, history
 from core.runs import EpochMetrics
 from core.search import trials_to_come
 from core.studies import progress, status_of, study_experiments
@@ -78,9 +78,9 @@ def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudySta
             return None
         experiments = study_experiments(session, study_id)
         behind = {
-            experiment.id: seen.get(experiment.id[:ID_PREFIX], 0)
+            experiment.id: after
             for experiment in experiments
-            if experiment.epochs_done > seen.get(experiment.id[:ID_PREFIX], 0)
+            if experiment.epochs_done > (after := seen.get(experiment.id[:ID_PREFIX], 0))
         }
         epochs: list[tuple[str, EpochMetrics]] = []
         if behind:
@@ -89,11 +89,11 @@ def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudySta
                 for key, after in behind.items()
             )
             rows = session.exec(
-                select(EpochRecord)
+                select(EpochRecord.experiment_id, *METRIC_COLUMNS)
                 .where(or_(*newer))
                 .order_by(col(EpochRecord.recorded_at), col(EpochRecord.epoch))
             )
-            epochs = [(row.experiment_id, EpochMetrics.of(row)) for row in rows]
+            epochs = [(experiment_id, EpochMetrics(*metrics)) for experiment_id, *metrics in rows]
         return StudyState(
             status=status_of(experiments, trials_to_come(study)),
             progress=progress(experiments),

@@ -3,7 +3,7 @@ finished epoch, and the end. Every write after the claim is fenced by the lease:
 lost its lease (declared dead, its job resumed elsewhere) can no longer change the experiment."""
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,10 +30,6 @@ class EpochMetrics:
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
-
-    @classmethod
-    def of(cls, record: EpochRecord) -> "EpochMetrics":
-        return cls(**{field.name: getattr(record, field.name) for field in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,19 @@
 when the experiment or study is finished. An epoch event's id is the stream position, so a
 client that reconnects with ``Last-Event-ID`` neither loses nor repeats an epoch."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.deps import EngineDep, PrincipalDep, SettingsDep, find_experiment, find_study
 from api.errors import documented
+from core.config import Settings
 from core.events import (
     ID_PREFIX,
     experiment_state,
@@ -21,6 +23,7 @@ from core.events import (
     study_state,
 )
 from core.tables import Status
+from core.tokens import Principal
 
 router = APIRouter(tags=["events"], responses=documented(400, 401, 404))
 
@@ -29,27 +32,33 @@ LastEventId = Annotated[
 ]
 
 
-async def _experiment_visible(
-    experiment_id: str, engine: EngineDep, principal: PrincipalDep, settings: SettingsDep
+async def _visible(
+    find: Callable[..., object],
+    key: str,
+    engine: Engine,
+    principal: Principal | None,
+    settings: Settings,
 ) -> None:
     """404 before the stream starts, on a short-lived session: a stream must not hold a
     pooled connection for as long as it runs."""
 
     def check() -> None:
         with Session(engine) as session:
-            find_experiment(session, experiment_id, principal, settings)
+            find(session, key, principal, settings)
 
     await anyio.to_thread.run_sync(check)
+
+
+async def _experiment_visible(
+    experiment_id: str, engine: EngineDep, principal: PrincipalDep, settings: SettingsDep
+) -> None:
+    await _visible(find_experiment, experiment_id, engine, principal, settings)
 
 
 async def _study_visible(
     study_id: str, engine: EngineDep, principal: PrincipalDep, settings: SettingsDep
 ) -> None:
-    def check() -> None:
-        with Session(engine) as session:
-            find_study(session, study_id, principal, settings)
-
-    await anyio.to_thread.run_sync(check)
+    await _visible(find_study, study_id, engine, principal, settings)
 
 
 @router.get(
