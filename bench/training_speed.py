@@ -27,6 +27,7 @@ CONFIGURATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "uint8 + XLA": {"jit_compile": True},
         "uint8 + 8 steps + XLA": {"steps_per_execution": 8, "jit_compile": True},
         "uint8, 1 thread per op": {"threads": 1},
+        "uint8, batches looked up in a device table": {"on_device": True},
     },
     "gpu": {
         CHAPTER_WAY: {"uint8_input": False},
@@ -41,6 +42,17 @@ CONFIGURATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "mixed": "mixed_bfloat16",
             "steps_per_execution": 16,
             "jit_compile": True,
+        },
+        "uint8 + bf16 + 16 steps, data on the GPU": {
+            "mixed": "mixed_bfloat16",
+            "steps_per_execution": 16,
+            "on_device": True,
+        },
+        "uint8 + bf16 + 16 steps + XLA, data on the GPU": {
+            "mixed": "mixed_bfloat16",
+            "steps_per_execution": 16,
+            "jit_compile": True,
+            "on_device": True,
         },
     },
 }
@@ -59,13 +71,17 @@ def train_once(options: dict[str, Any], data_dir: Path, epochs: int, batch_size:
     from models.build import Speed, as_input, build_model
     from models.presets import resolve
     from worker.datasets import prepare
+    from worker.resident import feed
     from worker.training import reset_seed
+
+    on_device = options.pop("on_device", False)
 
     spec = resolve("base", {"training": {"epochs": epochs, "batch_size": batch_size}})
     data = prepare("cifar10", data_dir, train_size=None, test_size=None, seed=0)
     reset_seed(0)
     model = build_model(spec, Speed(**options))
     x_train, x_test = (as_input(model, x, 255) for x in (data.x_train, data.x_test))
+    inputs = feed(model, x_train, x_test, on_device=on_device)
     seconds: list[float] = []
 
     class Timer(tf.keras.callbacks.Callback):
@@ -75,12 +91,12 @@ def train_once(options: dict[str, Any], data_dir: Path, epochs: int, batch_size:
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             seconds.append(time.perf_counter() - self.started)
 
-    fitted = model.fit(
-        x_train,
+    fitted = inputs.trainer.fit(
+        inputs.x_train,
         data.y_train,
         batch_size=batch_size,
         epochs=epochs,
-        validation_data=(x_test, data.y_test),
+        validation_data=(inputs.x_test, data.y_test),
         callbacks=[Timer()],
         verbose=0,
     )

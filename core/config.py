@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     train_threads: int | None = Field(
         None, ge=1, description="TensorFlow's threads per op (default: every core it may use)."
     )
+    train_data_on_device: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Keep a job's pictures on the accelerator for its whole run (auto: on a GPU).",
+    )
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         "off", description="16-bit compute with float32 weights and softmax (for GPUs)."
     )

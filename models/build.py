@@ -17,6 +17,10 @@ LEAKY_RELU_SLOPE = 0.01
 """The chapter's ``np.maximum(x, 0.01*x)``; Keras' own default slope differs."""
 
 
+METRICS = ["accuracy"]
+"""What every model reports per epoch besides its loss (and ``val_`` of both)."""
+
+
 class UnknownComponent(ValueError):
     """A spec names a layer, activation or optimizer the builder does not know."""
 
@@ -126,7 +130,7 @@ def build_model(spec: ExperimentSpec, speed: Speed = Speed()) -> keras.Model:
     model.compile(
         optimizer=build_optimizer(spec.optimizer),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=METRICS,
         steps_per_execution=speed.steps_per_execution,
         jit_compile=speed.jit_compile,
     )

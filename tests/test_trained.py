@@ -19,7 +19,9 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("trained")) as running:
+    # Trained from a device table (as on a GPU): what is saved is still the picture model.
+    home = tmp_path_factory.mktemp("trained")
+    with running_stack(home, train_data_on_device="on") as running:
         yield running
 
 

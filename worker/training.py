@@ -38,6 +38,7 @@ from models.spec import ExperimentSpec
 from worker.celery_app import app
 from worker.checkpoints import newest_loadable, to_bytes
 from worker.datasets import DatasetUnavailable, prepare
+from worker.resident import feed, wanted
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,12 @@ class LeaseKeeper(threading.Thread):
 class EpochRecorder(keras.callbacks.Callback):
     """Writes each finished epoch's row and checkpoint the moment the epoch ends."""
 
-    def __init__(self, job: Job, learning_rate: float, trial: TrialReporter | None) -> None:
+    def __init__(
+        self, job: Job, saved: keras.Model, learning_rate: float, trial: TrialReporter | None
+    ) -> None:
         super().__init__()
         self.job = job
+        self.saved = saved
         self.learning_rate = learning_rate
         self.trial = trial
         self.started = 0.0
@@ -155,7 +159,7 @@ class EpochRecorder(keras.callbacks.Callback):
             self.job.experiment_id,
             self.job.owner,
             metrics,
-            checkpoint=to_bytes(self.model),
+            checkpoint=to_bytes(self.saved),
             lease_seconds=self.job.settings.lease_seconds,
             keep_checkpoints=self.job.settings.keep_checkpoints,
         )
@@ -229,21 +233,22 @@ def fit(
         model = build_model(spec, speed)
     pixel_max = DATASETS[spec.dataset.name].pixel_max
     x_train, x_test = (as_input(model, x, pixel_max) for x in (data.x_train, data.x_test))
+    inputs = feed(model, x_train, x_test, on_device=wanted(job.settings.train_data_on_device))
     callbacks: list[keras.callbacks.Callback] = [
         StopCheck(job),
-        EpochRecorder(job, spec.optimizer.learning_rate, trial),
+        EpochRecorder(job, model, spec.optimizer.learning_rate, trial),
     ]
     if spec.training.early_stopping is not None:
         past = _past_logs(job, initial_epoch)
         callbacks.append(ResumableEarlyStopping(past, **spec.training.early_stopping.model_dump()))
     validation: dict[str, Any] = (
-        {"validation_data": (x_test, data.y_test)}
+        {"validation_data": (inputs.x_test, data.y_test)}
         if spec.training.validation_split is None
         else {"validation_split": spec.training.validation_split}
     )
     try:
-        model.fit(
-            x_train,
+        inputs.trainer.fit(
+            inputs.x_train,
             data.y_train,
             batch_size=spec.training.batch_size,
             epochs=spec.training.epochs,
