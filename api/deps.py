@@ -11,12 +11,12 @@ from fastapi import Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.auth import principal_of
 from api.limits import SubmissionRate
 from core.config import Settings
-from core.tables import Experiment, Study
+from core.tables import Experiment, Status, Study
 from core.tokens import Principal
 
 
@@ -121,13 +121,37 @@ def find_experiment(
     next thread.
     """
     experiment = session.get(Experiment, experiment_id)
-    hidden = settings is not None and visible_owner(principal, settings) not in (
-        None,
-        experiment.owner if experiment else None,
-    )
-    if experiment is None or hidden:
-        raise HTTPException(404, f"Experiment {experiment_id} not found.")
+    if experiment is None:
+        raise _not_found(experiment_id)
+    _visible_or_404(experiment_id, experiment.owner, principal, settings)
     return experiment
+
+
+def experiment_status(
+    session: Session, experiment_id: str, principal: Principal | None, settings: Settings
+) -> Status:
+    """The status of the experiment named in the path, or 404 as ``find_experiment``: one
+    row's two columns, for reads that need no more (the history)."""
+    row = session.exec(
+        select(Experiment.status, Experiment.owner).where(Experiment.id == experiment_id)
+    ).first()
+    if row is None:
+        raise _not_found(experiment_id)
+    status, owner = row
+    _visible_or_404(experiment_id, owner, principal, settings)
+    return Status(status)
+
+
+def _visible_or_404(
+    experiment_id: str, owner: str | None, principal: Principal | None, settings: Settings | None
+) -> None:
+    """404 (as if it did not exist) when reads are owner-only and ``owner`` is someone else."""
+    if settings is not None and visible_owner(principal, settings) not in (None, owner):
+        raise _not_found(experiment_id)
+
+
+def _not_found(experiment_id: str) -> HTTPException:
+    return HTTPException(404, f"Experiment {experiment_id} not found.")
 
 
 def find_study(

@@ -98,8 +98,8 @@ def _parse_wrk(text: str) -> dict[str, float]:
         raise RuntimeError(f"{errors.group(1)} error responses under load:\n{text}")
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),  # type: ignore[union-attr]
-        "p50": milliseconds(re.search(r"50%\s+(\S+)", text).group(1)),  # type: ignore[union-attr]
-        "p99": milliseconds(re.search(r"99%\s+(\S+)", text).group(1)),  # type: ignore[union-attr]
+        "p50": milliseconds(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)),  # type: ignore[union-attr]
+        "p99": milliseconds(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),  # type: ignore[union-attr]
     }
 
 

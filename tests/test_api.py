@@ -112,6 +112,8 @@ def test_delete_refuses_active_experiments_and_removes_finished_ones(
     assert client.delete(f"/experiments/{experiment_id}").status_code == 409
     trainer.epoch(experiment_id, 1, 1.0, 0.5, 1.1, 0.4, 1)
     trainer.finish(experiment_id, Status.succeeded)
+    kept = client.get(f"/experiments/{experiment_id}/history")  # a finished one's is kept
+    assert kept.json()["status"] == "succeeded"
     assert client.delete(f"/experiments/{experiment_id}").status_code == 204
     assert client.get(f"/experiments/{experiment_id}").status_code == 404
     assert client.get(f"/experiments/{experiment_id}/history").status_code == 404
@@ -146,6 +148,11 @@ def test_history_serves_json_since_and_csv(client: TestClient, trainer: Trainer)
         "val_loss": 0.5,
     }
     assert experiment["best"] == {"epoch": 2, "val_accuracy": 0.7, "val_loss": 0.75}
+    trainer.finish(experiment_id, Status.succeeded)
+    finished = client.get(f"/experiments/{experiment_id}/history")  # built once, then kept
+    assert finished.headers["content-type"] == "application/json"
+    assert finished.json() == body | {"status": "succeeded"}
+    assert client.get(f"/experiments/{experiment_id}/history").json() == finished.json()
 
 
 def test_recording_an_epoch_twice_keeps_one_row(client: TestClient, trainer: Trainer) -> None:

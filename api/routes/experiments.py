@@ -2,11 +2,15 @@
 
 import csv
 import io
+import threading
 from dataclasses import asdict, fields
 from typing import Annotated, Literal
 
+from cachetools import LRUCache, cached
+from cachetools.keys import hashkey
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlmodel import Session
 
 from api.deps import (
     CeleryDep,
@@ -15,6 +19,7 @@ from api.deps import (
     ReleasingRoute,
     SessionDep,
     SettingsDep,
+    experiment_status,
     find_experiment,
     limit_submissions,
     require_owner,
@@ -26,7 +31,7 @@ from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, Hist
 from core import experiments as crud
 from core.queueing import publish
 from core.runs import EpochMetrics
-from core.tables import Status
+from core.tables import ACTIVE, Status
 from models.budget import check_budget
 from models.presets import PRESETS, SpecError, resolve
 from models.spec import MAX_EPOCHS
@@ -141,14 +146,34 @@ def read_history(
     format: Literal["json", "csv"] | None = None,
 ) -> History | Response:
     """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
-    experiment = find_experiment(session, experiment_id, principal, settings)
-    epochs = crud.history(session, experiment.id, since=since)
+    status = experiment_status(session, experiment_id, principal, settings)
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )
     if wants_csv:
+        epochs = crud.history(session, experiment_id, since=since)
         return Response(_csv(epochs), media_type="text/csv")
-    return History(experiment_id=experiment.id, status=experiment.status, epochs=epochs)
+    if status not in ACTIVE and since == 0:
+        body = _finished_history(session, experiment_id, status)
+        return Response(body, media_type="application/json")
+    epochs = crud.history(session, experiment_id, since=since)
+    return History(experiment_id=experiment_id, status=status, epochs=epochs)
+
+
+@cached(
+    LRUCache(maxsize=64 * 2**20, getsizeof=len),
+    key=lambda _session, experiment_id, status: hashkey(experiment_id, status),
+    lock=threading.Lock(),
+)
+def _finished_history(session: Session, experiment_id: str, status: Status) -> bytes:
+    """A finished experiment's whole history as JSON, built once per process: it never
+    changes again, and a deletion is seen by the status lookup before this is asked."""
+    epochs = crud.history(session, experiment_id)
+    return (
+        History(experiment_id=experiment_id, status=status, epochs=epochs)
+        .model_dump_json()
+        .encode()
+    )
 
 
 @router.post(
