@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(app.state.engine)
-        # Sync routes run in these threads; more of them than cores only fight over the GIL.
+        # Sync routes run in these threads; more of them only take turns at the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         sweeper = asyncio.create_task(_sweep_forever(app.state.engine, app.state.celery, settings))
         yield

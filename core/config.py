@@ -45,10 +45,13 @@ class Settings(BaseSettings):
     port: int = 8000
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
     api_threads: int = Field(
-        8,
+        2,
         ge=1,
         le=200,
-        description="Worker threads for the API's sync routes (each runs one at a time).",
+        description=(
+            "Worker threads for the API's sync routes (each runs one at a time); more only "
+            "take turns at the GIL, and stretch the slowest answers (bench/queries.py)."
+        ),
     )
     db_pool_size: int = Field(
         40,
