@@ -10,6 +10,7 @@ MLflow tracking server holding the same runs' four metrics, read through
 """
 
 import argparse
+import os
 import random
 import re
 import shutil
@@ -31,7 +32,7 @@ from models.presets import resolve
 from models.studies import CHAPTER, from_presets, plan
 from tests.services import postgres_database
 
-CONCURRENCY = int(__import__("os").environ.get("WRK_C", "32"))
+CONCURRENCY = int(os.environ.get("WRK_C", "32"))
 
 
 def populate(url: str, experiments: int, epochs: int) -> tuple[list[str], str]:
@@ -195,12 +196,12 @@ def main() -> None:
         history_rps = {}
         for backend in ("sqlite", "postgresql"):
             for name, figures in convlab_reads(backend, args, folder).items():
-                rows.append(_row(f"{backend} {name}", figures))
+                rows.append(row_of(f"{backend} {name}", figures))
                 if name == "history":
                     history_rps[backend] = figures["rps"]
         if args.mlflow_python:
             figures = mlflow_reads(args.mlflow_python, args, folder)
-            rows.append(_row("mlflow get-history (one metric)", figures))
+            rows.append(row_of("mlflow get-history (one metric)", figures))
             per_history = figures["rps"] / len(METRICS)
             rows.append(("mlflow whole histories/s (4 requests each)", f"{per_history:.0f}"))
             rows.append(
@@ -216,7 +217,7 @@ def main() -> None:
     )
 
 
-def _row(name: str, figures: dict[str, float]) -> tuple[str, str]:
+def row_of(name: str, figures: dict[str, float]) -> tuple[str, str]:
     rate, p50, p99 = figures["rps"], figures["p50"], figures["p99"]
     return name, f"{rate:7.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms"
 
