@@ -1,8 +1,9 @@
-"""Reads side by side: this checkout's API and the API of an earlier revision (checked out
-into a temporary git worktree) serve the same database, each in one process; wrk runs
-against them in turn, ``--rounds`` times, on ``GET /experiments/{id}/history`` for random
-finished experiments. Prints each round and the medians' ratio, so a change to the read path
-is judged on this machine in one run, whatever its speed that day.
+"""Reads side by side: this checkout's API and the API of an earlier revision with the same
+database schema (checked out into a temporary git worktree) serve one database, each in one
+process; wrk runs against them in turn (ABBA: neither always goes first), ``--rounds``
+times, on ``GET /experiments/{id}/history`` for random finished experiments. Prints each
+round and the medians' ratio, so a change to the read path is judged on this machine in one
+run, whatever its speed that day.
 
     python bench/reads_against.py REVISION [--rounds 4] [--seconds 6] [--database postgresql]
                                   [--experiments 1000] [--epochs 50]
@@ -62,7 +63,8 @@ def main() -> None:
             wrk(running.url, paths, 2)  # warm up
             urls[name] = running.url
         for round_number in range(1, args.rounds + 1):
-            for name, url_of_api in urls.items():
+            turns = list(urls.items())
+            for name, url_of_api in turns if round_number % 2 else reversed(turns):
                 figures[name].append(wrk(url_of_api, paths, args.seconds))
                 print(round_number, *row_of(name, figures[name][-1]), flush=True)
     medians = {
