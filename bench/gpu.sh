@@ -2,8 +2,8 @@
 # The GPU path in one go, for a session lent a GPU machine (the device tool; see BENCHMARKS.md):
 # what TensorFlow sees, then the base preset on full-size CIFAR-10-shaped data (50,000 training
 # pictures, batch 1024) in float32, with uint8 input, bf16/fp16 mixed precision, more steps per
-# execution and XLA, pinned to one GPU as a compose worker is. Target: <= 0.15 s per epoch on
-# one H100 (the chapter's 2020 GPU took about 2 s).
+# execution, XLA and the pictures kept on the GPU, pinned to one GPU as a compose worker is.
+# Target: <= 0.15 s per epoch on one H100 (the chapter's 2020 GPU took about 2 s).
 #
 #   bench/gpu.sh            # from the repository root, with .venv built (make install)
 set -euo pipefail
