@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     )
     train_jit_compile: bool = Field(False, description="Compile training steps with XLA.")
     train_threads: int | None = Field(
-        None, ge=1, description="TensorFlow's threads per op (default: every core it may use)."
+        None,
+        ge=1,
+        description="TensorFlow's threads per op (default: the cores the worker is given).",
     )
     train_data_on_device: Literal["auto", "on", "off"] = Field(
         "auto",

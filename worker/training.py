@@ -37,6 +37,7 @@ from models.build import Speed, as_input, build_model
 from models.spec import ExperimentSpec
 from worker.celery_app import app
 from worker.checkpoints import newest_loadable, to_bytes
+from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
 from worker.resident import feed, wanted
 from worker.stop import stop_requested
@@ -48,8 +49,8 @@ def _configure_tensorflow(settings: Settings) -> None:
     """Process-wide choices, made before TensorFlow runs its first op."""
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)  # share nothing it does not use
-    if settings.train_threads is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.train_threads)
+    threads = settings.train_threads or cores_given()
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
     policies = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
     if settings.mixed_precision in policies:
         keras.mixed_precision.set_global_policy(policies[settings.mixed_precision])
