@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Benchmarks (about ten minutes here): figures and ratios measured side by side; see BENCHMARKS.md.
+# Benchmarks (about ten minutes here, after the installs): figures and ratios measured side by
+# side; see BENCHMARKS.md.
 bench: $(STAMP) $(MLFLOW)/bin/mlflow
 	scripts/ensure-services.sh
 	$(BIN)/python bench/overhead.py --rounds 2 --epochs 4
