@@ -5,7 +5,7 @@ convlab's own database, so a search survives restarts and any worker can report 
 worker calls it after each trial, the API after creating the search, the sweeper every pass."""
 
 import logging
-from functools import cache
+import threading
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -56,6 +56,13 @@ def trials_to_come(study: Study) -> bool:
     return study.trials_started < search_of(study).n_trials
 
 
+def trials_pending(study: Study, stored: int) -> bool:
+    """Whether a search's status may still change through trials not among its ``stored``
+    experiments: trials to come, or one counted as started whose experiment is being stored
+    (``advance`` counts a trial, then asks Optuna for it, then stores it)."""
+    return trials_to_come(study) or stored < study.trials_started
+
+
 def base_of(study: Study) -> tuple[str, dict[str, Any]]:
     """The study's preset and the spec keys every trial starts from."""
     definition = study.definition
@@ -64,14 +71,23 @@ def base_of(study: Study) -> tuple[str, dict[str, Any]]:
     }
 
 
-@cache
-def _storage(url: str) -> "optuna.storages.RDBStorage":
+_storages: dict[str, "optuna.storages.RDBStorage"] = {}
+_storages_lock = threading.Lock()
+
+
+def optuna_storage(url: str) -> "optuna.storages.RDBStorage":
+    """One Optuna storage per database for the process, made under a lock: making one creates
+    Optuna's tables if they are missing, and two threads doing it at once (a new search's
+    request and the sweeper advancing it) both tried to create them."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sqlite = make_url(url).get_backend_name() == "sqlite"
-    engine_kwargs = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    with _storages_lock:
+        if url not in _storages:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            sqlite = make_url(url).get_backend_name() == "sqlite"
+            kwargs = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+            _storages[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return _storages[url]
 
 
 def _pruner(search: SearchSpec) -> "optuna.pruners.BasePruner":
@@ -126,7 +142,7 @@ def load(url: str, study: Study) -> "optuna.Study":
     search = search_of(study)
     return optuna.load_study(
         study_name=optuna_name(study.id),
-        storage=_storage(url),
+        storage=optuna_storage(url),
         sampler=_sampler(search, study.seeds[0]),
         pruner=_pruner(search),
     )
@@ -138,7 +154,7 @@ def create(url: str, study: Study) -> None:
 
     optuna.create_study(
         study_name=optuna_name(study.id),
-        storage=_storage(url),
+        storage=optuna_storage(url),
         direction=search_of(study).direction,
         load_if_exists=True,
     )
@@ -323,7 +339,7 @@ class TrialReporter:
         import optuna
 
         optuna_study = load(url, study)
-        storage = _storage(url)
+        storage = optuna_storage(url)
         trial_id = storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(optuna_name(study.id)), trial_number
         )

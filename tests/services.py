@@ -181,7 +181,7 @@ class Stack:
 
 def _spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     program, *args = command.split()
-    with log.open("wb") as out:
+    with log.open("ab") as out:  # a restarted stack keeps the earlier run's lines
         return subprocess.Popen(
             [str(BIN / program), *args],
             cwd=ROOT,

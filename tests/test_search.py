@@ -1,17 +1,21 @@
 """Optuna search studies, in process: validation, trials as experiments, how Optuna hears of
 finished trials, the best trial, cancel."""
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from api.main import create_app
 from core.config import Settings
-from core.search import advance, optuna_name
-from core.tables import Status
+from core.db import get_engine, migrate
+from core.search import advance, optuna_name, optuna_storage
+from core.tables import Status, Study
 from tests.services import Trainer
 
 SPACE = {
@@ -149,3 +153,27 @@ def test_a_search_space_end_over_the_budget_is_a_422(tmp_path: Path) -> None:
     error = response.json()["detail"][0]
     assert error["loc"] == ["body", "search", "space", "model.kernel_size"]
     assert error["msg"].startswith("model.kernel_size=11: the model would have 1,260,938")
+
+
+def test_threads_meeting_a_new_database_share_one_optuna_storage(tmp_path: Path) -> None:
+    """A new search's request and the sweeper once both created Optuna's tables (a 500)."""
+    url = f"sqlite:///{tmp_path / 'convlab.sqlite'}"
+    migrate(get_engine(url))
+    with ThreadPoolExecutor(8) as pool:
+        storages = list(pool.map(lambda _: optuna_storage(url), range(8)))
+    assert all(storage is storages[0] for storage in storages)
+
+
+def test_a_trial_counted_but_not_yet_stored_keeps_the_search_running(
+    client: TestClient, trainer: Trainer
+) -> None:
+    """``advance`` counts a trial before it stores it: in between, the search is not done."""
+    study = _search(client, parallel=1, n_trials=2)
+    (first,) = client.get(f"/studies/{study['id']}").json()["experiment_ids"]
+    trainer.start(first)
+    trainer.epoch(first, 1, 1.0, 0.5, 1.0, 0.4, 1.0)
+    trainer.finish(first, Status.succeeded)
+    with Session(trainer.engine) as session:  # the second trial counted, not yet stored
+        session.exec(update(Study).where(col(Study.id) == study["id"]).values(trials_started=2))
+        session.commit()
+    assert client.get(f"/studies/{study['id']}").json()["status"] == "running"

@@ -262,7 +262,7 @@ def _submit_search(
 def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     session.refresh(study)
     experiments = crud.study_experiments(session, study.id)
-    status = crud.status_of(experiments, search.trials_to_come(study))
+    status = crud.status_of(experiments, search.trials_pending(study, len(experiments)))
     progress = crud.progress(experiments)
     best = None
     if study.kind == "search":
