@@ -150,13 +150,12 @@ def read_history(
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )
-    if wants_csv:
-        epochs = crud.history(session, experiment_id, since=since)
-        return Response(_csv(epochs), media_type="text/csv")
-    if status not in ACTIVE and since == 0:
+    if not wants_csv and status not in ACTIVE and since == 0:
         body = _finished_history(session, experiment_id, status)
         return Response(body, media_type="application/json")
     epochs = crud.history(session, experiment_id, since=since)
+    if wants_csv:
+        return Response(_csv(epochs), media_type="text/csv")
     return History(experiment_id=experiment_id, status=status, epochs=epochs)
 
 
