@@ -1,7 +1,7 @@
 """Database engine, sessions and migrations, shared by the API and the worker."""
 
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
@@ -56,14 +56,70 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
             raise
 
 
-def migrate(engine: Engine | None = None) -> None:
-    """Apply every Alembic migration; safe when the API and workers start at once."""
-    engine = engine or get_engine()
+def migrate(engine: Engine | None = None, revision: str = "head") -> None:
+    """Apply every Alembic migration up to ``revision``; safe when the API and workers start at
+    once."""
+    _run_migrations(engine or get_engine(), command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo the migrations above ``revision``, keeping the rows of the tables that remain."""
+    _run_migrations(engine, command.downgrade, revision)
+
+
+def _run_migrations(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run ``step`` to ``revision`` in one transaction under the migration lock. On SQLite,
+    foreign keys are off meanwhile (recreating ``experiments`` would otherwise cascade-delete
+    its epochs and checkpoints) and checked before the commit."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with _migration_lock(engine), engine.begin() as connection:
+    sqlite = engine.dialect.name == "sqlite"
+    with (
+        _migration_lock(engine),
+        engine.connect() as connection,
+        _sqlite_foreign_keys_off(connection),
+        connection.begin(),
+    ):
+        if sqlite:  # the driver begins only before DML: a failure would keep earlier DDL
+            connection.exec_driver_sql("BEGIN")
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        step(config, revision)
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"migration to {revision} broke foreign keys: {broken}")
+
+
+@contextmanager
+def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite's foreign keys off on ``connection`` for the block, on again after it; to be
+    entered before a transaction begins, since SQLite ignores the pragma inside one."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    _set_sqlite_foreign_keys(connection, on=False)
+    try:
+        yield
+    finally:
+        try:
+            _set_sqlite_foreign_keys(connection, on=True)
+        except BaseException:
+            connection.invalidate()  # never hand the pool back a connection without them
+            raise
+
+
+def _set_sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    """Set the pragma on the driver's connection (no SQLAlchemy transaction begins) and check
+    that SQLite took it."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+        cursor.execute("PRAGMA foreign_keys")
+        row = cursor.fetchone()
+        if row is None or row[0] != on:
+            raise RuntimeError("SQLite ignored PRAGMA foreign_keys: a transaction was open")
+    finally:
+        cursor.close()
 
 
 @contextmanager
