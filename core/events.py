@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from core.db import session_scope
 from core.experiments import METRIC_COLUMNS, history
 from core.runs import EpochMetrics
-from core.search import trials_pending
+from core.search import trials_to_come
 from core.studies import progress, status_of, study_experiments
 from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 
@@ -95,7 +95,7 @@ def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudySta
             )
             epochs = [(experiment_id, EpochMetrics(*metrics)) for experiment_id, *metrics in rows]
         return StudyState(
-            status=status_of(experiments, trials_pending(study, len(experiments))),
+            status=status_of(experiments, trials_to_come(study)),
             progress=progress(experiments),
             runs=[RunState.of(experiment) for experiment in experiments],
             epochs=epochs,

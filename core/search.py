@@ -2,7 +2,8 @@
 convlab's own database, so a search survives restarts and any worker can report to it.
 
 ``advance`` is the one place where Optuna hears how trials ended and new trials start: the
-worker calls it after each trial, the API after creating the search, the sweeper every pass."""
+worker calls it after each trial, the API after creating or cancelling the search, the sweeper
+every pass."""
 
 import logging
 import threading
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from sqlalchemy import Engine, func, update
 from sqlalchemy.engine import make_url
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from core.config import Settings
 from core.db import session_scope
@@ -22,6 +23,7 @@ from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 from models.budget import check_budget
 from models.presets import SpecError, error_entry, merge, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
+from models.spec import ExperimentSpec
 from models.studies import SECTIONS
 
 if TYPE_CHECKING:
@@ -56,11 +58,20 @@ def trials_to_come(study: Study) -> bool:
     return study.trials_started < search_of(study).n_trials
 
 
-def trials_pending(study: Study, stored: int) -> bool:
-    """Whether a search's status may still change through trials not among its ``stored``
-    experiments: trials to come, or one counted as started whose experiment is being stored
-    (``advance`` counts a trial, then asks Optuna for it, then stores it)."""
-    return trials_to_come(study) or stored < study.trials_started
+def trial_spec(
+    preset: str, base: dict[str, Any], params: dict[str, Any], seed: int
+) -> ExperimentSpec:
+    """The spec of the trial at the point ``params``; SpecError naming the point, located at
+    the searched field at fault (at the space when the fault is in another field)."""
+    try:
+        return resolve(preset, merge(base, params_overrides(params) | {"seed": seed}))
+    except SpecError as exc:
+        error = exc.errors[0]
+        key = ".".join(map(str, error["loc"][:2]))
+        loc = ("search", "space", key) if key in params else ("search", "space")
+        field = ".".join(map(str, error["loc"]))
+        message = ": ".join(part for part in (_point(params), field, error["msg"]) if part)
+        raise SpecError([error_entry(loc, message, error["input"])]) from None
 
 
 def base_of(study: Study) -> tuple[str, dict[str, Any]]:
@@ -106,12 +117,7 @@ def _sampler(search: SearchSpec, seed: int) -> "optuna.samplers.BaseSampler":
     import optuna
 
     if search.sampler == "grid":
-        grid = {
-            key: param.choices
-            for key, param in search.space.items()
-            if isinstance(param, CategoricalParam)
-        }
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return optuna.samplers.GridSampler(search.choices(), seed=seed)
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -171,8 +177,8 @@ def objective(engine: Engine, experiment_id: str, metric: str) -> float | None:
 
 def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -> list[str]:
     """Tell Optuna how finished trials ended; start trials until ``parallel`` are active or
-    ``n_trials`` have started. Returns the experiments it queued (a trial whose model is over
-    the server's budget is stored as failed instead)."""
+    ``n_trials`` have started. Returns the experiments it queued (a trial whose spec is refused
+    or whose model is over the server's budget is stored as failed instead)."""
     with session_scope(engine) as session:
         study = session.get(Study, study_id)
         if study is None or study.kind != "search":
@@ -180,32 +186,33 @@ def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -
         experiments = study_experiments(session, study_id)
     search = search_of(study)
     optuna_study = load(settings.resolved_database_url, study)
-    _reconcile(engine, optuna_study, experiments, search)
+    _reconcile(engine, optuna_study, study, experiments, search)
     active = sum(experiment.status in ACTIVE for experiment in experiments)
     started = []
-    while active < search.parallel and _claim_trial(engine, study_id, search.n_trials):
-        experiment_id = _start_trial(engine, optuna_study, study, search, settings)
-        if experiment_id is None:
-            continue
-        publish(engine, celery, experiment_id)
-        started.append(experiment_id)
-        active += 1
+    while active < search.parallel and trials_to_come(study):
+        experiment = _start_trial(engine, optuna_study, study, search, settings)
+        if experiment is None:
+            break
+        study.trials_started += 1  # as counted in the transaction that stored it
+        if experiment.status == Status.queued:
+            publish(engine, celery, experiment.id)
+            started.append(experiment.id)
+            active += 1
     return started
 
 
-def _claim_trial(engine: Engine, study_id: str, n_trials: int) -> bool:
+def _claim_trial(session: Session, study_id: str, n_trials: int) -> bool:
     """Count one more trial, unless the search has all its trials or was cancelled."""
-    with session_scope(engine) as session:
-        claimed = session.exec(
-            update(Study)
-            .where(
-                col(Study.id) == study_id,
-                col(Study.trials_started) < n_trials,
-                col(Study.cancel_requested).is_(False),
-            )
-            .values(trials_started=col(Study.trials_started) + 1)
+    claimed = session.exec(
+        update(Study)
+        .where(
+            col(Study.id) == study_id,
+            col(Study.trials_started) < n_trials,
+            col(Study.cancel_requested).is_(False),
         )
-        return claimed.rowcount == 1
+        .values(trials_started=col(Study.trials_started) + 1)
+    )
+    return claimed.rowcount == 1
 
 
 def _start_trial(
@@ -214,9 +221,12 @@ def _start_trial(
     study: Study,
     search: SearchSpec,
     settings: Settings,
-) -> str | None:
-    """Ask Optuna for a trial and store it as an experiment: queued (not yet published) and
-    its id returned, or failed with the reason when its model is over the budget."""
+) -> Experiment | None:
+    """Ask Optuna for a trial, then count it and store it as an experiment in one transaction:
+    queued (not yet published), or failed with the reason when the spec refuses its point or
+    its model is over the budget. None (and the trial failed) when the search already has all
+    its trials or was cancelled. A process that dies after asking leaves a trial Optuna holds
+    as running with no experiment: ``_reconcile`` fails it once the search starts no more."""
     import optuna
 
     seed = study.seeds[0]
@@ -228,36 +238,57 @@ def _start_trial(
     if search.sampler != "grid":
         optuna_study.sampler = _sampler(search, seed * 100_003 + count)
     trial = optuna_study.ask(_distributions(search))
+    spec, refusal = _trial_spec_or_refusal(study, trial.params, settings)
+    label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
+    experiment: Experiment | None = None
+    with session_scope(engine) as session:
+        if _claim_trial(session, study.id, search.n_trials):
+            experiment = create_experiment(
+                session,
+                name=f"trial {trial.number}: {label}",
+                spec=spec,
+                study_id=study.id,
+                variant=f"trial {trial.number}",
+                owner=study.owner,
+            )
+            experiment.trial_number = trial.number
+            if refusal is not None:
+                experiment.status, experiment.error = Status.failed, refusal
+                experiment.finished_at = experiment.created_at
+    if experiment is None or refusal is not None:
+        optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    return experiment
+
+
+def _trial_spec_or_refusal(
+    study: Study, params: dict[str, Any], settings: Settings
+) -> tuple[dict[str, Any], str | None]:
+    """The trial's spec as stored, and why it is not run (None: it runs). A spec refused is
+    stored as asked: the study's resolved base with the point's values merged over it."""
     preset, base = base_of(study)
-    spec = resolve(preset, merge(base, params_overrides(trial.params) | {"seed": seed}))
+    seed = study.seeds[0]
+    try:
+        spec = trial_spec(preset, base, params, seed)
+    except SpecError as exc:
+        asked = resolve(preset, merge(base, {"seed": seed})).model_dump(mode="json")
+        return merge(asked, params_overrides(params)), f"not run: {exc.errors[0]['msg']}"
     try:
         check_budget(spec, settings)
-        refusal = None
     except SpecError as exc:
-        refusal = f"not run: {exc.errors[0]['msg']}"
-    label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
-    with session_scope(engine) as session:
-        experiment = create_experiment(
-            session,
-            name=f"trial {trial.number}: {label}",
-            spec=spec.model_dump(mode="json"),
-            study_id=study.id,
-            variant=f"trial {trial.number}",
-            owner=study.owner,
-        )
-        experiment.trial_number = trial.number
-        if refusal is not None:
-            experiment.status, experiment.error = Status.failed, refusal
-            experiment.finished_at = experiment.created_at
-    if refusal is not None:
-        optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        return None
-    return experiment.id
+        return spec.model_dump(mode="json"), f"not run: {exc.errors[0]['msg']}"
+    return spec.model_dump(mode="json"), None
 
 
 def _reconcile(
-    engine: Engine, optuna_study: "optuna.Study", experiments: list[Experiment], search: SearchSpec
+    engine: Engine,
+    optuna_study: "optuna.Study",
+    study: Study,
+    experiments: list[Experiment],
+    search: SearchSpec,
 ) -> None:
+    """Tell Optuna how each finished trial ended; once the search starts no more trials, fail
+    the ones it holds as running with no experiment (asked for by a process that died before
+    storing them, or deleted)."""
     import optuna
 
     running = {
@@ -281,6 +312,10 @@ def _reconcile(
         else:
             state = optuna.trial.TrialState.FAIL
             optuna_study.tell(experiment.trial_number, state=state, skip_if_finished=True)
+    if not trials_to_come(study):
+        orphans = running - {experiment.trial_number for experiment in experiments}
+        for number in orphans:
+            optuna_study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
 def best_trial(
@@ -307,10 +342,11 @@ def best_trial(
 
 
 def validate_space(
-    study_preset: str, base: dict[str, Any], search: SearchSpec, settings: Settings
+    study_preset: str, base: dict[str, Any], search: SearchSpec, seed: int, settings: Settings
 ) -> None:
     """Every searched field exists and accepts the ends of its range and every choice, each
-    within the model budget; SpecError naming ``search.space.<key>`` otherwise."""
+    within the model budget, and the spec accepts every point of a grid; SpecError naming
+    ``search.space.<key>`` otherwise. (A sampled point the spec refuses fails its trial.)"""
     for key, param in search.space.items():
         section, _, field = key.partition(".")
         if section not in SECTIONS or not field or "." in field:
@@ -323,13 +359,15 @@ def validate_space(
             )
         values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
         for value in values:
+            spec = trial_spec(study_preset, base, {key: value}, seed)
             try:
-                check_budget(
-                    resolve(study_preset, merge(base, params_overrides({key: value}))), settings
-                )
+                check_budget(spec, settings)
             except SpecError as exc:
-                message = f"{key}={value!r}: {exc.errors[0]['msg']}"
+                message = f"{_point({key: value})}: {exc.errors[0]['msg']}"
                 raise SpecError([error_entry(("search", "space", key), message, value)]) from None
+    if search.sampler == "grid":
+        for point in search.grid():
+            trial_spec(study_preset, base, point, seed)
 
 
 class TrialReporter:
@@ -357,6 +395,10 @@ class TrialReporter:
 def _at(spec: dict[str, Any], key: str) -> Any:
     section, field = key.split(".", 1)
     return spec.get(section, {}).get(field)
+
+
+def _point(params: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in params.items())
 
 
 def _short(value: Any) -> str:

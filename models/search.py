@@ -1,12 +1,17 @@
 """An Optuna search over spec fields: the space, the sampler and the pruner, each bounded."""
 
-from typing import Annotated, Any, Literal
+import itertools
+import math
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from models.spec import StrictModel
 
 Choice = str | int | float | bool
+
+MAX_GRID_POINTS = 10_000
+"""Every point of a grid is checked before the search is stored."""
 
 
 class FloatParam(StrictModel):
@@ -67,22 +72,33 @@ class SearchSpec(StrictModel):
 
     @model_validator(mode="after")
     def _grid_needs_choices(self) -> "SearchSpec":
-        if self.sampler == "grid" and not all(
-            isinstance(param, CategoricalParam) for param in self.space.values()
-        ):
+        if self.sampler != "grid":
+            return self
+        if not all(isinstance(param, CategoricalParam) for param in self.space.values()):
             raise ValueError("the grid sampler needs every parameter to be categorical")
+        points = math.prod(len(choices) for choices in self.choices().values())
+        if points > MAX_GRID_POINTS:
+            raise ValueError(f"the grid has {points:,} points; at most {MAX_GRID_POINTS:,}")
         return self
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
         return "maximize" if self.metric == "val_accuracy" else "minimize"
 
-    def probe(self) -> dict[str, Any]:
-        """One point of the space (the low ends and first choices), to validate field names."""
+    def choices(self) -> dict[str, list[Choice]]:
+        """The categorical parameters' choices (the grid sampler's whole space)."""
         return {
-            key: param.choices[0] if isinstance(param, CategoricalParam) else param.low
+            key: param.choices
             for key, param in self.space.items()
+            if isinstance(param, CategoricalParam)
         }
+
+    def grid(self) -> list[dict[str, Choice]]:
+        """Every point of the grid sampler's space, each as ``{key: choice}``."""
+        choices = self.choices()
+        return [
+            dict(zip(choices, point, strict=True)) for point in itertools.product(*choices.values())
+        ]
 
 
 def _check_range(low: float, high: float, log: bool) -> None:

@@ -8,13 +8,15 @@ from typing import Any
 import optuna
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import Engine, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from api.main import create_app
 from core.config import Settings
 from core.db import get_engine, migrate
 from core.search import advance, optuna_name, optuna_storage
+from core.sweeper import sweep
 from core.tables import Status, Study
 from tests.services import Trainer
 
@@ -23,6 +25,8 @@ SPACE = {
     "model.dropout": {"type": "float", "low": 0.0, "high": 0.6},
 }
 BASE = {"dataset": {"name": "digits"}, "training": {"epochs": 2}}
+MOMENTUM_OR_SGD = {"type": "categorical", "choices": ["momentum", "sgd"]}
+"""With the momentum preset: sgd takes no momentum, so the spec refuses sgd at any momentum."""
 
 
 def _search(client: TestClient, **search: Any) -> dict[str, Any]:
@@ -31,6 +35,31 @@ def _search(client: TestClient, **search: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.json()
     study: dict[str, Any] = response.json()
     return study
+
+
+def _trial_states(settings: Settings, study_id: str) -> list[str]:
+    """The states Optuna holds for the search's trials, in trial order."""
+    storage = settings.resolved_database_url
+    trials = optuna.load_study(study_name=optuna_name(study_id), storage=storage).trials
+    return [trial.state.name for trial in trials]
+
+
+def _succeed(trainer: Trainer, experiment_id: str) -> None:
+    trainer.start(experiment_id)
+    trainer.epoch(experiment_id, 1, 1.0, 0.5, 1.0, 0.5, 1.0)
+    trainer.finish(experiment_id, Status.succeeded)
+
+
+def _refuse_trials(engine: Engine, study_id: str) -> None:
+    """A database fault: storing any experiment of the study fails."""
+    with Session(engine) as session:
+        session.exec(
+            text(
+                "CREATE TRIGGER refuse_trials BEFORE INSERT ON experiments "
+                f"WHEN NEW.study_id = '{study_id}' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        )
+        session.commit()
 
 
 @pytest.mark.parametrize(
@@ -47,6 +76,10 @@ def _search(client: TestClient, **search: Any) -> dict[str, Any]:
         ({"space": {"optimizer.learning_rate": {"type": "float", "low": 0, "high": 1, "log": True}},
           "n_trials": 3}, ["body", "search", "space", "optimizer.learning_rate", "float"]),
         ({"space": SPACE, "n_trials": 3, "sampler": "grid"}, ["body", "search"]),
+        ({"space": {"model.dropout": {"type": "categorical", "choices": [0.0] * 50},
+                    "optimizer.learning_rate": {"type": "categorical", "choices": [0.1] * 50},
+                    "training.epochs": {"type": "categorical", "choices": [1] * 5}},
+          "n_trials": 3, "sampler": "grid"}, ["body", "search"]),
         ({"space": SPACE, "n_trials": 3, "pruner": {"type": "hyperband"}},
          ["body", "search", "pruner", "type"]),
     ],
@@ -164,16 +197,133 @@ def test_threads_meeting_a_new_database_share_one_optuna_storage(tmp_path: Path)
     assert all(storage is storages[0] for storage in storages)
 
 
-def test_a_trial_counted_but_not_yet_stored_keeps_the_search_running(
-    client: TestClient, trainer: Trainer
+def test_submit_of_a_grid_search_with_a_point_the_spec_refuses_is_422_storing_nothing(
+    client: TestClient, settings: Settings
 ) -> None:
-    """``advance`` counts a trial before it stores it: in between, the search is not done."""
+    """sgd takes no momentum: the grid's point (sgd, 0.5) is refused before anything is stored."""
+    space = {
+        "optimizer.name": MOMENTUM_OR_SGD,
+        "optimizer.momentum": {"type": "categorical", "choices": [0.5, 0.9]},
+    }
+    search = {"space": space, "n_trials": 4, "parallel": 4, "sampler": "grid"}
+    response = client.post("/studies", json={**BASE, "preset": "momentum", "search": search})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "search", "space", "optimizer.momentum"]
+    assert error["msg"] == (
+        "optimizer.name='sgd', optimizer.momentum=0.5: "
+        "optimizer.momentum: Extra inputs are not permitted"
+    )
+    assert client.get("/studies").json()["items"] == []
+    assert client.get("/experiments").json()["items"] == []
+    storage = optuna_storage(settings.resolved_database_url)
+    assert optuna.study.get_all_study_names(storage) == []
+
+
+def test_sampling_of_a_point_the_spec_refuses_fails_that_trial_alone(
+    client: TestClient, settings: Settings
+) -> None:
+    space = {
+        "optimizer.name": MOMENTUM_OR_SGD,
+        "optimizer.momentum": {"type": "float", "low": 0.5, "high": 0.9},
+    }
+    search = {"space": space, "n_trials": 4, "parallel": 4, "sampler": "random"}
+    response = client.post("/studies", json={**BASE, "preset": "momentum", "search": search})
+    assert response.status_code == 201, response.json()
+    study = response.json()
+    experiments = client.get("/experiments", params={"study_id": study["id"]}).json()["items"]
+    experiments.sort(key=lambda experiment: experiment["created_at"])
+    names = [experiment["spec"]["optimizer"]["name"] for experiment in experiments]
+    statuses = [experiment["status"] for experiment in experiments]
+    assert statuses == ["queued" if name == "momentum" else "failed" for name in names]
+    assert {"queued", "failed"} <= set(statuses)
+    refused = next(experiment for experiment in experiments if experiment["status"] == "failed")
+    assert refused["error"].startswith("not run: optimizer.name='sgd', optimizer.momentum=0.")
+    assert refused["error"].endswith(": optimizer.momentum: Extra inputs are not permitted")
+    states = ["RUNNING" if status == "queued" else "FAIL" for status in statuses]
+    assert _trial_states(settings, study["id"]) == states
+
+
+def test_advance_counts_no_trial_when_storing_it_fails(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    """Counting a trial and storing it are one transaction; the trial Optuna was asked for in
+    vain fails once the search has all its trials."""
     study = _search(client, parallel=1, n_trials=2)
-    (first,) = client.get(f"/studies/{study['id']}").json()["experiment_ids"]
-    trainer.start(first)
-    trainer.epoch(first, 1, 1.0, 0.5, 1.0, 0.4, 1.0)
-    trainer.finish(first, Status.succeeded)
-    with Session(trainer.engine) as session:  # the second trial counted, not yet stored
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    _succeed(trainer, study["experiment_ids"][0])
+    _refuse_trials(trainer.engine, study["id"])
+    with pytest.raises(IntegrityError):
+        advance(trainer.engine, celery, settings, study["id"])
+    assert client.get(f"/studies/{study['id']}").json()["progress"]["trials_started"] == 1
+    with Session(trainer.engine) as session:
+        session.exec(text("DROP TRIGGER refuse_trials"))
+        session.commit()
+    (second,) = advance(trainer.engine, celery, settings, study["id"])
+    _succeed(trainer, second)
+    advance(trainer.engine, celery, settings, study["id"])
+    summary = client.get(f"/studies/{study['id']}").json()
+    assert (summary["status"], summary["progress"]["trials_started"]) == ("succeeded", 2)
+    assert _trial_states(settings, study["id"]) == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_delete_of_a_finished_trial_leaves_the_search_finished(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    study = _search(client, parallel=2, n_trials=2)
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    for experiment_id in study["experiment_ids"]:
+        _succeed(trainer, experiment_id)
+    advance(trainer.engine, celery, settings, study["id"])
+    assert client.delete(f"/experiments/{study['experiment_ids'][0]}").status_code == 204
+    assert client.get(f"/studies/{study['id']}").json()["status"] == "succeeded"
+    assert advance(trainer.engine, celery, settings, study["id"]) == []
+
+
+def test_cancel_of_a_search_with_no_trial_running_tells_optuna_how_trials_ended(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    study = _search(client, parallel=1, n_trials=3)
+    _succeed(trainer, study["experiment_ids"][0])
+    assert client.post(f"/studies/{study['id']}/cancel").status_code == 202
+    assert client.get(f"/studies/{study['id']}").json()["status"] == "succeeded"
+    assert _trial_states(settings, study["id"]) == ["COMPLETE"]
+
+
+def test_cancel_of_a_search_counted_ahead_of_its_trials_ends_it(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    """The state an earlier server left a search in when a trial was refused after it was
+    counted and asked for: one trial counted and running in Optuna, but never stored."""
+    study = _search(client, parallel=1, n_trials=4)
+    with Session(trainer.engine) as session:
         session.exec(update(Study).where(col(Study.id) == study["id"]).values(trials_started=2))
         session.commit()
-    assert client.get(f"/studies/{study['id']}").json()["status"] == "running"
+    storage = optuna_storage(settings.resolved_database_url)
+    optuna.load_study(study_name=optuna_name(study["id"]), storage=storage).ask()
+    assert client.post(f"/studies/{study['id']}/cancel").status_code == 202
+    assert client.get(f"/studies/{study['id']}").json()["status"] == "cancelled"
+    assert _trial_states(settings, study["id"]) == ["FAIL", "FAIL"]
+
+
+def test_cancel_of_a_search_whose_optuna_study_is_lost_still_ends_it(
+    client: TestClient, settings: Settings
+) -> None:
+    study = _search(client, parallel=1)
+    storage = optuna_storage(settings.resolved_database_url)
+    optuna.delete_study(study_name=optuna_name(study["id"]), storage=storage)
+    assert client.post(f"/studies/{study['id']}/cancel").status_code == 202
+    assert client.get(f"/studies/{study['id']}").json()["status"] == "cancelled"
+
+
+def test_sweep_advances_the_other_searches_when_one_fails(
+    client: TestClient, trainer: Trainer, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken, healthy = (_search(client, parallel=1, n_trials=2) for _ in range(2))
+    for study in (broken, healthy):
+        _succeed(trainer, study["experiment_ids"][0])
+    _refuse_trials(trainer.engine, broken["id"])
+    sweep(trainer.engine, client.app.state.celery, settings)  # type: ignore[attr-defined]
+    assert client.get(f"/studies/{healthy['id']}").json()["progress"]["trials_started"] == 2
+    assert client.get(f"/studies/{broken['id']}").json()["progress"]["trials_started"] == 1
+    assert f"search {broken['id']}" in caplog.text

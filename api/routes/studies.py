@@ -1,5 +1,6 @@
 """Studies: variants crossed with seeds, run as ordinary experiments, compared as one table."""
 
+import logging
 from typing import Annotated, Any, Literal
 
 from celery import Celery
@@ -32,10 +33,11 @@ from core.experiments import InvalidCursor
 from core.queueing import publish
 from core.report import TableRow, as_csv, markdown
 from core.tables import Study
-from core.tokens import Principal
 from models.budget import check_budget
 from models.presets import SpecError, error_entry, resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["studies"], responses=documented(400, 401), route_class=ReleasingRoute)
 
@@ -81,33 +83,38 @@ def submit_study(
     response: Response,
 ) -> StudyPublic:
     """Store a study and all its experiments at once, then queue them (a search starts its
-    first trials and asks Optuna for more as they finish)."""
+    first trials and asks Optuna for more as they finish). Everything is checked first: an
+    answer in 4xx stores nothing."""
     owner = principal.user if principal else None
     try:
         if body.search is not None:
-            study = _submit_search(body, session, engine, celery, settings, principal)
-            response.headers["Location"] = f"/studies/{study.id}"
-            return _public(session, engine, study)
-        runs = plan(_variants(body), body.seeds)
-        for run in runs:
-            check_budget(run.spec, settings)
+            search.validate_space(body.preset, _base(body), body.search, body.seeds[0], settings)
+            adding = min(body.search.parallel, body.search.n_trials)
+        else:
+            runs = plan(_variants(body), body.seeds)
+            for run in runs:
+                check_budget(run.spec, settings)
+            adding = len(runs)
     except SpecError as exc:
         raise RequestValidationError(
             [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
         ) from None
-    check_active_cap(session, principal, settings, adding=len(runs))
-    study, experiments = crud.create_study(
-        session,
-        name=body.name,
-        kind=body.kind,
-        definition=body.model_dump(mode="json", exclude_unset=True),
-        runs=runs,
-        seeds=body.seeds,
-        owner=owner,
-    )
-    session.commit()
-    for experiment in experiments:
-        publish(engine, celery, experiment.id)  # a miss is left to the sweeper
+    check_active_cap(session, principal, settings, adding=adding)
+    if body.search is not None:
+        study = _start_search(body, session, engine, celery, settings, owner)
+    else:
+        study, experiments = crud.create_study(
+            session,
+            name=body.name,
+            kind=body.kind,
+            definition=body.model_dump(mode="json", exclude_unset=True),
+            runs=runs,
+            seeds=body.seeds,
+            owner=owner,
+        )
+        session.commit()
+        for experiment in experiments:
+            publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     response.headers["Location"] = f"/studies/{study.id}"
     return _public(session, engine, study)
 
@@ -173,14 +180,21 @@ def cancel_study(
     study_id: str,
     session: SessionDep,
     engine: EngineDep,
+    celery: CeleryDep,
     principal: PrincipalDep,
     settings: SettingsDep,
 ) -> StudyPublic:
     """Cancel every experiment of the study that has not finished (a search starts no more
-    trials)."""
+    trials, and Optuna hears how its trials ended)."""
     study = find_study(session, study_id, principal, settings)
     require_owner(principal, study.owner, "cancel this study")
     crud.cancel_study(session, study)
+    try:
+        search.advance(engine, celery, settings, study.id)
+    except Exception:  # the study is cancelled all the same; a later advance tells Optuna
+        log.exception(
+            "cancelled study %s, but could not tell Optuna how its trials ended", study.id
+        )
     return _public(session, engine, study)
 
 
@@ -232,26 +246,21 @@ def _variants(body: StudyCreate) -> list[Variant]:
     raise AssertionError(f"unhandled study kind {body.kind}")
 
 
-def _submit_search(
+def _start_search(
     body: StudyCreate,
     session: Session,
     engine: Engine,
     celery: Celery,
     settings: Settings,
-    principal: Principal | None,
+    owner: str | None,
 ) -> Study:
-    """Store a search and start its first trials; its concurrent trials count toward the
-    user's cap."""
-    assert body.search is not None
-    search.validate_space(body.preset, _base(body), body.search, settings)
-    adding = min(body.search.parallel, body.search.n_trials)
-    check_active_cap(session, principal, settings, adding=adding)
+    """Store a checked search and start its first trials."""
     study = crud.create_search_study(
         session,
         name=body.name,
         definition=body.model_dump(mode="json"),
         seeds=body.seeds,
-        owner=principal.user if principal else None,
+        owner=owner,
     )
     session.commit()
     search.create(settings.resolved_database_url, study)
@@ -262,7 +271,7 @@ def _submit_search(
 def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     session.refresh(study)
     experiments = crud.study_experiments(session, study.id)
-    status = crud.status_of(experiments, search.trials_pending(study, len(experiments)))
+    status = crud.status_of(experiments, search.trials_to_come(study))
     progress = crud.progress(experiments)
     best = None
     if study.kind == "search":
