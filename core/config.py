@@ -79,10 +79,44 @@ class Settings(BaseSettings):
     max_workers_lost: int = Field(
         3, ge=1, description="A run whose worker died this many times fails instead of retrying."
     )
-    keep_checkpoints: int = Field(2, ge=1, description="Per-epoch checkpoints kept while running.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept while a job runs.")
+    checkpoint_seconds: float = Field(
+        30,
+        ge=0,
+        description=(
+            "A running job saves its weights at an epoch's end at most this often (0: every "
+            "epoch), and always when it stops; a worker that dies loses at most this much "
+            "training."
+        ),
+    )
     sweep_interval_s: float = Field(5, gt=0, description="How often the API's sweeper runs.")
     dispatch_grace_s: float = Field(
         10, ge=0, description="A queued row unpublished for this long is published by the sweeper."
+    )
+    redispatch_after_s: float = Field(
+        90,
+        gt=0,
+        description=(
+            "A queued run unclaimed this long after its message was sent is published again "
+            "when the broker holds fewer messages than there are queued runs (one was lost)."
+        ),
+    )
+    db_outage_s: float = Field(
+        300,
+        ge=0,
+        description=(
+            "How long a worker waits out an unreachable database (retrying with backoff) "
+            "before it gives its message or run back."
+        ),
+    )
+    worker_name: str | None = Field(
+        None,
+        max_length=120,
+        pattern=r"^[^/]+$",
+        description=(
+            "This machine's name in leases and the experiment's 'worker' (default: its host "
+            "name); workers that share a name must share a machine."
+        ),
     )
     worker_max_jobs: int = Field(
         50, ge=1, description="A training process is replaced after this many jobs."

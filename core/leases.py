@@ -6,6 +6,8 @@ import socket
 from functools import cache
 from pathlib import Path
 
+from core.config import get_settings
+
 
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (None if there is no such process)."""
@@ -18,7 +20,8 @@ def _start_time(pid: int) -> str | None:
 
 @cache
 def _host() -> str:
-    return socket.gethostname()
+    """This machine's name in leases: ``CONVLAB_WORKER_NAME``, or its host name."""
+    return get_settings().worker_name or socket.gethostname()
 
 
 def this_process() -> str:

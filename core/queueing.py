@@ -2,17 +2,20 @@
 re-publishes what a broker outage or a crash lost and requeues runs whose worker vanished.
 
 A message is only a wake-up call carrying an id: publishing twice is harmless, because a run
-is claimed in the database exactly once."""
+is claimed in the database exactly once. The database decides what runs: a queued row is
+published again whenever the broker may have lost its message, whatever became of it (a broker
+restarted empty, a worker killed between taking it and claiming the run)."""
 
 import logging
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, update
 from sqlmodel import col, select
 
+from core.clock import db_now, takeover_cutoff
 from core.db import session_scope
-from core.tables import Experiment, Status, utcnow
+from core.tables import Experiment, Status
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +37,22 @@ def publish(engine: Engine, celery: Celery, experiment_id: str) -> bool:
         session.exec(
             update(Experiment)
             .where(col(Experiment.id) == experiment_id)
-            .values(dispatched_at=utcnow())
+            .values(dispatched_at=db_now(session))
         )
     return True
 
 
-def requeue_abandoned(engine: Engine) -> list[str]:
+def requeue_abandoned(engine: Engine, *, lease_seconds: float) -> list[str]:
     """Running experiments whose lease expired (their machine or process is gone) go back to
-    the queue, counting a lost worker; they resume from their last checkpoint."""
-    now = utcnow()
+    the queue, counting a lost worker; they resume from their last checkpoint.
+
+    Right after the database server restarts, no lease counts as expired for one lease period:
+    its holders could not renew while it was down.
+    """
     with session_scope(engine) as session:
+        _, now = takeover_cutoff(session, lease_seconds)
+        if now is None:
+            return []
         expired = session.exec(
             select(Experiment.id).where(
                 Experiment.status == Status.running, col(Experiment.lease_expires_at) < now
@@ -73,16 +82,44 @@ def requeue_abandoned(engine: Engine) -> list[str]:
     return requeued
 
 
-def publish_pending(engine: Engine, celery: Celery, *, grace_seconds: float) -> list[str]:
-    """Publish queued experiments whose message never reached the broker (older than
-    ``grace_seconds``, so a submit still publishing is left alone)."""
-    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+def publish_pending(
+    engine: Engine, celery: Celery, *, grace_seconds: float, horizon_seconds: float
+) -> list[str]:
+    """Publish queued experiments whose message the broker may not hold.
+
+    Those never published (older than ``grace_seconds``, so a submit still publishing is left
+    alone), and, when the broker holds fewer messages than there are queued runs (so one was
+    lost), those last published longer than ``horizon_seconds`` ago, oldest first.
+    """
     with session_scope(engine) as session:
-        pending = session.exec(
-            select(Experiment.id).where(
-                Experiment.status == Status.queued,
-                col(Experiment.dispatched_at).is_(None),
-                col(Experiment.created_at) < cutoff,
-            )
-        ).all()
+        now = db_now(session)
+        never = (
+            col(Experiment.dispatched_at).is_(None),
+            col(Experiment.created_at) < now - timedelta(seconds=grace_seconds),
+        )
+        pending = list(
+            session.exec(
+                select(Experiment.id).where(Experiment.status == Status.queued, *never)
+            ).all()
+        )
+        queued = session.exec(select(func.count()).where(Experiment.status == Status.queued)).one()
+        held = _messages_held(celery) if queued > len(pending) else None
+        if held is not None and held < queued:
+            stale = col(Experiment.dispatched_at) < now - timedelta(seconds=horizon_seconds)
+            pending += session.exec(
+                select(Experiment.id)
+                .where(Experiment.status == Status.queued, stale)
+                .order_by(col(Experiment.dispatched_at))
+            ).all()
     return [experiment_id for experiment_id in pending if publish(engine, celery, experiment_id)]
+
+
+def _messages_held(celery: Celery) -> int | None:
+    """How many messages wait in the broker's queue (None if it cannot be asked)."""
+    try:
+        with celery.connection_for_write() as connection:
+            declared = connection.default_channel.queue_declare(queue=QUEUE, durable=True)
+    except Exception as exc:
+        log.warning("could not count the broker's messages (%s)", exc)
+        return None
+    return int(declared.message_count)

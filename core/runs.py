@@ -1,16 +1,18 @@
 """State changes a training run makes: claim under a lease, one row and one checkpoint per
 finished epoch, and the end. Every write after the claim is fenced by the lease: a process that
-lost its lease (declared dead, its job resumed elsewhere) can no longer change the experiment."""
+lost its lease (declared dead, its job resumed elsewhere) can no longer change the experiment.
+Lease times are the database's (``core.clock``), never a host's."""
 
 import hashlib
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from core.clock import db_now, takeover_cutoff
 from core.db import session_scope
 from core.leases import is_gone
 from core.tables import Checkpoint, EpochRecord, Experiment, Status, utcnow
@@ -44,25 +46,28 @@ class Claim:
 def claim(
     engine: Engine, experiment_id: str, owner: str, *, lease_seconds: float, max_lost: int
 ) -> Claim | None:
-    """Take a queued run, or a running one whose holder is gone; None if neither.
+    """Take a queued run, or a running one whose holder is gone (or is this process); None if
+    neither.
 
     Taking over from a dead holder counts a lost worker; at ``max_lost`` the run fails instead.
     """
-    now = utcnow()
     with session_scope(engine) as session:
         seen = session.get(Experiment, experiment_id)
         if seen is None:
             return None
-        took_over = seen.status == Status.running and (
-            _expired(seen.lease_expires_at, now) or is_gone(seen.lease_owner)
-        )
-        if seen.status != Status.queued and not took_over:
+        now, cutoff = takeover_cutoff(session, lease_seconds)
+        expired = cutoff is not None and _expired(seen.lease_expires_at, cutoff)
+        took_over = seen.status == Status.running and (expired or is_gone(seen.lease_owner))
+        # A claim that committed while its answer was lost to an outage is retried by its owner.
+        mine = seen.status == Status.running and seen.lease_owner == owner
+        if seen.status != Status.queued and not (took_over or mine):
             return None
         lost = seen.workers_lost + int(took_over)
         unchanged = [
             col(Experiment.id) == experiment_id,
             col(Experiment.status) == seen.status,
             col(Experiment.lease_owner).is_not_distinct_from(seen.lease_owner),
+            col(Experiment.lease_expires_at).is_not_distinct_from(seen.lease_expires_at),
         ]
         if lost >= max_lost:
             session.exec(
@@ -104,7 +109,7 @@ def claim(
 def renew_lease(engine: Engine, experiment_id: str, owner: str, *, lease_seconds: float) -> bool:
     """Extend this process's lease; False if it no longer holds the run."""
     with session_scope(engine) as session:
-        return _fence(session, experiment_id, owner, lease_seconds=lease_seconds)
+        return _fence(session, experiment_id, owner, lease_seconds=lease_seconds) is not None
 
 
 def record_epoch(
@@ -118,19 +123,26 @@ def record_epoch(
     keep_checkpoints: int = 2,
 ) -> None:
     """In one transaction: renew the lease, upsert the epoch's row, refresh progress and
-    summary, and store the checkpoint taken after it (keeping the newest few)."""
+    summary, and store the checkpoint taken after it if one was (keeping the newest few)."""
     with session_scope(engine) as session:
-        if not _fence(session, experiment_id, owner, lease_seconds=lease_seconds):
+        now = _fence(session, experiment_id, owner, lease_seconds=lease_seconds)
+        if now is None:
             raise LeaseLost(experiment_id)
-        values = asdict(metrics) | {"experiment_id": experiment_id, "recorded_at": utcnow()}
+        values = asdict(metrics) | {"experiment_id": experiment_id, "recorded_at": now}
         _upsert(session, EpochRecord, values, keys=("experiment_id", "epoch"))
         _refresh_summary(session, experiment_id)
         if checkpoint is not None:
             _store_checkpoint(session, experiment_id, metrics.epoch, checkpoint)
+            kept = (
+                select(Checkpoint.epoch)
+                .where(Checkpoint.experiment_id == experiment_id)
+                .order_by(col(Checkpoint.epoch).desc())
+                .limit(keep_checkpoints)
+            )
             session.exec(
                 delete(Checkpoint).where(
                     col(Checkpoint.experiment_id) == experiment_id,
-                    col(Checkpoint.epoch) <= metrics.epoch - keep_checkpoints,
+                    col(Checkpoint.epoch).not_in(kept.scalar_subquery()),
                 )
             )
 
@@ -150,14 +162,16 @@ def checkpoints(engine: Engine, experiment_id: str) -> list[tuple[int, bytes | N
 
 
 def trained_model(engine: Engine, experiment_id: str) -> tuple[int, bytes] | None:
-    """The newest checkpoint that passes its hash, as (epoch, ``.keras`` bytes)."""
-    return next(((epoch, data) for epoch, data in checkpoints(engine, experiment_id) if data), None)
+    """The newest checkpoint of a finished epoch that passes its hash, as (epoch, ``.keras``
+    bytes); the weights of a run stopped during its first epoch are only for resuming it."""
+    candidates = checkpoints(engine, experiment_id)
+    return next(((epoch, data) for epoch, data in candidates if data and epoch > 0), None)
 
 
 def rewind(engine: Engine, experiment_id: str, owner: str, *, to_epoch: int) -> None:
     """Forget epochs after ``to_epoch`` (a resume starts from there) and newer checkpoints."""
     with session_scope(engine) as session:
-        if not _fence(session, experiment_id, owner, lease_seconds=None):
+        if _fence(session, experiment_id, owner, lease_seconds=None) is None:
             raise LeaseLost(experiment_id)
         for table in (EpochRecord, Checkpoint):
             session.exec(
@@ -182,27 +196,36 @@ def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | 
     interrupted epoch again from these weights: only the batch in progress is lost.
     """
     with session_scope(engine) as session:
-        experiment = session.get(Experiment, experiment_id)
-        if experiment is None or experiment.lease_owner != owner:
+        now = _fence(session, experiment_id, owner, lease_seconds=None)
+        if now is None:
             raise LeaseLost(experiment_id)
+        experiment = session.get(Experiment, experiment_id, populate_existing=True)
+        assert experiment is not None
         if checkpoint is not None:
             _store_checkpoint(session, experiment_id, experiment.epochs_done, checkpoint)
         session.exec(
             update(Experiment)
-            .where(col(Experiment.id) == experiment_id, col(Experiment.lease_owner) == owner)
+            .where(col(Experiment.id) == experiment_id)
             .values(
                 status=Status.queued,
                 lease_owner=None,
                 lease_expires_at=None,
-                dispatched_at=utcnow(),
+                dispatched_at=now,
             )
         )
 
 
 def finish(
-    engine: Engine, experiment_id: str, owner: str, status: Status, error: str | None = None
+    engine: Engine,
+    experiment_id: str,
+    owner: str,
+    status: Status,
+    error: str | None = None,
+    *,
+    checkpoint: bytes | None = None,
 ) -> None:
-    """Record how a run ended; its newest checkpoint stays as the trained model."""
+    """Record how a run ended, with the weights it stopped at if not saved yet (as of its last
+    finished epoch); its newest checkpoint stays as the trained model."""
     with session_scope(engine) as session:
         ended = session.exec(
             update(Experiment)
@@ -210,13 +233,17 @@ def finish(
             .values(
                 status=status,
                 error=error,
-                finished_at=utcnow(),
+                finished_at=db_now(session),
                 lease_owner=None,
                 lease_expires_at=None,
             )
         )
         if ended.rowcount == 0:
             raise LeaseLost(experiment_id)
+        if checkpoint is not None:
+            experiment = session.get(Experiment, experiment_id, populate_existing=True)
+            assert experiment is not None
+            _store_checkpoint(session, experiment_id, experiment.epochs_done, checkpoint)
         newest = session.exec(
             select(func.max(Checkpoint.epoch)).where(Checkpoint.experiment_id == experiment_id)
         ).one()
@@ -238,11 +265,13 @@ def _expired(expires_at: Any, now: Any) -> bool:
 
 def _fence(
     session: Session, experiment_id: str, owner: str, *, lease_seconds: float | None
-) -> bool:
-    """Whether ``owner`` still holds the running experiment, extending its lease if asked."""
+) -> datetime | None:
+    """The database's time if ``owner`` still holds the running experiment (extending its
+    lease if asked), None if it does not."""
+    now = db_now(session)
     values: dict[str, Any] = {"lease_owner": owner}
     if lease_seconds is not None:
-        values["lease_expires_at"] = utcnow() + timedelta(seconds=lease_seconds)
+        values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
     held = session.exec(
         update(Experiment)
         .where(
@@ -252,7 +281,7 @@ def _fence(
         )
         .values(**values)
     )
-    return held.rowcount == 1
+    return now if held.rowcount == 1 else None
 
 
 def _upsert(session: Session, table: Any, values: dict[str, Any], *, keys: tuple[str, ...]) -> None:

@@ -18,12 +18,20 @@ log = logging.getLogger(__name__)
 def sweep(engine: Engine, celery: Celery, settings: Settings) -> None:
     """Requeue runs whose worker vanished, publish what the broker never got, and keep
     unfinished searches going (a worker may have died before starting the next trial)."""
-    requeue_abandoned(engine)
-    published = publish_pending(engine, celery, grace_seconds=settings.dispatch_grace_s)
+    requeue_abandoned(engine, lease_seconds=settings.lease_seconds)
+    published = publish_pending(
+        engine,
+        celery,
+        grace_seconds=settings.dispatch_grace_s,
+        horizon_seconds=settings.redispatch_after_s,
+    )
     if published:
         log.info("sweeper published %d experiment(s) the broker had not got", len(published))
     for study_id in _unfinished_searches(engine):
-        advance(engine, celery, settings, study_id)
+        try:
+            advance(engine, celery, settings, study_id)
+        except Exception:  # one broken search must not stall the others
+            log.exception("sweeper could not advance search %s", study_id)
 
 
 def _unfinished_searches(engine: Engine) -> list[str]:

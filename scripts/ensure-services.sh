@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are there: PostgreSQL and Redis running
 # (started if stopped); redis-server, Debian's docker-compose, Prometheus, Chromium with its
-# driver for the dashboard's browser tests, and wrk for `make bench`, installed (when root).
+# driver for the dashboard's browser tests, faketime, and wrk for `make bench`, installed
+# (when root).
 set -euo pipefail
 
 apt_install() {
@@ -18,6 +19,7 @@ command -v docker-compose >/dev/null || apt_install docker-compose
 command -v prometheus >/dev/null || apt_install prometheus
 command -v chromedriver >/dev/null || apt_install chromium chromium-driver
 command -v wrk >/dev/null || apt_install wrk  # the query benchmark's load generator
+command -v faketime >/dev/null || apt_install faketime  # a worker whose clock is off, in tests
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-server >/dev/null; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no

@@ -3,12 +3,14 @@
 A missing service skips the tests that need it, loudly; under ``CI=true`` it fails them.
 """
 
+import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -109,6 +111,54 @@ def redis_server(password: str = "") -> Iterator[str]:
         server.stop()
 
 
+class PostgresCluster:
+    """A private PostgreSQL server on a free port, which a test may stop and start again (an
+    outage); run as the ``postgres`` user when the tests run as root, as initdb requires."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            missing("PostgreSQL's server binaries (pg_ctl, initdb) are not installed")
+        self.bin = Path(found[-1]).parent
+        self.folder = Path(tempfile.mkdtemp(prefix="convlab-pg-"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as_owner:
+            shutil.chown(self.folder, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -h 127.0.0.1 -c fsync=off"
+        log = str(self.folder / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        """A fast shutdown: open connections are cut, as in a failover or a restart."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [*self._as_owner, str(self.bin / program), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A private, running PostgreSQL server for the duration of the block."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -145,10 +195,30 @@ class Stack:
         """The first worker still running."""
         return next(worker for worker in self.workers if worker.poll() is None)
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, prefix: str = "", **settings: str) -> subprocess.Popen[bytes]:
+        """Another worker; ``prefix`` runs it under a command such as faketime, and
+        ``settings`` override this stack's ``CONVLAB_*`` settings for it alone."""
         log = self.logs / f"worker-{len(self.workers) + 1}.log"
-        self.workers.append(_spawn(self.worker_command, self.env, log))
+        env = {**self.env, **_settings_env(settings)}
+        self.workers.append(_spawn(self.worker_command, env, log, prefix=prefix))
         return self.workers[-1]
+
+    def restart_api(self, hard: bool = False) -> subprocess.Popen[bytes]:
+        """Stop the API (SIGTERM; SIGKILL of its process group when ``hard``, a crash) and
+        start its command again on the same port; returns once the new process is started."""
+        if hard and self.api.poll() is None:
+            os.killpg(self.api.pid, signal.SIGKILL)
+        stop_process(self.api)
+        with (self.logs / "api.log").open("ab") as out:
+            self.api = subprocess.Popen(
+                self.api.args,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self.api
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -179,11 +249,17 @@ class Stack:
         )
 
 
-def _spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _settings_env(settings: dict[str, str]) -> dict[str, str]:
+    return {f"CONVLAB_{key.upper()}": value for key, value in settings.items()}
+
+
+def _spawn(
+    command: str, env: dict[str, str], log: Path, prefix: str = ""
+) -> subprocess.Popen[bytes]:
     program, *args = command.split()
     with log.open("ab") as out:  # a restarted stack keeps the earlier run's lines
         return subprocess.Popen(
-            [str(BIN / program), *args],
+            [*prefix.split(), str(BIN / program), *args],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -222,7 +298,7 @@ def running_stack(
         "CONVLAB_HOME": str(home),
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        **{f"CONVLAB_{key.upper()}": value for key, value in settings.items()},
+        **_settings_env(settings),
     }
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)

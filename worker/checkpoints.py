@@ -1,7 +1,9 @@
-"""A model with its optimizer state as bytes (a ``.keras`` archive) and back."""
+"""A model with its optimizer state as bytes (a ``.keras`` archive) and back, and when a
+running job takes one."""
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -41,3 +43,41 @@ def newest_loadable(candidates: list[tuple[int, bytes | None]]) -> tuple[int, ke
                 "checkpoint of epoch %d does not load (%s); trying an older one", epoch, exc
             )
     return 0, None
+
+
+class Checkpointer:
+    """When a running job saves its weights: at an epoch's end at most every ``seconds`` (and
+    always at the last epoch), and whenever training stops with weights not saved yet. A worker
+    that dies loses at most ``seconds`` of training; a fast GPU does not write a checkpoint
+    into the database every fraction of a second."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.model: keras.Model | None = None
+        self.saved_at = time.monotonic()
+        self.unsaved = False
+
+    def watch(self, model: keras.Model) -> None:
+        """Save ``model``, which starts where the newest checkpoint left off."""
+        self.model = model
+        self.saved_at = time.monotonic()
+
+    def epoch_began(self) -> None:
+        """Training moves the weights on from the last save."""
+        self.unsaved = True
+
+    def at_epoch_end(self, *, last: bool) -> bytes | None:
+        """The checkpoint to store with this epoch's row, if one is due."""
+        if last or time.monotonic() - self.saved_at >= self.seconds:
+            return self._save()
+        return None
+
+    def at_stop(self) -> bytes | None:
+        """The weights reached, if training moved them since the last save."""
+        return self._save() if self.unsaved else None
+
+    def _save(self) -> bytes:
+        assert self.model is not None, "watch(model) first"
+        self.saved_at = time.monotonic()
+        self.unsaved = False
+        return to_bytes(self.model)

@@ -1,5 +1,9 @@
 """One experiment's training run: claim it, resume from its newest checkpoint or start fresh,
-fit, and record every epoch with a checkpoint the moment it ends."""
+fit, and record every epoch the moment it ends, with a checkpoint when one is due
+(``worker.checkpoints.Checkpointer``).
+
+Every database call waits out an outage (``core.outages``): training waits at the epoch's end
+until its row can be written, and a cancel poll that cannot be made is skipped."""
 
 import gc
 import logging
@@ -7,7 +11,8 @@ import math
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import keras
 import tensorflow as tf
@@ -19,6 +24,7 @@ from core.config import Settings, get_settings
 from core.db import get_engine, session_scope
 from core.experiments import history
 from core.leases import this_process
+from core.outages import DatabaseUnavailable, is_transient, through_outages
 from core.runs import (
     EpochMetrics,
     LeaseLost,
@@ -36,13 +42,15 @@ from core.tables import Experiment, Status, Study
 from models.build import Speed, as_input, build_model
 from models.spec import ExperimentSpec
 from worker.celery_app import app
-from worker.checkpoints import newest_loadable, to_bytes
+from worker.checkpoints import Checkpointer, newest_loadable
 from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
 from worker.resident import feed, wanted
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _configure_tensorflow(settings: Settings) -> None:
@@ -95,6 +103,12 @@ class Job:
         self.settings = settings
         self.lease_lost = threading.Event()
 
+    def durably(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, waiting out a database outage of up to ``db_outage_s``."""
+        return through_outages(
+            call, seconds=self.settings.db_outage_s, what=f"{what} ({self.experiment_id})"
+        )
+
 
 class LeaseKeeper(threading.Thread):
     """Renews the run's lease in the background, also through long compiles and validations."""
@@ -114,8 +128,9 @@ class LeaseKeeper(threading.Thread):
                     self.job.owner,
                     lease_seconds=self.job.settings.lease_seconds,
                 )
-            except Exception:
-                log.exception("could not renew the lease of %s", self.job.experiment_id)
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("could not renew the lease of %s", self.job.experiment_id)
                 continue
             if not held:
                 self.job.lease_lost.set()
@@ -123,20 +138,27 @@ class LeaseKeeper(threading.Thread):
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Writes each finished epoch's row and checkpoint the moment the epoch ends."""
+    """Writes each finished epoch's row, and a checkpoint when one is due, the moment the
+    epoch ends."""
 
     def __init__(
-        self, job: Job, saved: keras.Model, learning_rate: float, trial: TrialReporter | None
+        self,
+        job: Job,
+        saver: Checkpointer,
+        spec: ExperimentSpec,
+        trial: TrialReporter | None,
     ) -> None:
         super().__init__()
         self.job = job
-        self.saved = saved
-        self.learning_rate = learning_rate
+        self.saver = saver
+        self.learning_rate = spec.optimizer.learning_rate
+        self.epochs = spec.training.epochs
         self.trial = trial
         self.started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.started = time.perf_counter()
+        self.saver.epoch_began()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
@@ -155,17 +177,25 @@ class EpochRecorder(keras.callbacks.Callback):
             val_accuracy=_finite_or_none(logs.get("val_accuracy")),
             seconds=time.perf_counter() - self.started,
         )
-        record_epoch(
-            self.job.engine,
-            self.job.experiment_id,
-            self.job.owner,
-            metrics,
-            checkpoint=to_bytes(self.saved),
-            lease_seconds=self.job.settings.lease_seconds,
-            keep_checkpoints=self.job.settings.keep_checkpoints,
+        checkpoint = self.saver.at_epoch_end(last=number == self.epochs)
+        job = self.job
+        job.durably(
+            f"recording epoch {number}",
+            lambda: record_epoch(
+                job.engine,
+                job.experiment_id,
+                job.owner,
+                metrics,
+                checkpoint=checkpoint,
+                lease_seconds=job.settings.lease_seconds,
+                keep_checkpoints=job.settings.keep_checkpoints,
+            ),
         )
-        log.info("experiment %s epoch %d: %s", self.job.experiment_id, number, metrics)
-        if self.trial is not None and self.trial.should_prune(number, logs):
+        log.info("experiment %s epoch %d: %s", job.experiment_id, number, metrics)
+        trial = self.trial
+        if trial is not None and job.durably(
+            "reporting to the search", lambda: trial.should_prune(number, logs)
+        ):
             raise Pruned(number)
 
 
@@ -191,7 +221,13 @@ class StopCheck(keras.callbacks.Callback):
         if stop_requested.is_set():
             raise Interrupted
         self.checked = time.monotonic()
-        if cancel_requested(self.job.engine, self.job.experiment_id):
+        try:
+            cancelled = cancel_requested(self.job.engine, self.job.experiment_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return  # the database is away: train on, and ask again at the next poll
+        if cancelled:
             raise Cancelled
 
 
@@ -212,10 +248,11 @@ def fit(
     spec: ExperimentSpec,
     job: Job,
     resume_from: tuple[int, keras.Model | None],
+    saver: Checkpointer,
     trial: TrialReporter | None = None,
 ) -> None:
     """Train ``spec`` the chapter's way (seeded, test set as validation unless told otherwise),
-    from ``resume_from``'s epoch and model, or from scratch."""
+    from ``resume_from``'s epoch and model, or from scratch; ``saver`` checkpoints it."""
     data = prepare(
         spec.dataset.name,
         job.settings.resolved_data_dir,
@@ -225,19 +262,20 @@ def fit(
     )
     reset_seed(spec.seed)
     initial_epoch, model = resume_from
+    settings = job.settings
     if model is None:
-        settings = job.settings
         speed = Speed(
             steps_per_execution=settings.train_steps_per_execution,
             jit_compile=settings.train_jit_compile,
         )
         model = build_model(spec, speed)
+    saver.watch(model)
     pixel_max = DATASETS[spec.dataset.name].pixel_max
     x_train, x_test = (as_input(model, x, pixel_max) for x in (data.x_train, data.x_test))
     inputs = feed(model, x_train, x_test, on_device=wanted(job.settings.train_data_on_device))
     callbacks: list[keras.callbacks.Callback] = [
         StopCheck(job),
-        EpochRecorder(job, model, spec.optimizer.learning_rate, trial),
+        EpochRecorder(job, saver, spec, trial),
     ]
     if spec.training.early_stopping is not None:
         past = _past_logs(job, initial_epoch)
@@ -247,101 +285,124 @@ def fit(
         if spec.training.validation_split is None
         else {"validation_split": spec.training.validation_split}
     )
-    try:
-        inputs.trainer.fit(
-            inputs.x_train,
-            data.y_train,
-            batch_size=spec.training.batch_size,
-            epochs=spec.training.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=0,
-            **validation,
-        )
-    except Interrupted:
-        release(job.engine, job.experiment_id, job.owner, to_bytes(model))
-        raise
+    inputs.trainer.fit(
+        inputs.x_train,
+        data.y_train,
+        batch_size=spec.training.batch_size,
+        epochs=spec.training.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=0,
+        **validation,
+    )
 
 
 def run_experiment(experiment_id: str) -> None:
     """Claim, train and close one experiment; every outcome ends in its row.
 
-    A worker that is shutting down hands the message back to the broker instead.
+    A worker that is shutting down, or cannot reach the database to claim the run, hands the
+    message back to the broker instead.
     """
     if stop_requested.is_set():
         raise Reject("worker shutting down", requeue=True)
     settings = get_settings()
     engine = get_engine()
     job = Job(engine, experiment_id, this_process(), settings)
-    claimed = claim(
-        engine,
-        experiment_id,
-        job.owner,
-        lease_seconds=settings.lease_seconds,
-        max_lost=settings.max_workers_lost,
-    )
+    try:
+        claimed = through_outages(
+            lambda: claim(
+                engine,
+                experiment_id,
+                job.owner,
+                lease_seconds=settings.lease_seconds,
+                max_lost=settings.max_workers_lost,
+            ),
+            seconds=settings.db_outage_s,
+            what=f"claiming {experiment_id}",
+            give_up=stop_requested,
+        )
+    except DatabaseUnavailable as exc:
+        raise Reject(f"{exc}; message handed back", requeue=True) from None
     if claimed is None:
         log.info(
             "experiment %s is not claimable (finished, or held by a live worker)", experiment_id
         )
         return
+    experiment = claimed.experiment
     keeper = LeaseKeeper(job)
     keeper.start()
-    study = _search_study(engine, claimed.experiment)
+    study = None
     try:
+        study = job.durably("reading its study", lambda: _search_study(engine, experiment))
         trial = None
-        if study is not None and claimed.experiment.trial_number is not None:
+        if study is not None and experiment.trial_number is not None:
             url = settings.resolved_database_url
-            trial = TrialReporter(url, study, claimed.experiment.trial_number)
-        _train_and_close(job, claimed.experiment.spec, trial)
+            number = experiment.trial_number
+            trial = job.durably("opening its trial", lambda: TrialReporter(url, study, number))
+        _train_and_close(job, experiment.spec, trial)
     except LeaseLost:
         log.warning("experiment %s: lease lost to another worker; stopped", experiment_id)
+    except DatabaseUnavailable as exc:
+        log.error("experiment %s: %s; its lease will expire and it will resume", experiment_id, exc)
     finally:
         keeper.done.set()
         keras.backend.clear_session()
         gc.collect()
     if study is not None:
-        advance(engine, app, settings, study.id)
+        job.durably("starting the next trial", lambda: advance(engine, app, settings, study.id))
 
 
 def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter | None) -> None:
     spec = ExperimentSpec.model_validate(stored_spec)
-    epoch, model = newest_loadable(checkpoints(job.engine, job.experiment_id))
-    rewind(job.engine, job.experiment_id, job.owner, to_epoch=epoch)
+    candidates = job.durably(
+        "reading checkpoints", lambda: checkpoints(job.engine, job.experiment_id)
+    )
+    epoch, model = newest_loadable(candidates)
+    job.durably(
+        "rewinding to its checkpoint",
+        lambda: rewind(job.engine, job.experiment_id, job.owner, to_epoch=epoch),
+    )
     if epoch:
         log.info("experiment %s resumes after epoch %d", job.experiment_id, epoch)
+    saver = Checkpointer(job.settings.checkpoint_seconds)
     try:
-        fit(spec, job, (epoch, model), trial)
-    except Cancelled:
-        finish(job.engine, job.experiment_id, job.owner, Status.cancelled)
-    except Pruned as exc:
-        finish(job.engine, job.experiment_id, job.owner, Status.cancelled, str(exc))
+        fit(spec, job, (epoch, model), saver, trial)
     except Interrupted:
+        reached = saver.at_stop()
+        job.durably(
+            "handing the run back",
+            lambda: release(job.engine, job.experiment_id, job.owner, reached),
+        )
         log.info("experiment %s interrupted by shutdown; back in the queue", job.experiment_id)
         raise Reject("worker shutting down", requeue=True) from None
-    except (DatasetUnavailable, TrainingDiverged) as exc:
-        finish(job.engine, job.experiment_id, job.owner, Status.failed, str(exc))
-    except tf.errors.ResourceExhaustedError:
-        finish(
-            job.engine,
-            job.experiment_id,
-            job.owner,
+    except (LeaseLost, DatabaseUnavailable):
+        raise
+    except Exception as exc:
+        status, error = _ending(job, exc)
+    else:
+        status, error = Status.succeeded, None
+    final = saver.at_stop() if status != Status.failed else None  # a failed run's are suspect
+    job.durably(
+        "recording its end",
+        lambda: finish(job.engine, job.experiment_id, job.owner, status, error, checkpoint=final),
+    )
+
+
+def _ending(job: Job, exc: Exception) -> tuple[Status, str | None]:
+    """How a run that raised ``exc`` ends: its status and the sentence that says why."""
+    if isinstance(exc, Cancelled):
+        return Status.cancelled, None
+    if isinstance(exc, Pruned):
+        return Status.cancelled, str(exc)
+    if isinstance(exc, DatasetUnavailable | TrainingDiverged):
+        return Status.failed, str(exc)
+    if isinstance(exc, tf.errors.ResourceExhaustedError):
+        return (
             Status.failed,
             "Ran out of memory while training; lower training.batch_size or the model's size.",
         )
-    except LeaseLost:
-        raise
-    except Exception as exc:
-        log.exception("experiment %s crashed", job.experiment_id)
-        finish(
-            job.engine,
-            job.experiment_id,
-            job.owner,
-            Status.failed,
-            f"Training crashed: {type(exc).__name__}: {exc}",
-        )
-    else:
-        finish(job.engine, job.experiment_id, job.owner, Status.succeeded)
+    log.error("experiment %s crashed", job.experiment_id, exc_info=exc)
+    return Status.failed, f"Training crashed: {type(exc).__name__}: {exc}"
 
 
 def _search_study(engine: Engine, experiment: Experiment) -> Study | None:
@@ -355,8 +416,12 @@ def _search_study(engine: Engine, experiment: Experiment) -> Study | None:
 
 def _past_logs(job: Job, up_to: int) -> list[dict[str, float | None]]:
     """The recorded epochs 1..up_to as Keras logs, to rebuild early stopping's state."""
-    with session_scope(job.engine) as session:
-        rows = history(session, job.experiment_id)
+
+    def read() -> list[EpochMetrics]:
+        with session_scope(job.engine) as session:
+            return history(session, job.experiment_id)
+
+    rows = job.durably("reading its history", read)
     return [
         {key: getattr(row, key) for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
         for row in rows
