@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 
+from core.outages import is_transient
+
 
 class Problem(BaseModel):
     """What went wrong, in a sentence a person can act on."""
@@ -25,11 +27,13 @@ _REASONS = {
     409: "The experiment's status does not allow this.",
     413: "The request body is over the server's size limit.",
     429: "The user's cap on unfinished experiments or the submission rate was reached.",
+    503: "The database cannot be reached right now (a restart, a failover); try again.",
 }
 
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "Bearer realm", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
 }
 
 
@@ -57,6 +61,18 @@ async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
         {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}."},
         status_code=405,
         headers={"Allow": ", ".join(allowed)},
+    )
+
+
+async def database_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with a sentence, not a 500 with a traceback, while the database is away; any other
+    database error is a bug and stays a 500."""
+    if not is_transient(exc):
+        raise exc
+    return JSONResponse(
+        {"detail": "The database cannot be reached right now; try again in a few seconds."},
+        status_code=503,
+        headers={"Retry-After": "5"},
     )
 
 

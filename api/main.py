@@ -15,9 +15,11 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.auth import BearerAuth
-from api.errors import invalid_request, method_not_allowed
+from api.errors import database_unreachable, invalid_request, method_not_allowed
 from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
 from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
@@ -54,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(DBAPIError, database_unreachable)
+    app.add_exception_handler(PoolTimeout, database_unreachable)
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)

@@ -4,7 +4,7 @@ these tests stop and restart while jobs train and wait (the compose stack's shap
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -107,11 +107,16 @@ def _assert_ran_once_each(
         assert epochs == list(range(1, experiment["epochs_total"] + 1))
 
 
-def _outage(cluster: PostgresCluster, seconds: float) -> float:
-    """Stop the database for ``seconds``; returns when it was back (a monotonic time)."""
+def _outage(
+    cluster: PostgresCluster, seconds: float, meanwhile: Callable[[], None] = lambda: None
+) -> float:
+    """Stop the database for ``seconds``, calling ``meanwhile`` while it is down; returns when
+    it was back (a monotonic time)."""
     cluster.stop()
+    started = time.monotonic()
     try:
-        time.sleep(seconds)
+        meanwhile()
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     finally:
         cluster.start()
     return time.monotonic()
@@ -129,7 +134,18 @@ def test_postgres_stopped_10s_with_one_running_and_ten_queued_loses_nothing(
         ]
         at_stop = _read(client, f"/experiments/{long_id}")
         assert at_stop["status"] == "running"
-        back = _outage(cluster, 10)
+        answers: list[httpx.Response] = []
+        back = _outage(
+            cluster,
+            10,
+            meanwhile=lambda: answers.extend(
+                [client.get(f"/experiments/{long_id}"), client.post("/experiments", json=SHORT_RUN)]
+            ),
+        )
+        for answer in answers:  # while the database is away: a sentence, not a traceback
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+            assert answer.json()["detail"].startswith("The database cannot be reached")
         _running_with_epochs(client, long_id, at_least=at_stop["epochs_done"] + 1)
         print(f"\nrecovery: training went on {time.monotonic() - back:.1f} s after a 10 s outage")
         experiments = _settled(client, [long_id, *short_ids], timeout=600)
