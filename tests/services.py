@@ -315,6 +315,20 @@ def running_stack(
         stop_process(api)
 
 
+@contextmanager
+def server_stack(home: Path, *, workers: int = 1, **settings: str) -> Iterator[Stack]:
+    """``running_stack`` on the servers of a lab: a fresh database on the local PostgreSQL
+    server and a private Redis."""
+    with (
+        postgres_database() as database_url,
+        redis_server() as broker_url,
+        running_stack(
+            home, workers=workers, database_url=database_url, broker_url=broker_url, **settings
+        ) as stack,
+    ):
+        yield stack
+
+
 def _healthy(stack: Stack) -> bool:
     if stack.api.poll() is not None:
         raise AssertionError(f"the API exited early:\n{stack.log_tail()}")
