@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MLFLOW := .bench/mlflow
 
-.PHONY: up test install lint compose-check clean bench
+.PHONY: up test install lint compose-check clean bench soak
 
 up: $(STAMP)
 	$(BIN)/python -m core.migrate
@@ -34,6 +34,14 @@ bench: $(STAMP) $(MLFLOW)/bin/mlflow
 	$(BIN)/python bench/dispatch.py --samples 10
 	$(BIN)/python bench/queries.py --seconds 5 --mlflow-python $(MLFLOW)/bin/python
 	$(BIN)/python bench/training_speed.py --rounds 1 --epochs 3
+	$(BIN)/python bench/checkpoints.py
+
+# A soak with random faults (not in CI): `make soak SEED=N MINUTES=M`; see BENCHMARKS.md.
+SEED ?= 1
+MINUTES ?= 10
+soak: $(STAMP)
+	scripts/ensure-services.sh
+	$(BIN)/python bench/soak.py --seed $(SEED) --minutes $(MINUTES)
 
 # MLflow only for the query benchmark's comparison, in its own environment.
 $(MLFLOW)/bin/mlflow:

@@ -312,7 +312,7 @@ def running_stack(
     finally:
         for worker in stack.workers:
             stop_process(worker)
-        stop_process(api)
+        stop_process(stack.api)
 
 
 @contextmanager
