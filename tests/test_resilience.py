@@ -3,11 +3,15 @@ down at submit, duplicate messages, poison jobs, corrupt checkpoints, vanished m
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from itertools import groupby
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -37,13 +41,68 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 # About 0.2 s per epoch on 2 cores: long enough to be hit mid-run, short enough to finish.
 LONG_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 15, "batch_size": 16}}
 SHORT_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3, "batch_size": 64}}
-FAST_SWEEPER = {"sweep_interval_s": "0.5", "dispatch_grace_s": "1", "lease_seconds": "4"}
+# A lease a busy 2-core machine renews in time (every lease/4), with room to spare.
+FAST_SWEEPER = {"sweep_interval_s": "0.5", "dispatch_grace_s": "1", "lease_seconds": "10"}
+EVERY_EPOCH = {"checkpoint_seconds": "0"}
+"""A checkpoint at every epoch's end, so a resume starts after the last recorded epoch."""
+WRITES = (
+    "CREATE TABLE test_writes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, epoch INTEGER, "
+    "value TEXT)",
+    *(
+        f"CREATE TRIGGER test_{table}_{event} AFTER {event} ON {table} BEGIN "
+        f"INSERT INTO test_writes (kind, epoch, value) VALUES ('{kind}', NEW.epoch, {value}); END"
+        for table, kind, value in [
+            ("epochs", "epoch", "NEW.seconds"),
+            ("checkpoints", "checkpoint", "NEW.sha256"),
+        ]
+        for event in ("INSERT", "UPDATE")
+    ),
+    "CREATE TRIGGER test_leases AFTER UPDATE OF lease_owner ON experiments "
+    "WHEN NEW.lease_owner IS NOT NULL BEGIN INSERT INTO test_writes (kind, epoch, value) "
+    "VALUES ('lease', NEW.epochs_done, NEW.lease_owner); END",
+)
+"""Triggers that log, in commit order, every write of an epoch row or a checkpoint and every
+claim or renewal of a lease (a fenced write sets ``lease_owner`` to its writer)."""
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(tmp_path, **FAST_SWEEPER) as running:
+    with running_stack(tmp_path, **FAST_SWEEPER, **EVERY_EPOCH) as running:
+        _log_writes(running)
         yield running
+
+
+def _database(stack: Stack) -> Path:
+    return Path(stack.env["CONVLAB_HOME"]) / "convlab.sqlite"
+
+
+def _log_writes(stack: Stack) -> None:
+    """Install ``WRITES`` in the stack's database (the API created its tables at start-up)."""
+    with closing(sqlite3.connect(_database(stack), timeout=30)) as connection, connection:
+        for statement in WRITES:
+            connection.execute(statement)
+
+
+def _writes(stack: Stack, kind: str) -> list[tuple[int, str]]:
+    """(epoch, value) of every write of ``kind`` logged so far, oldest first."""
+    with closing(sqlite3.connect(_database(stack), timeout=30)) as connection:
+        rows = connection.execute(
+            "SELECT epoch, value FROM test_writes WHERE kind = ? ORDER BY seq", (kind,)
+        ).fetchall()
+    return [(int(epoch), str(value)) for epoch, value in rows]
+
+
+def _epochs_written(stack: Stack) -> list[int]:
+    return [epoch for epoch, _ in _writes(stack, "epoch")]
+
+
+def _checkpoint_rows(stack: Stack, experiment_id: str) -> dict[int, str]:
+    """The run's stored checkpoints: epoch -> sha256."""
+    with closing(sqlite3.connect(_database(stack), timeout=30)) as connection:
+        rows = connection.execute(
+            "SELECT epoch, sha256 FROM checkpoints WHERE experiment_id = ?", (experiment_id,)
+        ).fetchall()
+    return {int(epoch): str(sha) for epoch, sha in rows}
 
 
 def _experiment(client: httpx.Client, experiment_id: str) -> dict[str, Any]:
@@ -81,15 +140,12 @@ def test_kill_9_of_the_training_process_resumes_from_the_last_epoch(stack: Stack
         experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
         running = _running_with_epochs(client, experiment_id, at_least=3)
         os.kill(_trainer_pid(running), signal.SIGKILL)
-        before = _epochs(client, experiment_id)
         done = wait_for_status(client, experiment_id, TERMINAL)
         assert done["status"] == "succeeded", stack.log_tail()
         _assert_complete_history(client, experiment_id, 15)
         assert (done["attempts"], done["workers_lost"]) == (2, 1)
-        after = _epochs(client, experiment_id)
-        kept = [row for row in after if row["epoch"] <= len(before) - 1]
-        assert kept == before[: len(kept)] and len(kept) >= 2  # resumed, not restarted
-        assert "resumes after epoch" in stack.log_text()
+    # Resumed after the last epoch the killed process recorded: no epoch trained twice.
+    assert _epochs_written(stack) == list(range(1, 16))
 
 
 def test_sigterm_to_a_worker_checkpoints_its_job_and_requeues_it(stack: Stack) -> None:
@@ -99,15 +155,22 @@ def test_sigterm_to_a_worker_checkpoints_its_job_and_requeues_it(stack: Stack) -
         assert stop_process(stack.worker) == 0
         stopped = _experiment(client, experiment_id)
         assert (stopped["status"], stopped["worker"], stopped["error"]) == ("queued", None, None)
+        last = stopped["epochs_done"]
+        # The epoch's end saved one checkpoint; the stop mid-way through the next replaced it.
+        saved = [sha for epoch, sha in _writes(stack, "checkpoint") if epoch == last]
+        assert len(saved) == 2 and saved[0] != saved[1]
+        assert _checkpoint_rows(stack, experiment_id) == {last - 1: ANY, last: saved[1]}
         stack.start_worker()
         done = wait_for_status(client, experiment_id, TERMINAL)
         assert done["status"] == "succeeded", stack.log_tail()
         assert (done["attempts"], done["workers_lost"]) == (2, 0)
         _assert_complete_history(client, experiment_id, 15)
-        assert f"resumes after epoch {stopped['epochs_done']}" in stack.log_text()
+    # Resumed from the mid-epoch weights as epoch ``last``'s: no epoch trained twice.
+    assert _epochs_written(stack) == list(range(1, 16))
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_one_before(stack: Stack, tmp_path: Path) -> None:
+    """A checkpoint that fails its hash is skipped: the run resumes from the one before."""
     with stack.client() as client:
         experiment_id = client.post("/experiments", json=LONG_RUN).json()["id"]
         _running_with_epochs(client, experiment_id, at_least=3)
@@ -125,7 +188,8 @@ def test_a_corrupt_checkpoint_falls_back_to_the_one_before(stack: Stack, tmp_pat
         done = wait_for_status(client, experiment_id, TERMINAL)
         assert done["status"] == "succeeded", stack.log_tail()
         _assert_complete_history(client, experiment_id, 15)
-        assert f"resumes after epoch {stopped - 1}" in stack.log_text()
+    # Epoch ``stopped`` is trained again, from the checkpoint of the epoch before.
+    assert _epochs_written(stack) == [*range(1, stopped + 1), *range(stopped, 16)]
 
 
 def test_a_job_that_keeps_killing_its_worker_fails_after_three_losses(stack: Stack) -> None:
@@ -148,6 +212,77 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_three_losses(stack: Sta
         assert failed["workers_lost"] == 3
         next_one = client.post("/experiments", json=SHORT_RUN).json()["id"]
         assert wait_for_status(client, next_one, TERMINAL)["status"] == "succeeded"
+
+
+def _writable(database: Path) -> bool:
+    """Whether a write transaction can start now (no process holds SQLite's write lock)."""
+    with closing(sqlite3.connect(database, timeout=2)) as connection:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        connection.rollback()
+        return True
+
+
+def _stop_between_transactions(stack: Stack, pid: int) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no write lock: a process stopped inside a
+    transaction would block every other writer, its successor included, until it runs on."""
+    for _ in range(10):
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(
+            lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
+            timeout=10,
+            what=f"process {pid} to stop",
+            every=0.01,
+        )
+        if _writable(_database(stack)):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} held the database's write lock at every try")
+
+
+def test_a_worker_stopped_past_its_lease_writes_nothing_after_the_takeover(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP the training process past its lease: the sweeper requeues the run, the other
+    worker resumes it, and once the stopped process runs on, each of its writes is refused."""
+    run = {"dataset": {"name": "digits"}, "training": {"epochs": 40, "batch_size": 16}}
+    with (
+        running_stack(tmp_path, workers=2, **FAST_SWEEPER, **EVERY_EPOCH) as stack,
+        stack.client() as client,
+    ):
+        _log_writes(stack)
+        experiment_id = client.post("/experiments", json=run).json()["id"]
+        running = _running_with_epochs(client, experiment_id, at_least=2)
+        old, pid = running["worker"], _trainer_pid(running)
+        _stop_between_transactions(stack, pid)
+        try:
+            stopped_at = _experiment(client, experiment_id)["epochs_done"]
+
+            def trained_on_elsewhere() -> dict[str, Any] | None:
+                experiment = _experiment(client, experiment_id)
+                elsewhere = experiment["worker"] not in {old, None}
+                return experiment if elsewhere and experiment["epochs_done"] > stopped_at else None
+
+            new = wait_for(trained_on_elsewhere, timeout=120, what="a takeover")["worker"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(
+            lambda: f"experiment {experiment_id}: lease lost" in stack.log_text(),
+            timeout=60,
+            what="the stopped process to give up the run",
+        )
+        done = wait_for_status(client, experiment_id, TERMINAL)
+        assert done["status"] == "succeeded", stack.log_tail()
+        assert (done["attempts"], done["workers_lost"]) == (2, 1)
+        _assert_complete_history(client, experiment_id, 40)
+    # Each epoch written once, the stopped one's interrupted epoch never; and no write fenced
+    # by the old owner's lease committed once the new owner held it.
+    assert _epochs_written(stack) == list(range(1, 41))
+    owners = [owner for _, owner in _writes(stack, "lease")]
+    assert [owner for owner, _ in groupby(owners)] == [old, new]
 
 
 def test_a_run_whose_machine_vanished_is_requeued_and_resumed(tmp_path: Path) -> None:
