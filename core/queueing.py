@@ -104,14 +104,28 @@ def publish_pending(
         )
         queued = session.exec(select(func.count()).where(Experiment.status == Status.queued)).one()
         held = _messages_held(celery) if queued > len(pending) else None
+        lost: list[str] = []
         if held is not None and held < queued:
             stale = col(Experiment.dispatched_at) < now - timedelta(seconds=horizon_seconds)
-            pending += session.exec(
-                select(Experiment.id)
-                .where(Experiment.status == Status.queued, stale)
-                .order_by(col(Experiment.dispatched_at))
-            ).all()
-    return [experiment_id for experiment_id in pending if publish(engine, celery, experiment_id)]
+            lost = list(
+                session.exec(
+                    select(Experiment.id)
+                    .where(Experiment.status == Status.queued, stale)
+                    .order_by(col(Experiment.dispatched_at))
+                ).all()
+            )
+    if lost:
+        log.warning(
+            "the broker holds %d message(s) for %d queued run(s); publishing %d again",
+            held,
+            queued,
+            len(lost),
+        )
+    return [
+        experiment_id
+        for experiment_id in [*pending, *lost]
+        if publish(engine, celery, experiment_id)
+    ]
 
 
 def _messages_held(celery: Celery) -> int | None:
