@@ -35,8 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +45,13 @@ from common import running_stack
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.services import PostgresCluster, RedisServer, Stack, postgres_cluster, stop_process
+from tests.services import (
+    PostgresCluster,
+    RedisServer,
+    Stack,
+    postgres_cluster,
+    private_redis,
+)
 
 KINDS = ("worker_kill", "api_restart", "postgres_stop", "redis_restart")
 POLL_S = 0.25
@@ -516,7 +520,7 @@ def soak(args: argparse.Namespace, home: Path) -> bool:
     print("  planned: " + ", ".join(f"{fault.at:.0f} s {fault.kind}" for fault in faults))
     with (
         postgres_cluster() as cluster,
-        _redis() as redis,
+        private_redis() as redis,
         running_stack(
             home,
             workers=2,
@@ -545,18 +549,7 @@ def soak(args: argparse.Namespace, home: Path) -> bool:
         finally:
             observer.client.close()
             engine.dispose()
-            stop_process(stack.api)  # running_stack stops the API it started, not a restart
     return not problems
-
-
-@contextmanager
-def _redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def main() -> None:

@@ -101,14 +101,21 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(password: str = "") -> Iterator[str]:
-    """A private redis-server for the duration of the block; yields its URL."""
+def private_redis(password: str = "") -> Iterator[RedisServer]:
+    """A private, running redis-server for the duration of the block, to stop and start."""
     server = RedisServer(password)
     server.start()
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def redis_server(password: str = "") -> Iterator[str]:
+    """A private redis-server for the duration of the block; yields its URL."""
+    with private_redis(password) as server:
+        yield server.url
 
 
 class PostgresCluster:

@@ -15,6 +15,7 @@ from tests.services import (
     RedisServer,
     Stack,
     postgres_cluster,
+    private_redis,
     running_stack,
     stop_process,
     wait_for,
@@ -40,12 +41,8 @@ def cluster() -> Iterator[PostgresCluster]:
 
 @pytest.fixture(scope="module")
 def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
+    with private_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +93,19 @@ def _running_with_epochs(client: httpx.Client, experiment_id: str, at_least: int
     return done
 
 
+def _one_training_and_some_waiting(
+    client: httpx.Client, *, epochs: int, waiting: int
+) -> tuple[str, list[str]]:
+    """A long run that has trained two epochs, and ``waiting`` short ones queued behind it."""
+    long_id: str = client.post("/experiments", json=_long_run(epochs)).json()["id"]
+    _running_with_epochs(client, long_id, at_least=2)
+    short_ids = [
+        client.post("/experiments", json={**SHORT_RUN, "seed": seed}).json()["id"]
+        for seed in range(waiting)
+    ]
+    return long_id, short_ids
+
+
 def _assert_ran_once_each(
     client: httpx.Client, experiments: list[dict[str, Any]], stack: Stack
 ) -> None:
@@ -127,12 +137,7 @@ def test_postgres_stopped_10s_with_one_running_and_ten_queued_loses_nothing(
     stack: Stack, cluster: PostgresCluster
 ) -> None:
     with stack.client() as client:
-        long_id = client.post("/experiments", json=_long_run(40)).json()["id"]
-        _running_with_epochs(client, long_id, at_least=2)
-        short_ids = [
-            client.post("/experiments", json={**SHORT_RUN, "seed": seed}).json()["id"]
-            for seed in range(10)
-        ]
+        long_id, short_ids = _one_training_and_some_waiting(client, epochs=40, waiting=10)
         at_stop = _read(client, f"/experiments/{long_id}")
         assert at_stop["status"] == "running"
         answers: list[httpx.Response] = []
@@ -171,12 +176,7 @@ def test_redis_restarted_empty_with_jobs_queued_runs_each_once(
     stack: Stack, redis: RedisServer
 ) -> None:
     with stack.client() as client:
-        long_id = client.post("/experiments", json=_long_run(30)).json()["id"]
-        _running_with_epochs(client, long_id, at_least=1)
-        short_ids = [
-            client.post("/experiments", json={**SHORT_RUN, "seed": seed}).json()["id"]
-            for seed in range(5)
-        ]
+        long_id, short_ids = _one_training_and_some_waiting(client, epochs=30, waiting=5)
         published = stack.log_text().count(REPUBLISHED)
         redis.stop()
         redis.start()  # empty: the five messages are gone
