@@ -9,7 +9,7 @@ MLFLOW := .bench/mlflow
 .PHONY: up test install lint compose-check clean bench soak
 
 up: $(STAMP)
-	$(BIN)/python -m core.migrate
+	$(BIN)/python -m store.migrate
 	PATH="$(abspath $(BIN)):$$PATH" exec scripts/up.sh
 
 test: lint
@@ -51,7 +51,7 @@ $(MLFLOW)/bin/mlflow:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api worker models core
+	$(BIN)/mypy api worker models core store jobs views
 
 clean:
 	rm -rf $(VENV) var .bench

@@ -8,7 +8,7 @@ from sqlmodel import Session
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.tokens import Principal, authenticate
+from store.tokens import Principal, authenticate
 
 OPEN_PATHS = frozenset({"/health", "/"})
 """Served without a token: liveness, and the dashboard's page (which holds no data)."""

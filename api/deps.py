@@ -16,8 +16,8 @@ from sqlmodel import Session, select
 from api.auth import principal_of
 from api.limits import SubmissionRate
 from core.config import Settings
-from core.tables import Experiment, Status, Study
-from core.tokens import Principal
+from store.tables import Experiment, Status, Study
+from store.tokens import Principal
 
 
 async def app_engine(request: Request) -> Engine:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 
-from core.outages import is_transient
+from store.outages import is_transient
 
 
 class Problem(BaseModel):

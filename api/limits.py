@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
-from core.tables import ACTIVE, Experiment
-from core.tokens import Principal
+from store.tables import ACTIVE, Experiment
+from store.tokens import Principal
 
 
 def check_active_cap(

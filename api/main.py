@@ -25,8 +25,8 @@ from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
 from api.routes import catalogue, events, experiments, plots, studies, trained, ui
 from core.config import Settings, get_settings
-from core.db import get_engine, migrate
-from core.sweeper import sweep
+from jobs.sweeper import sweep
+from store.db import get_engine, migrate
 from worker.celery_app import make_celery
 
 log = logging.getLogger(__name__)

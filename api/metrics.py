@@ -14,8 +14,8 @@ from sqlalchemy import Engine, func
 from sqlmodel import col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.db import session_scope
-from core.tables import EpochRecord, Experiment, Status, utcnow
+from store.db import session_scope
+from store.tables import EpochRecord, Experiment, Status, utcnow
 
 EPOCH_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 LATE_COMMIT = timedelta(seconds=120)

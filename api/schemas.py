@@ -6,12 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.report import TableRow
-from core.runs import EpochMetrics
-from core.tables import Status
 from models.search import SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
+from store.runs import EpochMetrics
+from store.tables import Status
+from views.report import TableRow
 
 
 def _as_utc(value: datetime) -> datetime:

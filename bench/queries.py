@@ -23,13 +23,13 @@ from typing import Any
 from common import ROOT, running_stack, show
 from curves import METRICS, curve
 
-from core.db import get_engine, migrate, session_scope
-from core.experiments import create_experiment
-from core.runs import _refresh_summary
-from core.studies import create_study
-from core.tables import EpochRecord, Experiment, Status
 from models.presets import resolve
 from models.studies import CHAPTER, from_presets, plan
+from store.db import get_engine, migrate, session_scope
+from store.experiments import create_experiment
+from store.runs import _refresh_summary
+from store.studies import create_study
+from store.tables import EpochRecord, Experiment, Status
 from tests.services import postgres_database
 
 CONCURRENCY = int(os.environ.get("WRK_C", "32"))

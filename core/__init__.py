@@ -1,0 +1,1 @@
+"""Settings: what every room of convlab needs."""

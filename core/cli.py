@@ -13,9 +13,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from core.client import TERMINAL, ApiError, Client, Json
-from core.db import get_engine, migrate, session_scope
-from core.tables import Status
-from core.tokens import InvalidUser, create_token, list_tokens, revoke
+from store.db import get_engine, migrate, session_scope
+from store.tables import Status
+from store.tokens import InvalidUser, create_token, list_tokens, revoke
 
 app = typer.Typer(
     help="convlab: train the chapter's CNNs on a convlab server, and administer it.",

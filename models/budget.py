@@ -3,8 +3,8 @@ memory its activations take for one batch, so a server can refuse what would not
 
 import math
 
-from core.catalog import DATASETS
 from core.config import Settings
+from models.datasets import DATASETS
 from models.presets import SpecError, error_entry
 from models.spec import ExperimentSpec
 

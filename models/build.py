@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import layers, regularizers
 
-from core.catalog import DATASETS
+from models.datasets import DATASETS
 from models.spec import SGD, Adam, ExperimentSpec, ModelSpec, Momentum, RMSprop
 
 KERAS_ACTIVATIONS = frozenset({"relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish"})

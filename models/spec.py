@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from core.catalog import DATASETS
+from models.datasets import DATASETS
 
 Activation = Literal[
     "relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish"

@@ -24,10 +24,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from core.config import Settings
-from core.db import get_engine
-from core.leases import this_process
-from core.runs import EpochMetrics, claim, finish, record_epoch
-from core.tables import Status
+from store.db import get_engine
+from store.leases import this_process
+from store.runs import EpochMetrics, claim, finish, record_epoch
+from store.tables import Status
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

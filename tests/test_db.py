@@ -13,12 +13,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, SQLModel, select
 
-from core.db import MIGRATIONS, VERSION_TABLE, get_engine, migrate
-from core.experiments import create_experiment
-from core.leases import this_process
-from core.runs import EpochMetrics, checkpoints, claim, record_epoch
-from core.tables import EpochRecord, Status
 from models.presets import PRESETS
+from store.db import MIGRATIONS, VERSION_TABLE, get_engine, migrate
+from store.experiments import create_experiment
+from store.leases import this_process
+from store.runs import EpochMetrics, checkpoints, claim, record_epoch
+from store.tables import EpochRecord, Status
 from tests.services import postgres_database
 
 
@@ -41,7 +41,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 def _migrate_concurrently(database_url: str, processes: int) -> list[int]:
     env = {**os.environ, "CONVLAB_DATABASE_URL": database_url}
     started = [
-        subprocess.Popen([sys.executable, "-m", "core.migrate"], env=env, stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-m", "store.migrate"], env=env, stderr=subprocess.PIPE)
         for _ in range(processes)
     ]
     return [process.wait(timeout=60) for process in started]

@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from core.tables import Status
+from store.tables import Status
 from tests.events import parse_events
 from tests.services import Trainer
 

@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col
 
-from core.clock import db_now
 from core.config import Settings
-from core.db import get_engine, migrate, session_scope
-from core.experiments import create_experiment
-from core.queueing import requeue_abandoned
-from core.runs import (
+from jobs.queueing import requeue_abandoned
+from models.presets import PRESETS
+from store.clock import db_now
+from store.db import get_engine, migrate, session_scope
+from store.experiments import create_experiment
+from store.runs import (
     EpochMetrics,
     LeaseLost,
     checkpoints,
@@ -29,8 +30,7 @@ from core.runs import (
     rewind,
     trained_model,
 )
-from core.tables import Experiment, Status
-from models.presets import PRESETS
+from store.tables import Experiment, Status
 from tests.services import postgres_database
 
 OLD = "node-a/1/1"

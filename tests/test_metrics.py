@@ -3,7 +3,7 @@
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.tables import Status
+from store.tables import Status
 from tests.services import Trainer
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}

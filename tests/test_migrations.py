@@ -10,11 +10,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlmodel import Session
 
-from core.db import MIGRATIONS, downgrade, get_engine, migrate
-from core.experiments import create_experiment
-from core.leases import this_process
-from core.runs import EpochMetrics, claim, record_epoch
 from models.presets import PRESETS
+from store.db import MIGRATIONS, downgrade, get_engine, migrate
+from store.experiments import create_experiment
+from store.leases import this_process
+from store.runs import EpochMetrics, claim, record_epoch
 from tests.services import postgres_database
 
 HISTORY = ("experiments", "epochs", "checkpoints")

@@ -3,7 +3,7 @@ the history does."""
 
 from fastapi.testclient import TestClient
 
-from core.tables import Status
+from store.tables import Status
 from tests.services import Trainer
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 4}}

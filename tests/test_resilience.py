@@ -19,11 +19,11 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from core.config import Settings
-from core.db import get_engine
-from core.experiments import create_experiment
-from core.queueing import QUEUE, TRAIN_TASK
-from core.runs import claim
+from jobs.queueing import QUEUE, TRAIN_TASK
 from models.presets import resolve
+from store.db import get_engine
+from store.experiments import create_experiment
+from store.runs import claim
 from tests.services import (
     RedisServer,
     Stack,

@@ -14,10 +14,10 @@ from sqlmodel import Session, col
 
 from api.main import create_app
 from core.config import Settings
-from core.db import get_engine, migrate
-from core.search import advance, optuna_name, optuna_storage
-from core.sweeper import sweep
-from core.tables import Status, Study
+from jobs.search import advance, optuna_name, optuna_storage
+from jobs.sweeper import sweep
+from store.db import get_engine, migrate
+from store.tables import Status, Study
 from tests.services import Trainer
 
 SPACE = {

@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from core.config import Settings
-from core.db import get_engine
-from core.tables import Experiment, Status, Study
 from models.studies import CHAPTER
+from store.db import get_engine
+from store.tables import Experiment, Status, Study
 from tests.services import Trainer
 
 SMALL = {"dataset": {"name": "digits"}, "training": {"epochs": 2}}

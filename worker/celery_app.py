@@ -14,8 +14,8 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from core.config import Settings, get_settings
-from core.db import get_engine, migrate
-from core.queueing import QUEUE
+from jobs.queueing import QUEUE
+from store.db import get_engine, migrate
 from worker.stop import stop_pool_processes
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from core.catalog import DATASETS, DatasetInfo
+from models.datasets import DATASETS, DatasetInfo
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """``(x_train, y_train, x_test, y_test)`` as read, before normalisation."""

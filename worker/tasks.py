@@ -1,6 +1,6 @@
 """The Celery task: an experiment id in, training done by ``worker.training``."""
 
-from core.queueing import TRAIN_TASK
+from jobs.queueing import TRAIN_TASK
 from worker.celery_app import app
 from worker.stop import listen_for_stop
 

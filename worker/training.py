@@ -2,7 +2,7 @@
 fit, and record every epoch the moment it ends, with a checkpoint when one is due
 (``worker.checkpoints.Checkpointer``).
 
-Every database call waits out an outage (``core.outages``): training waits at the epoch's end
+Every database call waits out an outage (``store.outages``): training waits at the epoch's end
 until its row can be written, and a cancel poll that cannot be made is skipped."""
 
 import gc
@@ -19,13 +19,16 @@ import tensorflow as tf
 from celery.exceptions import Reject
 from sqlalchemy import Engine
 
-from core.catalog import DATASETS
 from core.config import Settings, get_settings
-from core.db import get_engine, session_scope
-from core.experiments import history
-from core.leases import this_process
-from core.outages import DatabaseUnavailable, is_transient, through_outages
-from core.runs import (
+from jobs.search import PRUNED, TrialReporter, advance
+from models.build import Speed, as_input, build_model
+from models.datasets import DATASETS
+from models.spec import ExperimentSpec
+from store.db import get_engine, session_scope
+from store.experiments import history
+from store.leases import this_process
+from store.outages import DatabaseUnavailable, is_transient, through_outages
+from store.runs import (
     EpochMetrics,
     LeaseLost,
     cancel_requested,
@@ -37,10 +40,7 @@ from core.runs import (
     renew_lease,
     rewind,
 )
-from core.search import PRUNED, TrialReporter, advance
-from core.tables import Experiment, Status, Study
-from models.build import Speed, as_input, build_model
-from models.spec import ExperimentSpec
+from store.tables import Experiment, Status, Study
 from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
 from worker.cores import cores_given

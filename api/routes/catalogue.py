@@ -9,7 +9,7 @@ from api.deps import CeleryDep, ReleasingRoute, SessionDep, SettingsDep
 from api.errors import documented
 from api.metrics import ApiMetrics
 from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
-from core.catalog import DATASETS
+from models.datasets import DATASETS
 from models.presets import PRESETS
 
 router = APIRouter(tags=["catalogue"], route_class=ReleasingRoute)

@@ -15,15 +15,15 @@ from sqlmodel import Session
 from api.deps import EngineDep, PrincipalDep, SettingsDep, find_experiment, find_study
 from api.errors import documented
 from core.config import Settings
-from core.events import (
+from jobs.events import (
     ID_PREFIX,
     experiment_state,
     parse_study_position,
     study_position,
     study_state,
 )
-from core.tables import Status
-from core.tokens import Principal
+from store.tables import Status
+from store.tokens import Principal
 
 router = APIRouter(tags=["events"], responses=documented(400, 401, 404))
 

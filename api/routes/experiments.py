@@ -28,13 +28,13 @@ from api.deps import (
 from api.errors import documented
 from api.limits import check_active_cap
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
-from core import experiments as crud
-from core.queueing import publish
-from core.runs import EpochMetrics
-from core.tables import ACTIVE, Status
+from jobs.queueing import publish
 from models.budget import check_budget
 from models.presets import PRESETS, SpecError, resolve
 from models.spec import MAX_EPOCHS
+from store import experiments as crud
+from store.runs import EpochMetrics
+from store.tables import ACTIVE, Status
 
 router = APIRouter(
     prefix="/experiments",

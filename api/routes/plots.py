@@ -19,11 +19,11 @@ from api.deps import (
     find_study,
 )
 from api.errors import documented
-from core import plots
-from core.db import session_scope
-from core.experiments import history
-from core.studies import by_variant, study_experiments
-from core.tables import EpochRecord, Experiment, Study
+from store.db import session_scope
+from store.experiments import history
+from store.studies import by_variant, study_experiments
+from store.tables import EpochRecord, Experiment, Study
+from views import plots
 
 router = APIRouter(tags=["plots"], responses=documented(400, 401, 404), route_class=ReleasingRoute)
 

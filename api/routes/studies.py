@@ -26,16 +26,16 @@ from api.deps import (
 from api.errors import documented
 from api.limits import check_active_cap
 from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
-from core import search
-from core import studies as crud
 from core.config import Settings
-from core.experiments import InvalidCursor
-from core.queueing import publish
-from core.report import TableRow, as_csv, markdown
-from core.tables import Study
+from jobs import search
+from jobs.queueing import publish
 from models.budget import check_budget
 from models.presets import SpecError, error_entry, resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
+from store import studies as crud
+from store.experiments import InvalidCursor
+from store.tables import Study
+from views.report import TableRow, as_csv, markdown
 
 log = logging.getLogger(__name__)
 

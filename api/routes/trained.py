@@ -14,13 +14,13 @@ from api.deps import EngineDep, PrincipalDep, ReleasingRoute, SettingsDep, find_
 from api.errors import documented
 from api.predictor import Predictor, PredictorGone
 from api.schemas import ClassProbability, Prediction
-from core.catalog import DATASETS
 from core.config import Settings
-from core.images import BadImage, pixels_for
-from core.runs import trained_model
-from core.tables import ACTIVE, Experiment
-from core.tokens import Principal
+from models.datasets import DATASETS
 from models.presets import error_entry
+from store.runs import trained_model
+from store.tables import ACTIVE, Experiment
+from store.tokens import Principal
+from views.images import BadImage, pixels_for
 
 router = APIRouter(
     prefix="/experiments",

@@ -15,16 +15,16 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from core.config import Settings
-from core.db import session_scope
-from core.experiments import create_experiment
-from core.queueing import publish
-from core.studies import study_experiments
-from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from jobs.queueing import publish
 from models.budget import check_budget
 from models.presets import SpecError, error_entry, merge, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
+from store.db import session_scope
+from store.experiments import create_experiment
+from store.studies import study_experiments
+from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 
 if TYPE_CHECKING:
     import optuna

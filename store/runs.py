@@ -1,7 +1,7 @@
 """State changes a training run makes: claim under a lease, one row and one checkpoint per
 finished epoch, and the end. Every write after the claim is fenced by the lease: a process that
 lost its lease (declared dead, its job resumed elsewhere) can no longer change the experiment.
-Lease times are the database's (``core.clock``), never a host's."""
+Lease times are the database's (``store.clock``), never a host's."""
 
 import hashlib
 from dataclasses import asdict, dataclass
@@ -12,10 +12,10 @@ from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from core.clock import db_now, takeover_cutoff
-from core.db import session_scope
-from core.leases import is_gone
-from core.tables import Checkpoint, EpochRecord, Experiment, Status, utcnow
+from store.clock import db_now, takeover_cutoff
+from store.db import session_scope
+from store.leases import is_gone
+from store.tables import Checkpoint, EpochRecord, Experiment, Status, utcnow
 
 
 class LeaseLost(Exception):

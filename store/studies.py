@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from core import experiments as crud
-from core.report import TableRow, table
-from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 from models.studies import PlannedRun
+from store import experiments as crud
+from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from views.report import TableRow, table
 
 
 def create_study(

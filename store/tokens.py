@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from core.tables import ApiToken, utcnow
+from store.tables import ApiToken, utcnow
 
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 

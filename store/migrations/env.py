@@ -1,10 +1,10 @@
-"""Alembic environment: migrations run on the connection ``core.db.migrate`` hands over."""
+"""Alembic environment: migrations run on the connection ``store.db.migrate`` hands over."""
 
 from alembic import context
 from sqlmodel import SQLModel
 
-import core.tables  # noqa: F401  (registers the tables on the metadata)
-from core.db import VERSION_TABLE
+import store.tables  # noqa: F401  (registers the tables on the metadata)
+from store.db import VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 context.configure(

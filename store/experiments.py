@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import and_, or_, update
 from sqlmodel import Session, col, select
 
-from core.runs import EpochMetrics
-from core.tables import ACTIVE, EpochRecord, Experiment, Status, utcnow
+from store.runs import EpochMetrics
+from store.tables import ACTIVE, EpochRecord, Experiment, Status, utcnow
 
 
 class InvalidCursor(ValueError):

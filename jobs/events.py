@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, or_
 from sqlmodel import col, select
 
-from core.db import session_scope
-from core.experiments import METRIC_COLUMNS, history
-from core.runs import EpochMetrics
-from core.search import trials_to_come
-from core.studies import progress, status_of, study_experiments
-from core.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from jobs.search import trials_to_come
+from store.db import session_scope
+from store.experiments import METRIC_COLUMNS, history
+from store.runs import EpochMetrics
+from store.studies import progress, status_of, study_experiments
+from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 
 ID_PREFIX = 12
 """Hex characters of an experiment id that name it in a study position (ids are uuid4 hex)."""

@@ -13,9 +13,9 @@ from celery import Celery
 from sqlalchemy import Engine, func, update
 from sqlmodel import col, select
 
-from core.clock import db_now, takeover_cutoff
-from core.db import session_scope
-from core.tables import Experiment, Status
+from store.clock import db_now, takeover_cutoff
+from store.db import session_scope
+from store.tables import Experiment, Status
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from core.catalog import DatasetInfo
+from models.datasets import DatasetInfo
 
 ACCEPTED = {"PNG", "JPEG"}
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 
-from core.tables import Experiment
+from store.tables import Experiment
 
 
 class Stat(BaseModel):

@@ -7,10 +7,10 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from core.config import Settings
-from core.db import session_scope
-from core.queueing import publish_pending, requeue_abandoned
-from core.search import advance, trials_to_come
-from core.tables import Study
+from jobs.queueing import publish_pending, requeue_abandoned
+from jobs.search import advance, trials_to_come
+from store.db import session_scope
+from store.tables import Study
 
 log = logging.getLogger(__name__)
 

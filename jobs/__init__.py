@@ -1,0 +1,2 @@
+"""Moving work: publishing to the broker, the sweeper, Optuna searches, and what event
+streams read."""

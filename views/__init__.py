@@ -1,0 +1,1 @@
+"""Tables and pictures made from rows: the study report, plots and images."""
