@@ -25,9 +25,9 @@ from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
 from api.routes import catalogue, events, experiments, plots, studies, trained, ui
 from core.config import Settings, get_settings
+from jobs.broker import make_celery
 from jobs.sweeper import sweep
 from store.db import get_engine, migrate
-from worker.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 

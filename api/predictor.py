@@ -2,13 +2,16 @@
 API process itself never imports TensorFlow."""
 
 import asyncio
+import importlib
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import numpy as np
 
-from worker.predict import probabilities
+PREDICT = ("worker.predict", "probabilities")
+"""What the child runs, named rather than imported: the API imports nothing of the worker."""
 
 
 class PredictorGone(RuntimeError):
@@ -16,7 +19,7 @@ class PredictorGone(RuntimeError):
 
 
 class Predictor:
-    """Runs ``worker.predict.probabilities`` in the child, starting it when first needed."""
+    """Runs ``PREDICT`` in the child, starting it when first needed."""
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
@@ -27,7 +30,7 @@ class Predictor:
         if self._pool is None:
             spawn = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
-        future = self._pool.submit(probabilities, checkpoint, digest, pixels, pixel_max)
+        future = self._pool.submit(_call, *PREDICT, checkpoint, digest, pixels, pixel_max)
         try:
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
@@ -40,3 +43,8 @@ class Predictor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+def _call(module: str, name: str, *args: Any) -> Any:
+    """In the child: import ``module`` and call its ``name``."""
+    return getattr(importlib.import_module(module), name)(*args)

@@ -9,8 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from models.search import SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
-from store.runs import EpochMetrics
-from store.tables import Status
+from store.tables import EpochMetrics, Status
 from views.report import TableRow
 
 

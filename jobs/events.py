@@ -10,9 +10,8 @@ from sqlmodel import col, select
 from jobs.search import trials_to_come
 from store.db import session_scope
 from store.experiments import METRIC_COLUMNS, history
-from store.runs import EpochMetrics
 from store.studies import progress, status_of, study_experiments
-from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, Study
 
 ID_PREFIX = 12
 """Hex characters of an experiment id that name it in a study position (ids are uuid4 hex)."""

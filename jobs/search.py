@@ -17,7 +17,8 @@ from sqlmodel import Session, col, select
 from core.config import Settings
 from jobs.queueing import publish
 from models.budget import check_budget
-from models.presets import SpecError, error_entry, merge, resolve
+from models.errors import SpecError, error_entry
+from models.presets import merge, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS

@@ -2,11 +2,19 @@
 memory its activations take for one batch, so a server can refuse what would not fit."""
 
 import math
+from typing import Protocol
 
-from core.config import Settings
 from models.datasets import DATASETS
-from models.presets import SpecError, error_entry
+from models.errors import SpecError, error_entry
 from models.spec import ExperimentSpec
+
+
+class Limits(Protocol):
+    """What a server allows (its settings)."""
+
+    max_parameters: int
+    max_activation_mb: int
+
 
 LAYER_ACTIVATIONS = {"leaky_relu", "prelu"}
 """Activations built as separate layers (an extra output tensor, PReLU with weights)."""
@@ -44,28 +52,28 @@ def activation_bytes(spec: ExperimentSpec) -> int:
     return 2 * 4 * elements * spec.training.batch_size
 
 
-def check_budget(spec: ExperimentSpec, settings: Settings) -> None:
+def check_budget(spec: ExperimentSpec, limits: Limits) -> None:
     """SpecError (a 422) saying the estimate and the limit when a model would not fit."""
     parameters = parameter_count(spec)
-    if parameters > settings.max_parameters:
+    if parameters > limits.max_parameters:
         raise SpecError(
             [
                 error_entry(
                     ("model",),
                     f"the model would have {parameters:,} parameters; "
-                    f"this server allows {settings.max_parameters:,}",
+                    f"this server allows {limits.max_parameters:,}",
                     parameters,
                 )
             ]
         )
     megabytes = math.ceil(activation_bytes(spec) / 2**20)
-    if megabytes > settings.max_activation_mb:
+    if megabytes > limits.max_activation_mb:
         raise SpecError(
             [
                 error_entry(
                     ("training", "batch_size"),
                     f"a batch of {spec.training.batch_size} needs about {megabytes:,} MB of "
-                    f"activations; this server allows {settings.max_activation_mb:,} MB",
+                    f"activations; this server allows {limits.max_activation_mb:,} MB",
                     spec.training.batch_size,
                 )
             ]

@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from models.errors import Loc, SpecError, error_entry
 from models.spec import CROSS_FIELD_ERRORS, ExperimentSpec
 
 
@@ -88,16 +89,6 @@ PRESETS: dict[str, Preset] = {
     )
 }
 
-Loc = tuple[str | int, ...]
-
-
-class SpecError(ValueError):
-    """A request that does not resolve to a valid spec; ``errors`` are pydantic-style entries."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
-        self.errors = errors
-
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Overrides applied key by key over ``base``; nested objects merge, anything else replaces.
@@ -146,8 +137,3 @@ def _public_loc(error: ErrorDetails) -> Loc:
     if len(loc) > 1 and loc[0] == "optimizer" and loc[1] in {"sgd", "momentum", "rmsprop", "adam"}:
         return (loc[0], *loc[2:])
     return loc
-
-
-def error_entry(loc: Loc, msg: str, value: Any, kind: str = "value_error") -> dict[str, Any]:
-    """One error in the shape of pydantic's (and so of FastAPI's 422 ``detail``)."""
-    return {"type": kind, "loc": loc, "msg": msg, "input": value}

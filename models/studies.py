@@ -5,7 +5,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from models.presets import PRESETS, Loc, SpecError, error_entry, merge, resolve
+from models.errors import Loc, SpecError, error_entry
+from models.presets import PRESETS, merge, resolve
 from models.spec import ExperimentSpec
 
 CHAPTER = ["base", "sgd", "momentum", "rmsprop", "adam", "dropout", "l2", "early_stopping",

@@ -11,8 +11,7 @@ from typing import Any
 from sqlalchemy import and_, or_, update
 from sqlmodel import Session, col, select
 
-from store.runs import EpochMetrics
-from store.tables import ACTIVE, EpochRecord, Experiment, Status, utcnow
+from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, utcnow
 
 
 class InvalidCursor(ValueError):

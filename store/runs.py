@@ -15,23 +15,11 @@ from sqlmodel import Session, col, select
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
 from store.leases import is_gone
-from store.tables import Checkpoint, EpochRecord, Experiment, Status, utcnow
+from store.tables import Checkpoint, EpochMetrics, EpochRecord, Experiment, Status, utcnow
 
 
 class LeaseLost(Exception):
     """Another process holds the experiment now; this one must stop without writing."""
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One finished epoch, as the worker records it and the history endpoint serves it."""
-
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    seconds: float
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from sqlmodel import Session, col, select
 from models.studies import PlannedRun
 from store import experiments as crud
 from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
-from views.report import TableRow, table
 
 
 def create_study(
@@ -99,15 +98,14 @@ def progress(experiments: list[Experiment]) -> dict[str, int]:
     }
 
 
-def comparison(session: Session, groups: list[tuple[str, list[Experiment]]]) -> list[TableRow]:
-    """The comparison table for experiments grouped into labelled rows."""
-    ids = [experiment.id for _, members in groups for experiment in members]
+def seconds_per_epoch(session: Session, ids: list[str]) -> dict[str, float]:
+    """Each experiment's mean seconds per recorded epoch (those with epochs)."""
     averages = session.exec(
         select(EpochRecord.experiment_id, func.avg(EpochRecord.seconds))
         .where(col(EpochRecord.experiment_id).in_(ids))
         .group_by(col(EpochRecord.experiment_id))
     ).all()
-    return table(groups, {experiment_id: float(mean) for experiment_id, mean in averages})
+    return {experiment_id: float(mean) for experiment_id, mean in averages}
 
 
 def variants(experiments: list[Experiment]) -> list[str]:
@@ -121,11 +119,6 @@ def by_variant(experiments: list[Experiment]) -> list[tuple[str, list[Experiment
         (variant, [e for e in experiments if (e.variant or e.id) == variant])
         for variant in variants(experiments)
     ]
-
-
-def study_table(session: Session, experiments: list[Experiment]) -> list[TableRow]:
-    """One row per variant, in the order the study created them."""
-    return comparison(session, by_variant(experiments))
 
 
 def cancel_study(session: Session, study: Study) -> None:

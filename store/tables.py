@@ -1,5 +1,6 @@
 """The SQL tables: one row per experiment, one row per finished epoch."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -107,6 +108,19 @@ class EpochRecord(SQLModel, table=True):
     val_accuracy: float | None = None
     seconds: float
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One finished epoch, as the worker records it and the history endpoint serves it (an
+    ``EpochRecord`` without its keys)."""
+
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
 
 
 class Checkpoint(SQLModel, table=True):

@@ -26,8 +26,8 @@ from sqlalchemy import create_engine, text
 from core.config import Settings
 from store.db import get_engine
 from store.leases import this_process
-from store.runs import EpochMetrics, claim, finish, record_epoch
-from store.tables import Status
+from store.runs import claim, finish, record_epoch
+from store.tables import EpochMetrics, Status
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

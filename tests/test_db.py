@@ -17,8 +17,8 @@ from models.presets import PRESETS
 from store.db import MIGRATIONS, VERSION_TABLE, get_engine, migrate
 from store.experiments import create_experiment
 from store.leases import this_process
-from store.runs import EpochMetrics, checkpoints, claim, record_epoch
-from store.tables import EpochRecord, Status
+from store.runs import checkpoints, claim, record_epoch
+from store.tables import EpochMetrics, EpochRecord, Status
 from tests.services import postgres_database
 
 

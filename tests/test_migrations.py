@@ -14,7 +14,8 @@ from models.presets import PRESETS
 from store.db import MIGRATIONS, downgrade, get_engine, migrate
 from store.experiments import create_experiment
 from store.leases import this_process
-from store.runs import EpochMetrics, claim, record_epoch
+from store.runs import claim, record_epoch
+from store.tables import EpochMetrics
 from tests.services import postgres_database
 
 HISTORY = ("experiments", "epochs", "checkpoints")

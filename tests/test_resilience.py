@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from core.config import Settings
+from jobs.broker import make_celery
 from jobs.queueing import QUEUE, TRAIN_TASK
 from models.presets import resolve
 from store.db import get_engine
@@ -33,7 +34,6 @@ from tests.services import (
     wait_for,
     wait_for_status,
 )
-from worker.celery_app import make_celery
 
 pytestmark = pytest.mark.slow
 

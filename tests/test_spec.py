@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from models.presets import PRESETS, SpecError, merge, resolve
+from models.errors import SpecError
+from models.presets import PRESETS, merge, resolve
 from models.spec import Adam, ExperimentSpec, Momentum, RMSprop
 
 CHAPTER_VARIANTS = {

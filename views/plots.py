@@ -7,7 +7,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from store.runs import EpochMetrics
+from store.tables import EpochMetrics
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

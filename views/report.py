@@ -7,7 +7,9 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
+from sqlmodel import Session
 
+from store.studies import by_variant, seconds_per_epoch
 from store.tables import Experiment
 
 
@@ -82,6 +84,17 @@ def table(
             )
         )
     return rows
+
+
+def comparison(session: Session, groups: list[tuple[str, list[Experiment]]]) -> list[TableRow]:
+    """The comparison table for experiments grouped into labelled rows."""
+    ids = [experiment.id for _, members in groups for experiment in members]
+    return table(groups, seconds_per_epoch(session, ids))
+
+
+def study_table(session: Session, experiments: list[Experiment]) -> list[TableRow]:
+    """One row per variant, in the order the study created them."""
+    return comparison(session, by_variant(experiments))
 
 
 def markdown(rows: list[TableRow]) -> str:

@@ -1,8 +1,6 @@
-"""The Celery app: JSON messages carrying an experiment id, one job at a time per process.
-
-A training process that dies (kill -9, out of memory) is replaced by the pool, and its message
-goes back to the queue (acks_late, reject_on_worker_lost); one that has trained
-``worker_max_jobs`` jobs or grown past ``worker_max_memory_mb`` is recycled after its job.
+"""The worker's Celery app (``jobs.broker``'s, on this process's settings) and its signal
+handlers: migrate before serving, fresh database connections in each pool process, and a
+graceful stop of the job in progress on Ctrl-C or SIGTERM.
 
 TensorFlow is never imported here: the prefork parent forks pool processes, and only those
 (which never fork) load TensorFlow, on their first job, and stay warm for the next ones.
@@ -10,39 +8,12 @@ TensorFlow is never imported here: the prefork parent forks pool processes, and 
 
 from typing import Any
 
-from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
-from core.config import Settings, get_settings
-from jobs.queueing import QUEUE
+from core.config import get_settings
+from jobs.broker import make_celery
 from store.db import get_engine, migrate
 from worker.stop import stop_pool_processes
-
-
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app for ``settings``' broker, configured for long, crash-sensitive jobs."""
-    broker_url = settings.resolved_broker_url
-    app = Celery("convlab", broker=broker_url, include=["worker.tasks"])
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        task_default_queue=QUEUE,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        worker_concurrency=1,
-        worker_max_tasks_per_child=settings.worker_max_jobs,
-        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-    )
-    if broker_url.startswith(("redis://", "rediss://")):
-        app.conf.broker_transport_options = {
-            "visibility_timeout": settings.redis_visibility_timeout_s
-        }
-    return app
-
 
 app = make_celery(get_settings())
 

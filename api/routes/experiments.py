@@ -30,11 +30,11 @@ from api.limits import check_active_cap
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from jobs.queueing import publish
 from models.budget import check_budget
-from models.presets import PRESETS, SpecError, resolve
+from models.errors import SpecError
+from models.presets import PRESETS, resolve
 from models.spec import MAX_EPOCHS
 from store import experiments as crud
-from store.runs import EpochMetrics
-from store.tables import ACTIVE, Status
+from store.tables import ACTIVE, EpochMetrics, Status
 
 router = APIRouter(
     prefix="/experiments",

@@ -30,11 +30,13 @@ from core.config import Settings
 from jobs import search
 from jobs.queueing import publish
 from models.budget import check_budget
-from models.presets import SpecError, error_entry, resolve
+from models.errors import SpecError, error_entry
+from models.presets import resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 from store import studies as crud
 from store.experiments import InvalidCursor
 from store.tables import Study
+from views import report
 from views.report import TableRow, as_csv, markdown
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,7 @@ def read_study_table(
 ) -> Comparison | Response:
     """The comparison table: one row per variant, mean and standard deviation over seeds."""
     study = find_study(session, study_id, principal, settings)
-    rows = crud.study_table(session, crud.study_experiments(session, study.id))
+    rows = report.study_table(session, crud.study_experiments(session, study.id))
     return _render(rows, format)
 
 
@@ -220,7 +222,7 @@ def compare(
     for experiment_id in wanted:
         experiment = find_experiment(session, experiment_id, principal, settings)
         groups.append((experiment.name or experiment.id, [experiment]))
-    return _render(crud.comparison(session, groups), format)
+    return _render(report.comparison(session, groups), format)
 
 
 def _base(body: StudyCreate) -> dict[str, Any]:
@@ -288,7 +290,7 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
         variants=crud.variants(experiments),
         progress=progress,
         experiment_ids=[experiment.id for experiment in experiments],
-        table=crud.study_table(session, experiments),
+        table=report.study_table(session, experiments),
         best_trial=BestTrial.model_validate(best) if best else None,
     )
 

@@ -16,7 +16,7 @@ from api.predictor import Predictor, PredictorGone
 from api.schemas import ClassProbability, Prediction
 from core.config import Settings
 from models.datasets import DATASETS
-from models.presets import error_entry
+from models.errors import error_entry
 from store.runs import trained_model
 from store.tables import ACTIVE, Experiment
 from store.tokens import Principal

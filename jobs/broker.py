@@ -1,0 +1,38 @@
+"""The Celery app as both sides need it: the API publishes with it, the worker consumes with it
+(``worker.celery_app`` adds the worker's signal handlers), so publishing imports nothing of
+the worker.
+
+JSON messages carrying an experiment id, one job at a time per process. A training process
+that dies (kill -9, out of memory) is replaced by the pool, and its message goes back to the
+queue (acks_late, reject_on_worker_lost); one that has trained ``worker_max_jobs`` jobs or
+grown past ``worker_max_memory_mb`` is recycled after its job."""
+
+from celery import Celery
+
+from core.config import Settings
+from jobs.queueing import QUEUE
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``' broker, configured for long, crash-sensitive jobs."""
+    broker_url = settings.resolved_broker_url
+    app = Celery("convlab", broker=broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_max_tasks_per_child=settings.worker_max_jobs,
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    if broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport_options = {
+            "visibility_timeout": settings.redis_visibility_timeout_s
+        }
+    return app
