@@ -3,11 +3,10 @@
 from typing import Any
 
 import anyio
-from sqlalchemy import Engine
-from sqlmodel import Session
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from store.handles import Engine, Session
 from store.tokens import Principal, authenticate
 
 OPEN_PATHS = frozenset({"/health", "/"})

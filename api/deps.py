@@ -10,12 +10,12 @@ from celery import Celery
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from sqlalchemy import Engine, bindparam
-from sqlmodel import Session, select
 
 from api.auth import principal_of
 from api.limits import SubmissionRate
 from core.config import Settings
+from store.handles import Engine, Session
+from store.lookups import experiment_by_id, status_and_owner, study_by_id
 from store.tables import Experiment, Status, Study
 from store.tokens import Principal
 
@@ -120,17 +120,11 @@ def find_experiment(
     worker thread, and a request must not hold a pooled connection while it waits for the
     next thread.
     """
-    experiment = session.get(Experiment, experiment_id)
+    experiment = experiment_by_id(session, experiment_id=experiment_id)
     if experiment is None:
         raise _not_found(experiment_id)
     _visible_or_404(experiment_id, experiment.owner, principal, settings)
     return experiment
-
-
-STATUS_AND_OWNER = select(Experiment.status, Experiment.owner).where(
-    Experiment.id == bindparam("experiment_id")
-)
-"""Built once: SQLAlchemy then finds its compiled form without working out a cache key."""
 
 
 def experiment_status(
@@ -138,12 +132,12 @@ def experiment_status(
 ) -> Status:
     """The status of the experiment named in the path, or 404 as ``find_experiment``: one
     row's two columns, read without the ORM, for reads that need no more (the history)."""
-    row = session.connection().execute(STATUS_AND_OWNER, {"experiment_id": experiment_id}).first()
+    row = status_and_owner(session, experiment_id=experiment_id)
     if row is None:
         raise _not_found(experiment_id)
     status, owner = row
     _visible_or_404(experiment_id, owner, principal, settings)
-    return Status(status)
+    return status
 
 
 def _visible_or_404(
@@ -162,7 +156,7 @@ def find_study(
     session: Session, study_id: str, principal: Principal | None, settings: Settings
 ) -> Study:
     """The study, or 404 if there is none or the caller may not see it."""
-    study = session.get(Study, study_id)
+    study = study_by_id(session, study_id=study_id)
     owner = visible_owner(principal, settings)
     if study is None or owner not in (None, study.owner):
         raise HTTPException(404, f"Study {study_id} not found.")

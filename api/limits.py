@@ -7,13 +7,12 @@ import time
 from collections import defaultdict, deque
 
 from fastapi import HTTPException
-from sqlalchemy import func
-from sqlmodel import Session, col, select
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
-from store.tables import ACTIVE, Experiment
+from store.experiments import active_count
+from store.handles import Session
 from store.tokens import Principal
 
 
@@ -23,11 +22,7 @@ def check_active_cap(
     """429 when a user's queued and running experiments would pass the cap."""
     if principal is None:
         return
-    active = session.exec(
-        select(func.count()).where(
-            Experiment.owner == principal.user, col(Experiment.status).in_(ACTIVE)
-        )
-    ).one()
+    active = active_count(session, owner=principal.user)
     if active + adding > settings.max_active_per_user:
         raise HTTPException(
             429,

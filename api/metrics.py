@@ -10,12 +10,12 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func
-from sqlmodel import col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store.db import session_scope
-from store.tables import EpochRecord, Experiment, Status, utcnow
+from store.handles import Engine
+from store.monitoring import epochs_recorded_after, experiments_by_status
+from store.tables import Status, utcnow
 
 EPOCH_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 LATE_COMMIT = timedelta(seconds=120)
@@ -30,10 +30,7 @@ class ExperimentsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with session_scope(self.engine) as session:
-            rows = session.exec(
-                select(Experiment.status, func.count()).group_by(col(Experiment.status))
-            ).all()
-        counts = {str(status): int(count) for status, count in rows}
+            counts = experiments_by_status(session)
         by_status = GaugeMetricFamily(
             "convlab_experiments", "Experiments in each status.", labels=["status"]
         )
@@ -74,9 +71,7 @@ class EpochWatcher:
 
     def _observe_new(self) -> None:
         with session_scope(self.engine) as session:
-            rows = session.exec(
-                select(EpochRecord).where(col(EpochRecord.recorded_at) > self.since - LATE_COMMIT)
-            ).all()
+            rows = epochs_recorded_after(session, after=self.since - LATE_COMMIT)
             fresh = [
                 (row.experiment_id, row.epoch, str(row.recorded_at), row.seconds) for row in rows
             ]

@@ -8,7 +8,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlmodel import Session, col, select
 
 from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, utcnow
@@ -102,6 +102,22 @@ def history(session: Session, experiment_id: str, *, since: int = 0) -> list[Epo
         .order_by(col(EpochRecord.epoch))
     )
     return [EpochMetrics(*row) for row in session.exec(query)]
+
+
+def newest_epoch_at(session: Session, *, experiment_ids: list[str]) -> datetime | None:
+    """When the newest epoch row of these experiments was recorded (None if they have none)."""
+    return session.exec(
+        select(func.max(EpochRecord.recorded_at)).where(
+            col(EpochRecord.experiment_id).in_(experiment_ids)
+        )
+    ).one()
+
+
+def active_count(session: Session, *, owner: str) -> int:
+    """How many of ``owner``'s experiments are queued or running."""
+    return session.exec(
+        select(func.count()).where(Experiment.owner == owner, col(Experiment.status).in_(ACTIVE))
+    ).one()
 
 
 def cancel(session: Session, experiment: Experiment) -> Experiment:

@@ -3,7 +3,6 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from api.deps import CeleryDep, ReleasingRoute, SessionDep, SettingsDep
 from api.errors import documented
@@ -11,6 +10,7 @@ from api.metrics import ApiMetrics
 from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
 from models.datasets import DATASETS
 from models.presets import PRESETS
+from store.monitoring import ping
 
 router = APIRouter(tags=["catalogue"], route_class=ReleasingRoute)
 
@@ -57,7 +57,7 @@ def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
     """200 when the database and the broker answer, else 503 naming which does not."""
     database = broker = "ok"
     try:
-        session.connection().execute(text("SELECT 1"))
+        ping(session)
     except Exception as exc:
         database = f"unreachable: {type(exc).__name__}: {exc}"
     try:

@@ -6,8 +6,6 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Response
-from sqlalchemy import Engine, func
-from sqlmodel import Session, col, select
 
 from api.deps import (
     EngineDep,
@@ -20,9 +18,11 @@ from api.deps import (
 )
 from api.errors import documented
 from store.db import session_scope
-from store.experiments import history
+from store.experiments import history, newest_epoch_at
+from store.handles import Engine, Session
+from store.lookups import experiment_by_id, study_by_id
 from store.studies import by_variant, study_experiments
-from store.tables import EpochRecord, Experiment, Study
+from store.tables import Experiment
 from views import plots
 
 router = APIRouter(tags=["plots"], responses=documented(400, 401, 404), route_class=ReleasingRoute)
@@ -73,11 +73,7 @@ def study_plot(
 def _version(session: Session, experiments: list[Experiment]) -> tuple[Any, ...]:
     """What the picture depends on: each run's status and epochs, and the newest epoch row
     (a resumed run rewrites epochs it had)."""
-    newest = session.exec(
-        select(func.max(EpochRecord.recorded_at)).where(
-            col(EpochRecord.experiment_id).in_([e.id for e in experiments])
-        )
-    ).one()
+    newest = newest_epoch_at(session, experiment_ids=[e.id for e in experiments])
     runs = tuple((e.id, e.name, e.status, e.epochs_done, e.epochs_total) for e in experiments)
     return runs, str(newest)
 
@@ -103,7 +99,7 @@ def _render_experiment(
     engine: Engine, experiment_id: str, version: tuple[Any, ...], fmt: plots.ImageFormat
 ) -> bytes:
     with session_scope(engine) as session:
-        experiment = session.get(Experiment, experiment_id)
+        experiment = experiment_by_id(session, experiment_id=experiment_id)
         assert experiment is not None
         epochs = history(session, experiment_id)
         title = (
@@ -123,6 +119,6 @@ def _render_study(
             variant: [history(session, experiment.id) for experiment in members]
             for variant, members in groups
         }
-        study = session.get(Study, study_id)
+        study = study_by_id(session, study_id=study_id)
         title = f"{study.name if study and study.name else 'Study'}: test curves, mean over seeds"
     return plots.study_plot(title, curves, fmt)

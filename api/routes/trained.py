@@ -7,8 +7,6 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import Engine
-from sqlmodel import Session
 
 from api.deps import EngineDep, PrincipalDep, ReleasingRoute, SettingsDep, find_experiment
 from api.errors import documented
@@ -17,6 +15,7 @@ from api.schemas import ClassProbability, Prediction
 from core.config import Settings
 from models.datasets import DATASETS
 from models.errors import error_entry
+from store.handles import Engine, Session
 from store.runs import trained_model
 from store.tables import ACTIVE, Experiment
 from store.tokens import Principal
