@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 
+from models.errors import SpecError
 from store.outages import is_transient
 
 
@@ -81,6 +82,14 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     such numbers, and FastAPI's own handler fails with a 500 on them."""
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+async def invalid_spec(request: Request, exc: Exception) -> JSONResponse:
+    """The same 422 for a spec that does not resolve or would not fit the budget: every spec
+    comes from the request body, so its errors are located in it."""
+    assert isinstance(exc, SpecError)
+    located = [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
+    return await invalid_request(request, RequestValidationError(located))
 
 
 def _json_safe(value: Any) -> Any:

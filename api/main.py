@@ -14,12 +14,9 @@ from celery import Celery
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.auth import BearerAuth
-from api.errors import database_unreachable, invalid_request, method_not_allowed
+from api.errors import database_unreachable, invalid_request, invalid_spec, method_not_allowed
 from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
 from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
@@ -27,7 +24,10 @@ from api.routes import catalogue, events, experiments, plots, studies, trained, 
 from core.config import Settings, get_settings
 from jobs.broker import make_celery
 from jobs.sweeper import sweep
+from models.errors import SpecError
 from store.db import get_engine, migrate
+from store.handles import Engine
+from store.outages import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(DBAPIError, database_unreachable)
-    app.add_exception_handler(PoolTimeout, database_unreachable)
+    app.add_exception_handler(SpecError, invalid_spec)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, database_unreachable)
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)

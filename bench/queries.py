@@ -27,7 +27,7 @@ from models.presets import resolve
 from models.studies import CHAPTER, from_presets, plan
 from store.db import get_engine, migrate, session_scope
 from store.experiments import create_experiment
-from store.runs import _refresh_summary
+from store.runs import refresh_summary
 from store.studies import create_study
 from store.tables import EpochRecord, Experiment, Status
 from tests.services import postgres_database
@@ -64,7 +64,7 @@ def populate(url: str, experiments: int, epochs: int) -> tuple[list[str], str]:
             experiment = session.get(Experiment, experiment_id)
             assert experiment is not None
             experiment.status = Status.succeeded
-            _refresh_summary(session, experiment_id)
+            refresh_summary(session, experiment_id)
     return ids, study.id
 
 

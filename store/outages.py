@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeout)
+"""What a database call raises when it fails, transient or not (``is_transient`` tells)."""
+
+
 class DatabaseUnavailable(Exception):
     """The database stayed unreachable for longer than this process waits for it."""
 

@@ -118,7 +118,7 @@ def record_epoch(
             raise LeaseLost(experiment_id)
         values = asdict(metrics) | {"experiment_id": experiment_id, "recorded_at": now}
         _upsert(session, EpochRecord, values, keys=("experiment_id", "epoch"))
-        _refresh_summary(session, experiment_id)
+        refresh_summary(session, experiment_id)
         if checkpoint is not None:
             _store_checkpoint(session, experiment_id, metrics.epoch, checkpoint)
             kept = (
@@ -167,7 +167,7 @@ def rewind(engine: Engine, experiment_id: str, owner: str, *, to_epoch: int) -> 
                     col(table.experiment_id) == experiment_id, col(table.epoch) > to_epoch
                 )
             )
-        _refresh_summary(session, experiment_id)
+        refresh_summary(session, experiment_id)
 
 
 def cancel_requested(engine: Engine, experiment_id: str) -> bool:
@@ -243,6 +243,35 @@ def finish(
             )
 
 
+def refresh_summary(session: Session, experiment_id: str) -> None:
+    """An experiment's progress, ``final`` (the last epoch) and ``best`` (highest val_accuracy)
+    from its epoch rows, in the caller's transaction (fenced there when it must be)."""
+    epochs = session.exec(
+        select(EpochRecord)
+        .where(EpochRecord.experiment_id == experiment_id)
+        .order_by(col(EpochRecord.epoch))
+    ).all()
+    summary: dict[str, Any] = {"epochs_done": 0, "final": None, "best": None}
+    if epochs:
+        last = epochs[-1]
+        best = max(epochs, key=lambda row: (row.val_accuracy or 0.0, -row.epoch))
+        summary = {
+            "epochs_done": last.epoch,
+            "final": {
+                "accuracy": last.accuracy,
+                "loss": last.loss,
+                "val_accuracy": last.val_accuracy,
+                "val_loss": last.val_loss,
+            },
+            "best": {
+                "epoch": best.epoch,
+                "val_accuracy": best.val_accuracy,
+                "val_loss": best.val_loss,
+            },
+        }
+    session.exec(update(Experiment).where(col(Experiment.id) == experiment_id).values(**summary))
+
+
 def _expired(expires_at: Any, now: Any) -> bool:
     if expires_at is None:
         return True
@@ -292,31 +321,3 @@ def _store_checkpoint(session: Session, experiment_id: str, epoch: int, data: by
         "created_at": utcnow(),
     }
     _upsert(session, Checkpoint, values, keys=("experiment_id", "epoch"))
-
-
-def _refresh_summary(session: Session, experiment_id: str) -> None:
-    """Progress, ``final`` (the last epoch) and ``best`` (highest val_accuracy) from the rows."""
-    epochs = session.exec(
-        select(EpochRecord)
-        .where(EpochRecord.experiment_id == experiment_id)
-        .order_by(col(EpochRecord.epoch))
-    ).all()
-    summary: dict[str, Any] = {"epochs_done": 0, "final": None, "best": None}
-    if epochs:
-        last = epochs[-1]
-        best = max(epochs, key=lambda row: (row.val_accuracy or 0.0, -row.epoch))
-        summary = {
-            "epochs_done": last.epoch,
-            "final": {
-                "accuracy": last.accuracy,
-                "loss": last.loss,
-                "val_accuracy": last.val_accuracy,
-                "val_loss": last.val_loss,
-            },
-            "best": {
-                "epoch": best.epoch,
-                "val_accuracy": best.val_accuracy,
-                "val_loss": best.val_loss,
-            },
-        }
-    session.exec(update(Experiment).where(col(Experiment.id) == experiment_id).values(**summary))

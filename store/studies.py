@@ -10,7 +10,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from models.studies import PlannedRun
-from store import experiments as crud
+from store import experiments
 from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 
 
@@ -34,8 +34,8 @@ def create_study(
         owner=owner,
     )
     session.add(study)
-    experiments = [
-        crud.create_experiment(
+    members = [
+        experiments.create_experiment(
             session,
             name=f"{run.variant}, seed {run.spec.seed}",
             spec=run.spec.model_dump(mode="json"),
@@ -45,7 +45,7 @@ def create_study(
         )
         for run in runs
     ]
-    return study, experiments
+    return study, members
 
 
 def create_search_study(
@@ -74,10 +74,10 @@ def study_experiments(session: Session, study_id: str) -> list[Experiment]:
     return list(session.exec(query.order_by(col(Experiment.created_at), col(Experiment.id))))
 
 
-def status_of(experiments: list[Experiment], more_to_come: bool = False) -> Status:
+def status_of(members: list[Experiment], more_to_come: bool = False) -> Status:
     """Running while any experiment may still change or more are to come (a search's next
     trials); then failed, cancelled or succeeded."""
-    statuses = {experiment.status for experiment in experiments}
+    statuses = {experiment.status for experiment in members}
     if Status.running in statuses or (Status.queued in statuses and len(statuses) > 1):
         return Status.running
     if more_to_come and Status.queued not in statuses:
@@ -88,13 +88,13 @@ def status_of(experiments: list[Experiment], more_to_come: bool = False) -> Stat
     return Status.succeeded
 
 
-def progress(experiments: list[Experiment]) -> dict[str, int]:
+def progress(members: list[Experiment]) -> dict[str, int]:
     """How many experiments are in each status, and epochs done out of planned."""
-    counts = Counter(str(experiment.status) for experiment in experiments)
+    counts = Counter(str(experiment.status) for experiment in members)
     return {
         **{str(status): counts.get(str(status), 0) for status in Status},
-        "epochs_done": sum(experiment.epochs_done for experiment in experiments),
-        "epochs_total": sum(experiment.epochs_total for experiment in experiments),
+        "epochs_done": sum(experiment.epochs_done for experiment in members),
+        "epochs_total": sum(experiment.epochs_total for experiment in members),
     }
 
 
@@ -108,16 +108,16 @@ def seconds_per_epoch(session: Session, ids: list[str]) -> dict[str, float]:
     return {experiment_id: float(mean) for experiment_id, mean in averages}
 
 
-def variants(experiments: list[Experiment]) -> list[str]:
+def variants(members: list[Experiment]) -> list[str]:
     """The study's variants (or a search's trials) in the order they were created."""
-    return list(dict.fromkeys(experiment.variant or experiment.id for experiment in experiments))
+    return list(dict.fromkeys(experiment.variant or experiment.id for experiment in members))
 
 
-def by_variant(experiments: list[Experiment]) -> list[tuple[str, list[Experiment]]]:
+def by_variant(members: list[Experiment]) -> list[tuple[str, list[Experiment]]]:
     """The experiments grouped by variant (one per seed), in the order the study made them."""
     return [
-        (variant, [e for e in experiments if (e.variant or e.id) == variant])
-        for variant in variants(experiments)
+        (variant, [e for e in members if (e.variant or e.id) == variant])
+        for variant in variants(members)
     ]
 
 
@@ -128,8 +128,8 @@ def cancel_study(session: Session, study: Study) -> None:
     session.commit()
     for experiment in study_experiments(session, study.id):
         if experiment.status in ACTIVE:
-            with contextlib.suppress(crud.Conflict):  # it finished in the meantime
-                crud.cancel(session, experiment)
+            with contextlib.suppress(experiments.Conflict):  # it finished in the meantime
+                experiments.cancel(session, experiment)
 
 
 def list_studies(
@@ -137,4 +137,4 @@ def list_studies(
 ) -> tuple[list[Study], str | None]:
     """A page of studies (of ``owner`` if given), newest first, and the next page's cursor."""
     query = select(Study) if owner is None else select(Study).where(Study.owner == owner)
-    return crud.newest_first(session, query, Study, limit=limit, cursor=cursor)
+    return experiments.newest_first(session, query, Study, limit=limit, cursor=cursor)

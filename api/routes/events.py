@@ -3,14 +3,12 @@ when the experiment or study is finished. An epoch event's id is the stream posi
 client that reconnects with ``Last-Event-ID`` neither loses nor repeats an epoch."""
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy import Engine
-from sqlmodel import Session
 
 from api.deps import EngineDep, PrincipalDep, SettingsDep, find_experiment, find_study
 from api.errors import documented
@@ -22,6 +20,7 @@ from jobs.events import (
     study_position,
     study_state,
 )
+from store.handles import Engine, Session
 from store.tables import Status
 from store.tokens import Principal
 
@@ -30,6 +29,40 @@ router = APIRouter(tags=["events"], responses=documented(400, 401, 404))
 LastEventId = Annotated[
     str | None, Header(alias="Last-Event-ID", description="Resume after this event.")
 ]
+
+
+@dataclass(frozen=True)
+class _Poll:
+    """One read of a stream: the epoch events to send, in order, then what may have changed
+    status (a key, its status now, the event that says so); the stream ends after them once
+    ``finished``."""
+
+    epochs: list[ServerSentEvent]
+    statuses: list[tuple[str, Status, ServerSentEvent]]
+    finished: bool
+
+
+async def _stream(
+    read: Callable[[], _Poll | None], gone: dict[str, str], poll_seconds: float
+) -> AsyncIterator[ServerSentEvent]:
+    """The loop of every stream: ``read`` (in a worker thread; it keeps the stream's position)
+    every ``poll_seconds``, sending its epochs and each status that changed, until finished;
+    a ``deleted`` event (data: ``gone``) once ``read`` finds nothing."""
+    reported: dict[str, Status] = {}
+    while True:
+        poll = await anyio.to_thread.run_sync(read)
+        if poll is None:
+            yield ServerSentEvent(event="deleted", data=gone)
+            return
+        for event in poll.epochs:
+            yield event
+        for key, status, event in poll.statuses:
+            if reported.get(key) != status:
+                reported[key] = status
+                yield event
+        if poll.finished:
+            return
+        await anyio.sleep(poll_seconds)
 
 
 async def _visible(
@@ -75,22 +108,25 @@ async def experiment_events(
     """``epoch`` events (id: the epoch number; data: its metrics) and ``status`` events (data:
     status, epochs done and total, error) until the experiment is finished."""
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    reported: Status | None = None
-    while True:
-        snapshot = await anyio.to_thread.run_sync(experiment_state, engine, experiment_id, after)
+
+    def read() -> _Poll | None:
+        nonlocal after
+        snapshot = experiment_state(engine, experiment_id, after)
         if snapshot is None:
-            yield ServerSentEvent(event="deleted", data={"experiment_id": experiment_id})
-            return
+            return None
         state, epochs = snapshot
-        for metrics in epochs:
-            yield ServerSentEvent(event="epoch", id=str(metrics.epoch), data=asdict(metrics))
-            after = metrics.epoch
-        if state.status != reported:
-            reported = state.status
-            yield ServerSentEvent(event="status", data=asdict(state))
-        if state.finished:
-            return
-        await anyio.sleep(settings.events_poll_seconds)
+        if epochs:
+            after = epochs[-1].epoch
+        return _Poll(
+            [ServerSentEvent(event="epoch", id=str(e.epoch), data=asdict(e)) for e in epochs],
+            [("", state.status, ServerSentEvent(event="status", data=asdict(state)))],
+            state.finished,
+        )
+
+    async for event in _stream(
+        read, {"experiment_id": experiment_id}, settings.events_poll_seconds
+    ):
+        yield event
 
 
 @router.get(
@@ -108,27 +144,24 @@ async def study_events(
     when one of its experiments changes status, and ``status`` events (data: the study's
     status and progress) until the study is finished."""
     seen = parse_study_position(last_event_id)
-    reported: Status | None = None
-    runs_reported: dict[str, Status] = {}
-    while True:
-        state = await anyio.to_thread.run_sync(study_state, engine, study_id, seen)
+
+    def read() -> _Poll | None:
+        state = study_state(engine, study_id, seen)
         if state is None:
-            yield ServerSentEvent(event="deleted", data={"study_id": study_id})
-            return
+            return None
+        epochs = []
         for experiment_id, metrics in state.epochs:
             prefix = experiment_id[:ID_PREFIX]
             seen[prefix] = max(seen.get(prefix, 0), metrics.epoch)
             data = {"experiment_id": experiment_id, **asdict(metrics)}
-            yield ServerSentEvent(event="epoch", id=study_position(seen), data=data)
-        for run in state.runs:
-            if runs_reported.get(run.experiment_id) != run.status:
-                runs_reported[run.experiment_id] = run.status
-                yield ServerSentEvent(event="experiment", data=asdict(run))
-        if state.status != reported:
-            reported = state.status
-            yield ServerSentEvent(
-                event="status", data={"status": state.status, "progress": state.progress}
-            )
-        if state.finished:
-            return
-        await anyio.sleep(settings.events_poll_seconds)
+            epochs.append(ServerSentEvent(event="epoch", id=study_position(seen), data=data))
+        statuses = [
+            (run.experiment_id, run.status, ServerSentEvent(event="experiment", data=asdict(run)))
+            for run in state.runs
+        ]
+        status = {"status": state.status, "progress": state.progress}
+        statuses.append(("", state.status, ServerSentEvent(event="status", data=status)))
+        return _Poll(epochs, statuses, state.finished)
+
+    async for event in _stream(read, {"study_id": study_id}, settings.events_poll_seconds):
+        yield event

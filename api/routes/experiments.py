@@ -10,7 +10,6 @@ from cachetools import LRUCache, cached
 from cachetools.keys import hashkey
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from sqlmodel import Session
 
 from api.deps import (
     CeleryDep,
@@ -30,10 +29,10 @@ from api.limits import check_active_cap
 from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
 from jobs.queueing import publish
 from models.budget import check_budget
-from models.errors import SpecError
 from models.presets import PRESETS, resolve
 from models.spec import MAX_EPOCHS
-from store import experiments as crud
+from store import experiments
+from store.handles import Session
 from store.tables import ACTIVE, EpochMetrics, Status
 
 router = APIRouter(
@@ -69,15 +68,10 @@ def submit(
     response: Response,
 ) -> ExperimentPublic:
     """Store an experiment (a preset with overrides) and queue it for a worker."""
-    try:
-        spec = resolve(body.preset, body.overrides())
-        check_budget(spec, settings)
-    except SpecError as exc:
-        raise RequestValidationError(
-            [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
-        ) from None
+    spec = resolve(body.preset, body.overrides())  # a SpecError: 422 (api.errors.invalid_spec)
+    check_budget(spec, settings)
     check_active_cap(session, principal, settings, adding=1)
-    experiment = crud.create_experiment(
+    experiment = experiments.create_experiment(
         session,
         name=body.name,
         spec=spec.model_dump(mode="json"),
@@ -102,7 +96,7 @@ def list_experiments(
 ) -> ExperimentPage:
     """Experiments, newest first, a page at a time."""
     try:
-        items, next_cursor = crud.list_experiments(
+        items, next_cursor = experiments.list_experiments(
             session,
             status=status,
             preset=preset,
@@ -111,7 +105,7 @@ def list_experiments(
             limit=limit,
             cursor=cursor,
         )
-    except crud.InvalidCursor as exc:
+    except experiments.InvalidCursor as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc), "input": cursor}]
         ) from None
@@ -153,7 +147,7 @@ def read_history(
     if not wants_csv and status not in ACTIVE and since == 0:
         body = _finished_history(session, experiment_id, status)
         return Response(body, media_type="application/json")
-    epochs = crud.history(session, experiment_id, since=since)
+    epochs = experiments.history(session, experiment_id, since=since)
     if wants_csv:
         return Response(_csv(epochs), media_type="text/csv")
     return History(experiment_id=experiment_id, status=status, epochs=epochs)
@@ -167,7 +161,7 @@ def read_history(
 def _finished_history(session: Session, experiment_id: str, status: Status) -> bytes:
     """A finished experiment's whole history as JSON, built once per process: it never
     changes again, and a deletion is seen by the status lookup before this is asked."""
-    epochs = crud.history(session, experiment_id)
+    epochs = experiments.history(session, experiment_id)
     return (
         History(experiment_id=experiment_id, status=status, epochs=epochs)
         .model_dump_json()
@@ -188,8 +182,8 @@ def cancel_experiment(
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "cancel this experiment")
     try:
-        return ExperimentPublic.model_validate(crud.cancel(session, experiment))
-    except crud.Conflict as exc:
+        return ExperimentPublic.model_validate(experiments.cancel(session, experiment))
+    except experiments.Conflict as exc:
         raise HTTPException(409, str(exc)) from None
 
 
@@ -201,8 +195,8 @@ def delete_experiment(
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "delete this experiment")
     try:
-        crud.delete(session, experiment)
-    except crud.Conflict as exc:
+        experiments.delete(session, experiment)
+    except experiments.Conflict as exc:
         raise HTTPException(409, str(exc)) from None
     return Response(status_code=204)
 

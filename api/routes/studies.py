@@ -7,8 +7,6 @@ from celery import Celery
 from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import Engine
-from sqlmodel import Session
 
 from api.deps import (
     CeleryDep,
@@ -30,11 +28,12 @@ from core.config import Settings
 from jobs import search
 from jobs.queueing import publish
 from models.budget import check_budget
-from models.errors import SpecError, error_entry
+from models.errors import error_entry
 from models.presets import resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
-from store import studies as crud
+from store import studies
 from store.experiments import InvalidCursor
+from store.handles import Engine, Session
 from store.tables import Study
 from views import report
 from views.report import TableRow, as_csv, markdown
@@ -88,24 +87,19 @@ def submit_study(
     first trials and asks Optuna for more as they finish). Everything is checked first: an
     answer in 4xx stores nothing."""
     owner = principal.user if principal else None
-    try:
-        if body.search is not None:
-            search.validate_space(body.preset, _base(body), body.search, body.seeds[0], settings)
-            adding = min(body.search.parallel, body.search.n_trials)
-        else:
-            runs = plan(_variants(body), body.seeds)
-            for run in runs:
-                check_budget(run.spec, settings)
-            adding = len(runs)
-    except SpecError as exc:
-        raise RequestValidationError(
-            [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
-        ) from None
+    if body.search is not None:  # a SpecError: 422 (api.errors.invalid_spec)
+        search.validate_space(body.preset, _base(body), body.search, body.seeds[0], settings)
+        adding = min(body.search.parallel, body.search.n_trials)
+    else:
+        runs = plan(_variants(body), body.seeds)
+        for run in runs:
+            check_budget(run.spec, settings)
+        adding = len(runs)
     check_active_cap(session, principal, settings, adding=adding)
     if body.search is not None:
         study = _start_search(body, session, engine, celery, settings, owner)
     else:
-        study, experiments = crud.create_study(
+        study, experiments = studies.create_study(
             session,
             name=body.name,
             kind=body.kind,
@@ -132,7 +126,7 @@ def list_studies(
 ) -> StudyPage:
     """Studies, newest first, a page at a time."""
     try:
-        items, next_cursor = crud.list_studies(
+        items, next_cursor = studies.list_studies(
             session, owner=visible_owner(principal, settings), limit=limit, cursor=cursor
         )
     except InvalidCursor as exc:
@@ -168,7 +162,7 @@ def read_study_table(
 ) -> Comparison | Response:
     """The comparison table: one row per variant, mean and standard deviation over seeds."""
     study = find_study(session, study_id, principal, settings)
-    rows = report.study_table(session, crud.study_experiments(session, study.id))
+    rows = report.study_table(session, studies.study_experiments(session, study.id))
     return _render(rows, format)
 
 
@@ -190,7 +184,7 @@ def cancel_study(
     trials, and Optuna hears how its trials ended)."""
     study = find_study(session, study_id, principal, settings)
     require_owner(principal, study.owner, "cancel this study")
-    crud.cancel_study(session, study)
+    studies.cancel_study(session, study)
     try:
         search.advance(engine, celery, settings, study.id)
     except Exception:  # the study is cancelled all the same; a later advance tells Optuna
@@ -257,7 +251,7 @@ def _start_search(
     owner: str | None,
 ) -> Study:
     """Store a checked search and start its first trials."""
-    study = crud.create_search_study(
+    study = studies.create_search_study(
         session,
         name=body.name,
         definition=body.model_dump(mode="json"),
@@ -272,9 +266,9 @@ def _start_search(
 
 def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     session.refresh(study)
-    experiments = crud.study_experiments(session, study.id)
-    status = crud.status_of(experiments, search.trials_to_come(study))
-    progress = crud.progress(experiments)
+    experiments = studies.study_experiments(session, study.id)
+    status = studies.status_of(experiments, search.trials_to_come(study))
+    progress = studies.progress(experiments)
     best = None
     if study.kind == "search":
         planned = search.search_of(study).n_trials
@@ -287,7 +281,7 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
         status=status,
         created_at=study.created_at,
         seeds=study.seeds,
-        variants=crud.variants(experiments),
+        variants=studies.variants(experiments),
         progress=progress,
         experiment_ids=[experiment.id for experiment in experiments],
         table=report.study_table(session, experiments),
