@@ -31,11 +31,17 @@ RUN pip install "$TENSORFLOW"
 
 WORKDIR /app
 COPY pyproject.toml ./
+COPY client ./client
 COPY api ./api
 COPY core ./core
+COPY jobs ./jobs
 COPY models ./models
+COPY store ./store
+COPY views ./views
 COPY worker ./worker
-RUN pip install .
+# The client (and the `convlab` command) is a distribution of its own that the server's depends
+# on: installed in the same step, pip takes it from ./client, not from an index.
+RUN pip install ./client .
 
 USER convlab
 # CONVLAB_HOME is a volume in docker-compose.yml; Keras keeps its download cache under it.

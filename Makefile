@@ -18,11 +18,13 @@ test: lint
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("convlab needs Python 3.11 to 3.13") if not (3, 11) <= sys.version_info[:2] <= (3, 13) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e ./client -e '.[test]'  # the client is a distribution of its own
+	# A .venv from before the split: uninstalling the old convlab took its `convlab` script along.
+	test -x $(BIN)/convlab || $(BIN)/pip install --quiet --force-reinstall --no-deps -e ./client
 	touch $@
 
 # Benchmarks (about ten minutes here, after the installs): figures and ratios measured side by
@@ -51,7 +53,8 @@ $(MLFLOW)/bin/mlflow:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api worker models core store jobs views
+	$(BIN)/mypy api worker models core store jobs views client
+	$(BIN)/lint-imports --no-cache  # every import points down; the API loads no TensorFlow, runs no SQL
 
 clean:
 	rm -rf $(VENV) var .bench

@@ -1,16 +1,17 @@
-"""The ``convlab`` command and ``core.client`` against a real API and a real worker training
+"""The ``convlab`` command and ``convlab_client`` against a real API and a real worker training
 on digits."""
 
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
-from core.client import ApiError, Client
+from convlab_client import TERMINAL, ApiError, Client, Status
+from store import tables
 from tests.services import BIN, Stack, free_port, running_stack
 
 pytestmark = pytest.mark.slow
@@ -329,3 +330,8 @@ def test_the_token_comes_from_convlab_token(tmp_path: Path) -> None:
         with_token = convlab(stack, "ls", CONVLAB_TOKEN=stack.token("alice"))
         assert with_token.returncode == 0, with_token.stderr
         assert "val_accuracy" in with_token.stdout
+
+
+def test_the_clients_statuses_are_the_servers() -> None:
+    assert list(get_args(Status)) == [status.value for status in tables.Status]
+    assert {status.value for status in set(tables.Status) - set(tables.ACTIVE)} == TERMINAL

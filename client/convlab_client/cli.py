@@ -1,28 +1,56 @@
-"""``convlab``: experiments and studies over the API (``CONVLAB_URL``, ``CONVLAB_TOKEN``), and
-token administration on the server (``convlab token`` talks to the database directly)."""
+"""``convlab``: experiments and studies over the API (``CONVLAB_URL``, ``CONVLAB_TOKEN``).
 
+HTTP only. An installed server adds its own commands (``convlab token``, which talks to the
+database) as Typer apps in the ``convlab.commands`` entry-point group; they are imported only
+when one of them runs or the help lists them.
+"""
+
+import functools
 import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from core.client import TERMINAL, ApiError, Client, Json
-from store.db import get_engine, migrate, session_scope
-from store.tables import Status
-from store.tokens import InvalidUser, create_token, list_tokens, revoke
+from convlab_client.client import TERMINAL, ApiError, Client, Json, Status
+
+COMMANDS = "convlab.commands"
+"""The entry-point group of commands other distributions add: ``name = "module:typer_app"``."""
+
+
+@functools.cache
+def _added() -> dict[str, EntryPoint]:
+    """The commands installed distributions add, by name."""
+    return {entry.name: entry for entry in entry_points(group=COMMANDS)}
+
+
+class _Commands(TyperGroup):
+    """The client's commands, then the added ones, each imported when first asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *sorted(_added().keys() - self.commands.keys())]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in _added():
+            command = typer.main.get_group(_added()[cmd_name].load())
+            command.name = cmd_name
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
-    help="convlab: train the chapter's CNNs on a convlab server, and administer it.",
+    cls=_Commands,
+    help="convlab: train the chapter's CNNs on a convlab server.",
     no_args_is_help=True,
 )
-token = typer.Typer(help="API tokens (needed when CONVLAB_AUTH is on).", no_args_is_help=True)
-app.add_typer(token, name="token")
 study = typer.Typer(help="Studies: variants crossed with seeds, compared.", no_args_is_help=True)
 app.add_typer(study, name="study")
 
@@ -43,45 +71,7 @@ Sets = Annotated[
 Name = Annotated[str | None, typer.Option("--name", help="A label for people.")]
 
 
-@token.command("create")
-def token_create(
-    user: str = typer.Option(..., "--user", help="Who the token acts for."),
-    admin: bool = typer.Option(False, "--admin", help="May cancel and delete anyone's work."),
-) -> None:
-    """Create a token and print it once; only its hash is stored."""
-    migrate()
-    with session_scope(get_engine()) as session:
-        try:
-            row, text = create_token(session, user=user, admin=admin)
-        except InvalidUser as exc:
-            raise typer.BadParameter(str(exc), param_hint="--user") from None
-    typer.echo(text)
-    typer.echo(f"token {row.id} for {user}{' (admin)' if admin else ''}; shown only now", err=True)
-
-
-@token.command("list")
-def token_list() -> None:
-    """Tokens by id, user and state (never their secrets)."""
-    migrate()
-    with session_scope(get_engine()) as session:
-        for row in list_tokens(session):
-            state = "revoked" if row.revoked_at else "active"
-            role = "admin" if row.admin else "user"
-            typer.echo(f"{row.id}  {row.user}  {role}  {state}  {row.created_at:%Y-%m-%d}")
-
-
-@token.command("revoke")
-def token_revoke(token_id: str) -> None:
-    """Revoke a token by its id (the part after 'clt_')."""
-    migrate()
-    with session_scope(get_engine()) as session:
-        if not revoke(session, token_id):
-            typer.echo(f"No active token {token_id}.", err=True)
-            raise typer.Exit(1)
-    typer.echo(f"revoked {token_id}")
-
-
-# Client commands: every API or network error ends the command with its sentence on stderr.
+# Every API or network error ends the command with its sentence on stderr.
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

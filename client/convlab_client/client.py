@@ -1,6 +1,6 @@
 """A small client for convlab's HTTP API (``../shared/API.md``), for scripts and ``convlab``.
 
->>> from core.client import Client
+>>> from convlab_client import Client
 >>> with Client() as api:  # CONVLAB_URL and CONVLAB_TOKEN, or the arguments
 ...     experiment = api.submit({"preset": "dropout", "dataset": {"name": "digits"}})
 ...     for epoch in api.follow(experiment["id"]):
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+"""An experiment's (or a study's) status, as the API names it."""
+TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "cancelled"})
 """Statuses an experiment (or a study) never leaves."""
 MAX_PAGE = 500
 """The most experiments the API returns a page."""
@@ -112,7 +114,7 @@ class Client:
     def experiments(
         self,
         *,
-        status: str | None = None,
+        status: Status | None = None,
         preset: str | None = None,
         study_id: str | None = None,
         limit: int | None = 50,
