@@ -5,6 +5,7 @@ convlab's own database, so a search survives restarts and any worker can report 
 worker calls it after each trial, the API after creating or cancelling the search, the sweeper
 every pass."""
 
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -202,18 +203,34 @@ def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -
     return started
 
 
-def _claim_trial(session: Session, study_id: str, n_trials: int) -> bool:
-    """Count one more trial, unless the search has all its trials or was cancelled."""
+def _claim_trial(session: Session, study_id: str, search: SearchSpec) -> bool:
+    """Count one more trial, unless the search has all its trials, was cancelled or already
+    runs ``parallel`` trials. The count comes first and locks the study's row, so processes
+    advancing the search at once (a worker and the sweeper) see each other's trials."""
     claimed = session.exec(
         update(Study)
         .where(
             col(Study.id) == study_id,
-            col(Study.trials_started) < n_trials,
+            col(Study.trials_started) < search.n_trials,
             col(Study.cancel_requested).is_(False),
         )
         .values(trials_started=col(Study.trials_started) + 1)
     )
-    return claimed.rowcount == 1
+    if claimed.rowcount != 1:
+        return False
+    active = session.exec(
+        select(func.count()).where(
+            Experiment.study_id == study_id, col(Experiment.status).in_(ACTIVE)
+        )
+    ).one()
+    if active < search.parallel:
+        return True
+    session.exec(
+        update(Study)
+        .where(col(Study.id) == study_id)
+        .values(trials_started=col(Study.trials_started) - 1)
+    )
+    return False
 
 
 def _start_trial(
@@ -243,7 +260,7 @@ def _start_trial(
     label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
     experiment: Experiment | None = None
     with session_scope(engine) as session:
-        if _claim_trial(session, study.id, search.n_trials):
+        if _claim_trial(session, study.id, search):
             experiment = create_experiment(
                 session,
                 name=f"trial {trial.number}: {label}",
@@ -257,7 +274,7 @@ def _start_trial(
                 experiment.status, experiment.error = Status.failed, refusal
                 experiment.finished_at = experiment.created_at
     if experiment is None or refusal is not None:
-        optuna_study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        _tell(optuna_study, trial.number, state=optuna.trial.TrialState.FAIL)
     return experiment
 
 
@@ -306,17 +323,31 @@ def _reconcile(
             else None
         )
         if value is not None:
-            optuna_study.tell(experiment.trial_number, value, skip_if_finished=True)
+            _tell(optuna_study, experiment.trial_number, value)
         elif (experiment.error or "").startswith(PRUNED):
             state = optuna.trial.TrialState.PRUNED
-            optuna_study.tell(experiment.trial_number, state=state, skip_if_finished=True)
+            _tell(optuna_study, experiment.trial_number, state=state)
         else:
             state = optuna.trial.TrialState.FAIL
-            optuna_study.tell(experiment.trial_number, state=state, skip_if_finished=True)
+            _tell(optuna_study, experiment.trial_number, state=state)
     if not trials_to_come(study):
         orphans = running - {experiment.trial_number for experiment in experiments}
         for number in orphans:
-            optuna_study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            _tell(optuna_study, number, state=optuna.trial.TrialState.FAIL)
+
+
+def _tell(
+    optuna_study: "optuna.Study",
+    number: int,
+    value: float | None = None,
+    state: "optuna.trial.TrialState | None" = None,
+) -> None:
+    """Tell Optuna how a trial ended, unless another process (a worker and the sweeper advance
+    the same search) told it first."""
+    import optuna
+
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        optuna_study.tell(number, value, state=state, skip_if_finished=True)
 
 
 def best_trial(

@@ -136,6 +136,20 @@ def test_finished_trials_reach_optuna_and_the_best_is_named(
     assert optuna_study.best_trial.number == 1
 
 
+def test_advances_racing_each_other_start_no_more_than_parallel_trials(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    # A worker that finished a trial and the API's sweeper advance the same search at once.
+    study = _search(client, parallel=1)
+    _succeed(trainer, client.get(f"/studies/{study['id']}").json()["experiment_ids"][0])
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: advance(trainer.engine, celery, settings, study["id"]), range(4)))
+    ids = client.get(f"/studies/{study['id']}").json()["experiment_ids"]
+    statuses = [client.get(f"/experiments/{i}").json()["status"] for i in ids]
+    assert statuses == ["succeeded", "queued"]
+
+
 def test_cancel_of_a_search_stops_it_starting_trials(
     client: TestClient, trainer: Trainer, settings: Settings
 ) -> None:
