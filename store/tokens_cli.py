@@ -4,12 +4,33 @@ The server's distribution adds this app to the client's ``convlab`` command thro
 ``convlab.commands`` entry-point group (pyproject.toml), so the client imports nothing of it.
 """
 
-import typer
+from pathlib import Path
 
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from core.config import Settings
 from store.db import get_engine, migrate, session_scope
 from store.tokens import InvalidUser, create_token, list_tokens, revoke
 
 app = typer.Typer(help="API tokens (needed when CONVLAB_AUTH is on).", no_args_is_help=True)
+
+
+def _database() -> Engine:
+    """The server's database, migrated; refuses, creating nothing, where there is none (run
+    from another folder, the default SQLite file would be a new and empty one)."""
+    url = make_url(Settings().resolved_database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        typer.echo(
+            f"No convlab database at {url.database}. Run this in the folder you started the "
+            "server from, or set CONVLAB_HOME (or CONVLAB_DATABASE_URL) as the server has it.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    engine = get_engine()
+    migrate(engine)
+    return engine
 
 
 @app.command("create")
@@ -18,8 +39,7 @@ def token_create(
     admin: bool = typer.Option(False, "--admin", help="May cancel and delete anyone's work."),
 ) -> None:
     """Create a token and print it once; only its hash is stored."""
-    migrate()
-    with session_scope(get_engine()) as session:
+    with session_scope(_database()) as session:
         try:
             row, text = create_token(session, user=user, admin=admin)
         except InvalidUser as exc:
@@ -31,8 +51,7 @@ def token_create(
 @app.command("list")
 def token_list() -> None:
     """Tokens by id, user and state (never their secrets)."""
-    migrate()
-    with session_scope(get_engine()) as session:
+    with session_scope(_database()) as session:
         for row in list_tokens(session):
             state = "revoked" if row.revoked_at else "active"
             role = "admin" if row.admin else "user"
@@ -42,8 +61,7 @@ def token_list() -> None:
 @app.command("revoke")
 def token_revoke(token_id: str) -> None:
     """Revoke a token by its id (the part after 'clt_')."""
-    migrate()
-    with session_scope(get_engine()) as session:
+    with session_scope(_database()) as session:
         if not revoke(session, token_id):
             typer.echo(f"No active token {token_id}.", err=True)
             raise typer.Exit(1)

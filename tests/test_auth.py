@@ -1,11 +1,13 @@
 """Tokens and ownership against a real running API with CONVLAB_AUTH on."""
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import Stack, running_stack
+from tests.services import BIN, Stack, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,27 @@ def test_tokens_are_stored_hashed_and_listed_without_secrets(
         assert token_id in listed and secret not in listed
         assert secret.encode() not in (home / "convlab.sqlite").read_bytes()
     assert stack.convlab("token", "create", "--user", "Not A Name").returncode != 0
+
+
+def test_token_commands_where_there_is_no_database_refuse_and_create_nothing(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    env = {**os.environ, "CONVLAB_HOME": str(elsewhere)}
+    env.pop("CONVLAB_DATABASE_URL", None)
+    for command in (["list"], ["create", "--user", "alice"], ["revoke", "abc"]):
+        refused = subprocess.run(
+            [str(BIN / "convlab"), "token", *command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert "No convlab database at" in refused.stderr
+        assert "CONVLAB_HOME" in refused.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_only_the_owner_or_an_admin_may_cancel(stack: Stack, tokens: dict[str, str]) -> None:
