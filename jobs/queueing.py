@@ -102,18 +102,18 @@ def publish_pending(
                 select(Experiment.id).where(Experiment.status == Status.queued, *never)
             ).all()
         )
+        stale = col(Experiment.dispatched_at) < now - timedelta(seconds=horizon_seconds)
+        lost = list(
+            session.exec(
+                select(Experiment.id)
+                .where(Experiment.status == Status.queued, stale)
+                .order_by(col(Experiment.dispatched_at))
+            ).all()
+        )
         queued = session.exec(select(func.count()).where(Experiment.status == Status.queued)).one()
-        held = _messages_held(celery) if queued > len(pending) else None
-        lost: list[str] = []
-        if held is not None and held < queued:
-            stale = col(Experiment.dispatched_at) < now - timedelta(seconds=horizon_seconds)
-            lost = list(
-                session.exec(
-                    select(Experiment.id)
-                    .where(Experiment.status == Status.queued, stale)
-                    .order_by(col(Experiment.dispatched_at))
-                ).all()
-            )
+    held = _messages_held(celery) if lost else None  # the broker is asked only when needed
+    if held is None or held >= queued:
+        lost = []
     if lost:
         log.warning(
             "the broker holds %d message(s) for %d queued run(s); publishing %d again",

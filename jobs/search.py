@@ -243,8 +243,9 @@ def _start_trial(
     """Ask Optuna for a trial, then count it and store it as an experiment in one transaction:
     queued (not yet published), or failed with the reason when the spec refuses its point or
     its model is over the budget. None (and the trial failed) when the search already has all
-    its trials or was cancelled. A process that dies after asking leaves a trial Optuna holds
-    as running with no experiment: ``_reconcile`` fails it once the search starts no more."""
+    its trials, was cancelled or runs ``parallel`` trials. A process that dies after asking
+    leaves a trial Optuna holds as running with no experiment: ``_reconcile`` fails it once
+    the search starts no more."""
     import optuna
 
     seed = study.seeds[0]

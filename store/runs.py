@@ -187,10 +187,8 @@ def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | 
         now = _fence(session, experiment_id, owner, lease_seconds=None)
         if now is None:
             raise LeaseLost(experiment_id)
-        experiment = session.get(Experiment, experiment_id, populate_existing=True)
-        assert experiment is not None
         if checkpoint is not None:
-            _store_checkpoint(session, experiment_id, experiment.epochs_done, checkpoint)
+            _store_reached(session, experiment_id, checkpoint)
         session.exec(
             update(Experiment)
             .where(col(Experiment.id) == experiment_id)
@@ -229,9 +227,7 @@ def finish(
         if ended.rowcount == 0:
             raise LeaseLost(experiment_id)
         if checkpoint is not None:
-            experiment = session.get(Experiment, experiment_id, populate_existing=True)
-            assert experiment is not None
-            _store_checkpoint(session, experiment_id, experiment.epochs_done, checkpoint)
+            _store_reached(session, experiment_id, checkpoint)
         newest = session.exec(
             select(func.max(Checkpoint.epoch)).where(Checkpoint.experiment_id == experiment_id)
         ).one()
@@ -241,6 +237,15 @@ def finish(
                     col(Checkpoint.experiment_id) == experiment_id, col(Checkpoint.epoch) < newest
                 )
             )
+
+
+def _store_reached(session: Session, experiment_id: str, data: bytes) -> None:
+    """Store the weights a stopped run reached as the checkpoint of its last finished epoch
+    (replacing the one saved then): a resume trains on from them."""
+    epochs_done = session.exec(
+        select(Experiment.epochs_done).where(Experiment.id == experiment_id)
+    ).one()
+    _store_checkpoint(session, experiment_id, epochs_done, data)
 
 
 def refresh_summary(session: Session, experiment_id: str) -> None:

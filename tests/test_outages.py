@@ -203,7 +203,7 @@ def test_a_worker_killed_between_taking_a_message_and_claiming_its_run_loses_not
             # A worker that cannot claim gives its message back after db_outage_s, and takes
             # it again: it is killed while it holds the message, unclaimed.
             taker = stack.start_worker(db_outage_s="2")
-            handed_back = f"while claiming {experiment_id}"
+            handed_back = f"while claiming it ({experiment_id})"
             wait_for(
                 lambda: (
                     stack.log_text().count(handed_back) >= 2

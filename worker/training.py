@@ -103,10 +103,16 @@ class Job:
         self.settings = settings
         self.lease_lost = threading.Event()
 
-    def durably(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, waiting out a database outage of up to ``db_outage_s``."""
+    def durably(
+        self, what: str, call: Callable[[], T], give_up: threading.Event | None = None
+    ) -> T:
+        """``call()``, waiting out a database outage of up to ``db_outage_s`` (or until
+        ``give_up`` is set)."""
         return through_outages(
-            call, seconds=self.settings.db_outage_s, what=f"{what} ({self.experiment_id})"
+            call,
+            seconds=self.settings.db_outage_s,
+            what=f"{what} ({self.experiment_id})",
+            give_up=give_up,
         )
 
 
@@ -309,7 +315,8 @@ def run_experiment(experiment_id: str) -> None:
     engine = get_engine()
     job = Job(engine, experiment_id, this_process(), settings)
     try:
-        claimed = through_outages(
+        claimed = job.durably(
+            "claiming it",
             lambda: claim(
                 engine,
                 experiment_id,
@@ -317,8 +324,6 @@ def run_experiment(experiment_id: str) -> None:
                 lease_seconds=settings.lease_seconds,
                 max_lost=settings.max_workers_lost,
             ),
-            seconds=settings.db_outage_s,
-            what=f"claiming {experiment_id}",
             give_up=stop_requested,
         )
     except DatabaseUnavailable as exc:
