@@ -178,14 +178,15 @@ def cancel_requested(engine: Engine, experiment_id: str) -> bool:
 
 
 def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | None) -> None:
-    """Hand an interrupted run back to the queue, with the weights reached so far.
+    """Hand an interrupted run back to the queue, with the weights reached so far; the
+    sweeper publishes it again (its message is acknowledged, not handed back to the broker,
+    which would give it straight back to the worker that is stopping).
 
     The checkpoint replaces the one of the last finished epoch, so the next attempt trains the
     interrupted epoch again from these weights: only the batch in progress is lost.
     """
     with session_scope(engine) as session:
-        now = _fence(session, experiment_id, owner, lease_seconds=None)
-        if now is None:
+        if _fence(session, experiment_id, owner, lease_seconds=None) is None:
             raise LeaseLost(experiment_id)
         if checkpoint is not None:
             _store_reached(session, experiment_id, checkpoint)
@@ -196,8 +197,19 @@ def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | 
                 status=Status.queued,
                 lease_owner=None,
                 lease_expires_at=None,
-                dispatched_at=now,
+                dispatched_at=None,
             )
+        )
+
+
+def undispatch(engine: Engine, experiment_id: str) -> None:
+    """Mark a queued run as holding no message, so that the sweeper publishes it again: a
+    stopping worker took its message and will not run it."""
+    with session_scope(engine) as session:
+        session.exec(
+            update(Experiment)
+            .where(col(Experiment.id) == experiment_id, col(Experiment.status) == Status.queued)
+            .values(dispatched_at=None)
         )
 
 

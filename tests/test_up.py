@@ -56,6 +56,35 @@ def _healthy(client: httpx.Client) -> bool:
         return False
 
 
+def _exit_status(process: subprocess.Popen[bytes], home: Path, timeout: float = 60) -> int:
+    """up.sh's exit status once it has stopped; a failure that names what still runs."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"up.sh still runs {timeout:.0f} s after the signal; its processes:\n"
+            f"{_group_processes(process.pid)}\n--- up.log (tail)\n"
+            f"{(home / 'up.log').read_text(errors='replace')[-6000:]}"
+        )
+
+
+def _group_processes(pgid: int) -> str:
+    """Each process of the group: pid, state, what it waits in, its command line."""
+    lines = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            proc = stat.parent
+            wchan = (proc / "wchan").read_text()
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        lines.append(f"{proc.name} {fields[0]} {wchan} {command[:160]}")
+    return "\n".join(lines)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -74,8 +103,11 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
             what="the first epoch",
         )
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        assert process.wait(timeout=60) == 0
+        assert _exit_status(process, tmp_path) == 0
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
+    stopped = (tmp_path / "up.log").read_text()
+    assert "interrupted by shutdown; back in the queue" in stopped
+    assert "Traceback" not in stopped
 
     with up(tmp_path) as (process, client):
         requeued = client.get(f"/experiments/{experiment_id}").json()
@@ -86,7 +118,7 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
         assert client.post(f"/experiments/{experiment_id}/cancel").status_code == 202
         wait_for_status(client, experiment_id, {"cancelled"}, timeout=30)
         process.send_signal(signal.SIGTERM)  # `kill` of the script alone
-        assert process.wait(timeout=60) == 0
+        assert _exit_status(process, tmp_path) == 0
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
 
 
@@ -110,4 +142,4 @@ def test_a_dead_worker_is_started_again_and_its_job_resumes(tmp_path: Path) -> N
         assert [row["epoch"] for row in epochs] == list(range(1, 13))
         assert "the worker exited" in (tmp_path / "up.log").read_text()
         os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        assert _exit_status(process, tmp_path) == 0

@@ -27,7 +27,7 @@ from models.spec import ExperimentSpec
 from store.db import get_engine, session_scope
 from store.experiments import history
 from store.leases import this_process
-from store.outages import DatabaseUnavailable, is_transient, through_outages
+from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient, through_outages
 from store.runs import (
     EpochMetrics,
     LeaseLost,
@@ -39,6 +39,7 @@ from store.runs import (
     release,
     renew_lease,
     rewind,
+    undispatch,
 )
 from store.tables import Experiment, Status, Study
 from worker.celery_app import app
@@ -306,13 +307,14 @@ def fit(
 def run_experiment(experiment_id: str) -> None:
     """Claim, train and close one experiment; every outcome ends in its row.
 
-    A worker that is shutting down, or cannot reach the database to claim the run, hands the
-    message back to the broker instead.
+    A worker that is shutting down leaves the run to the sweeper to publish again; one that
+    cannot reach the database hands the message back to the broker instead.
     """
-    if stop_requested.is_set():
-        raise Reject("worker shutting down", requeue=True)
     settings = get_settings()
     engine = get_engine()
+    if stop_requested.is_set():
+        _leave_to_the_sweeper(engine, experiment_id)
+        return
     job = Job(engine, experiment_id, this_process(), settings)
     try:
         claimed = job.durably(
@@ -357,6 +359,16 @@ def run_experiment(experiment_id: str) -> None:
         job.durably("starting the next trial", lambda: advance(engine, app, settings, study.id))
 
 
+def _leave_to_the_sweeper(engine: Engine, experiment_id: str) -> None:
+    """A message taken while stopping: the run stays queued, to be published again (handing
+    the message back to the broker would give it straight back to this worker)."""
+    try:
+        undispatch(engine, experiment_id)
+    except DATABASE_ERRORS as exc:
+        raise Reject(f"worker shutting down ({exc}); message handed back", requeue=True) from None
+    log.info("experiment %s not started: this worker is shutting down", experiment_id)
+
+
 def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter | None) -> None:
     spec = ExperimentSpec.model_validate(stored_spec)
     candidates = job.durably(
@@ -379,7 +391,7 @@ def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter
             lambda: release(job.engine, job.experiment_id, job.owner, reached),
         )
         log.info("experiment %s interrupted by shutdown; back in the queue", job.experiment_id)
-        raise Reject("worker shutting down", requeue=True) from None
+        return
     except (LeaseLost, DatabaseUnavailable):
         raise
     except Exception as exc:
