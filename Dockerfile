@@ -48,4 +48,4 @@ USER convlab
 ENV CONVLAB_HOME=/var/lib/convlab \
     KERAS_HOME=/var/lib/convlab/keras
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "5"]

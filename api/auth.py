@@ -17,12 +17,17 @@ OPEN_PREFIX = "/ui/"
 
 class BearerAuth:
     """Puts the request's ``Principal`` in ``request.state.principal`` (None while auth is
-    off) or answers 401 with a ``WWW-Authenticate`` challenge."""
+    off) or answers 401 with a ``WWW-Authenticate`` challenge.
 
-    def __init__(self, app: ASGIApp, *, engine: Engine, enabled: bool) -> None:
+    Tokens are looked up in ``threads`` threads of their own, not the sync routes' threads: a
+    token check never waits behind slow routes. Each request looks its token up (one row by
+    primary key), so a revoked token stops working at once."""
+
+    def __init__(self, app: ASGIApp, *, engine: Engine, enabled: bool, threads: int) -> None:
         self.app = app
         self.engine = engine
         self.enabled = enabled
+        self.lookups = anyio.CapacityLimiter(threads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -36,7 +41,11 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
-        principal = await anyio.to_thread.run_sync(self._lookup, presented) if presented else None
+        principal = (
+            await anyio.to_thread.run_sync(self._lookup, presented, limiter=self.lookups)
+            if presented
+            else None
+        )
         if principal is None:
             detail = (
                 "This server needs a token: send 'Authorization: Bearer <token>' "

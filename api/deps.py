@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from api.auth import principal_of
-from api.limits import SubmissionRate
+from api.limits import MinuteRate
 from core.config import Settings
 from store.handles import Engine, Session
 from store.lookups import experiment_by_id, status_and_owner, study_by_id
@@ -96,7 +96,7 @@ PrincipalDep = Annotated[Principal | None, Depends(current_principal)]
 
 async def limit_submissions(request: Request) -> None:
     """Count a POST against its user's rate (before the body is validated: bad ones count)."""
-    rate: SubmissionRate = request.app.state.submissions
+    rate: MinuteRate = request.app.state.submissions
     rate.check(principal_of(request.state))
 
 

@@ -1,6 +1,7 @@
 """The error responses the OpenAPI schema documents; each body is ``{"detail": sentence}``."""
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
@@ -8,9 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Match, Route
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
-from models.errors import SpecError
+from models.errors import SpecError, error_entry
 from store.outages import is_transient
 
 
@@ -21,7 +23,10 @@ class Problem(BaseModel):
 
 
 _REASONS = {
-    400: "The body is not valid JSON, or the URL holds a NUL character.",
+    400: (
+        "The body is not valid JSON, the URL holds a NUL character, or the Host header names "
+        "none of this server's names."
+    ),
     401: "No token, or an unknown or revoked one (only when auth is on).",
     403: "Only the owner or an admin may do this.",
     404: "No such experiment or study (with owner-only reads, also someone else's).",
@@ -38,31 +43,53 @@ _HEADERS = {
 }
 
 
-def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for these error status codes."""
+def documented(
+    *codes: int, reasons: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error status codes; ``reasons`` puts a route's
+    own description in place of the general one."""
+    described = {**_REASONS, **(reasons or {})}
     return {
-        code: {"model": Problem, "description": _REASONS[code]}
+        code: {"model": Problem, "description": described[code]}
         | ({"headers": _HEADERS[code]} if code in _HEADERS else {})
         for code in codes
     }
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""The methods a 405 asks each route about."""
+
+
 async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
     """405 whose ``Allow`` names every method the path has, not only those of the first route
     that matched it (Starlette's default)."""
-    allowed = sorted(
-        {
-            method
-            for route in request.app.router.routes
-            if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
-            for method in route.methods or ()
-        }
-    )
+    allowed = sorted(_methods_of_route_that_refused(exc) | _methods_of_path(request.scope))
     return JSONResponse(
         {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}."},
         status_code=405,
         headers={"Allow": ", ".join(allowed)},
     )
+
+
+def _methods_of_route_that_refused(exc: Exception) -> set[str]:
+    """The ``Allow`` of the route or mount (the dashboard's files) that raised the 405."""
+    headers = getattr(exc, "headers", None) or {}
+    return {method.strip() for method in headers.get("Allow", "").split(",") if method.strip()}
+
+
+def _methods_of_path(scope: Scope) -> set[str]:
+    """The methods some route answers on this path (from the app's root, even when a mount
+    refused it), asked of each route as if the request had used them: FastAPI keeps an included
+    router's routes inside it. A mount is left out: it takes every method, and its own ``Allow``
+    says which its app serves."""
+    app_scope = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    return {
+        method
+        for route in scope["app"].router.routes
+        if not isinstance(route, Mount)
+        for method in METHODS
+        if route.matches({**app_scope, "method": method})[0] == Match.FULL
+    }
 
 
 async def database_unreachable(request: Request, exc: Exception) -> JSONResponse:
@@ -90,6 +117,13 @@ async def invalid_spec(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
     located = [error | {"loc": ("body", *error["loc"])} for error in exc.errors]
     return await invalid_request(request, RequestValidationError(located))
+
+
+async def invalid_cursor(request: Request, exc: Exception) -> JSONResponse:
+    """The same 422 for a paging cursor this server did not hand out, in any listing; the
+    cursor is not echoed (it may be long)."""
+    error = error_entry(("query", "cursor"), str(exc), None)
+    return await invalid_request(request, RequestValidationError([error]))
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,17 +1,21 @@
 """Limits and guards that keep one user or one request from taking the server: a body size,
-a per-user cap on unfinished experiments, a per-token rate of submissions and no NUL in URLs
-(the model budget is in ``models.budget``)."""
+a per-user cap on unfinished experiments, per-user rates of submissions and of reads, a
+per-user cap on running predictions, no NUL in URLs and no Host header but this server's names
+(the model budget is in ``models.budget``, the picture size in ``views.images``)."""
 
 import math
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import HTTPException
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
-from store.experiments import active_count
+from store.experiments import lock_and_count_active
 from store.handles import Session
 from store.tokens import Principal
 
@@ -19,10 +23,12 @@ from store.tokens import Principal
 def check_active_cap(
     session: Session, principal: Principal | None, settings: Settings, adding: int
 ) -> None:
-    """429 when a user's queued and running experiments would pass the cap."""
+    """429 when a user's queued and running experiments would pass the cap. Call it first in
+    the transaction that stores the experiments: the user's submissions wait for each other
+    from here until it commits (``lock_and_count_active``), so two at once cannot both pass."""
     if principal is None:
         return
-    active = active_count(session, owner=principal.user)
+    active = lock_and_count_active(session, owner=principal.user)
     if active + adding > settings.max_active_per_user:
         raise HTTPException(
             429,
@@ -32,14 +38,18 @@ def check_active_cap(
         )
 
 
-class SubmissionRate:
-    """At most ``per_minute`` POSTs per user in any 60 seconds, in this process."""
+class MinuteRate:
+    """At most ``per_minute`` requests of a kind (``what``) per user in any 60 seconds, in this
+    process. Not counted while auth is off: no user then, and one client address would lump
+    the dashboard and every script of a one-user box together."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, what: str) -> None:
         self.per_minute = per_minute
+        self.what = what
         self.recent: dict[str, deque[float]] = defaultdict(deque)
 
     def check(self, principal: Principal | None) -> None:
+        """Count one request for ``principal``'s user; 429 with Retry-After when over."""
         if principal is None:
             return
         now = time.monotonic()
@@ -50,10 +60,56 @@ class SubmissionRate:
             retry = math.ceil(window[0] + 60 - now)
             raise HTTPException(
                 429,
-                f"More than {self.per_minute} submissions a minute; try again in {retry} s.",
+                f"More than {self.per_minute:,} {self.what} a minute; try again in {retry} s.",
                 headers={"Retry-After": str(retry)},
             )
         window.append(now)
+
+
+class ReadRate:
+    """429 for a GET or HEAD over its user's ``MinuteRate``. Inside ``BearerAuth``, which sets
+    the principal; /health and the dashboard's files have none, so they are never counted."""
+
+    def __init__(self, app: ASGIApp, *, rate: MinuteRate) -> None:
+        self.app = app
+        self.rate = rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            try:
+                self.rate.check(scope.get("state", {}).get("principal"))
+            except HTTPException as exc:
+                answer = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class PredictionSlots:
+    """At most ``per_user`` predictions per user running at once, in this process. Slots are
+    taken and given back on the event loop only, so a plain counter needs no lock."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self.running: Counter[str] = Counter()
+
+    @contextmanager
+    def slot(self, user: str) -> Iterator[None]:
+        """Hold one of ``user``'s slots for the block; 429 when all are taken."""
+        if self.running[user] >= self.per_user:
+            raise HTTPException(
+                429,
+                f"{user} already has {self.running[user]} predictions running, the cap "
+                "(CONVLAB_MAX_PREDICTIONS_PER_USER); send the next when one has answered.",
+                headers={"Retry-After": "1"},
+            )
+        self.running[user] += 1
+        try:
+            yield
+        finally:
+            self.running[user] -= 1
+            if not self.running[user]:
+                del self.running[user]
 
 
 class BodySizeLimit:
@@ -111,3 +167,47 @@ class NulInUrl:
             await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+class HostCheck:
+    """400 for a request whose ``Host`` header names neither a loopback name, nor the address
+    the request came in on, nor one of ``allowed``: a web page whose own name was pointed at
+    this server (DNS rebinding) cannot use it from a visitor's browser then."""
+
+    def __init__(self, app: ASGIApp, *, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = LOOPBACK_HOSTS | {host.lower() for host in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._served(scope):
+            detail = (
+                "The Host header names a host this server does not answer to; call it by "
+                "localhost or its address, or add the name to CONVLAB_ALLOWED_HOSTS."
+            )
+            await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _served(self, scope: Scope) -> bool:
+        host = _without_port(Headers(scope=scope).get("host", ""))
+        return host in self.allowed or host == _address(scope)
+
+
+def _without_port(host: str) -> str:
+    """A Host header's name or address, lower case: ``[::1]:8000`` gives ``[::1]``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+def _address(scope: Scope) -> str | None:
+    """The address the request came in on, as a Host header writes it (IPv6 in brackets)."""
+    server = scope.get("server")
+    if not server:
+        return None
+    address = str(server[0]).lower()
+    return f"[{address}]" if ":" in address else address

@@ -16,16 +16,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.auth import BearerAuth
-from api.errors import database_unreachable, invalid_request, invalid_spec, method_not_allowed
-from api.limits import BodySizeLimit, NulInUrl, SubmissionRate
+from api.errors import (
+    database_unreachable,
+    invalid_cursor,
+    invalid_request,
+    invalid_spec,
+    method_not_allowed,
+)
+from api.limits import BodySizeLimit, HostCheck, MinuteRate, NulInUrl, PredictionSlots, ReadRate
 from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
 from api.routes import catalogue, events, experiments, plots, studies, trained, ui
+from api.streams import EventStreams
 from core.config import Settings, get_settings
 from jobs.broker import make_celery
 from jobs.sweeper import sweep
 from models.errors import SpecError
 from store.db import get_engine, migrate
+from store.experiments import InvalidCursor
 from store.handles import Engine
 from store.outages import DATABASE_ERRORS
 
@@ -57,17 +65,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(SpecError, invalid_spec)
+    app.add_exception_handler(InvalidCursor, invalid_cursor)
     for error in DATABASE_ERRORS:
         app.add_exception_handler(error, database_unreachable)
     app.state.settings = settings
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)
-    app.state.submissions = SubmissionRate(settings.max_submissions_per_minute)
+    app.state.submissions = MinuteRate(settings.max_submissions_per_minute, "submissions")
+    app.state.streams = EventStreams(settings)
     app.state.predictor = Predictor()
+    app.state.prediction_slots = PredictionSlots(settings.max_predictions_per_user)
     app.state.metrics = ApiMetrics(app.state.engine)
-    app.add_middleware(BearerAuth, engine=app.state.engine, enabled=settings.auth)
+    app.add_middleware(ReadRate, rate=MinuteRate(settings.max_reads_per_minute, "reads"))
+    app.add_middleware(
+        BearerAuth, engine=app.state.engine, enabled=settings.auth, threads=settings.auth_threads
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NulInUrl)
+    if settings.allowed_hosts or not settings.auth:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -37,9 +37,52 @@ class Settings(BaseSettings):
     max_submissions_per_minute: int = Field(
         120, ge=1, description="POSTs one user may make a minute (with auth)."
     )
+    max_reads_per_minute: int = Field(
+        1200,
+        ge=1,
+        description=(
+            "GET and HEAD requests one user may make a minute (with auth; 429 over it). "
+            "/health and the dashboard's files are never counted."
+        ),
+    )
+    auth_threads: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description=(
+            "Threads for token lookups (with auth), apart from the sync routes' api_threads: "
+            "a token check never waits behind slow routes."
+        ),
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    max_upload_pixels: int = Field(
+        262_144,
+        ge=1024,
+        description=(
+            "Largest picture a prediction decodes, in pixels, read from its header before any "
+            "decoding: 512x512, 256 times the largest dataset's 32x32, so a picture needs no "
+            "exact size, yet decoding one costs a few MB at most (a 12000x12000 PNG of 20 KB "
+            "took about 1 GB)."
+        ),
+    )
+    max_predictions_per_user: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Predictions one user (with auth off: one client address) may have running at "
+            "once; more are a 429."
+        ),
+    )
     cors_origins: list[str] = Field(
         [], description="Browser origins allowed to call the API (none by default)."
+    )
+    allowed_hosts: list[str] = Field(
+        [],
+        description=(
+            "Host names (a JSON list) the API answers to besides localhost, 127.0.0.1, [::1] "
+            "and the address a request came in on. With auth off any other Host header is a "
+            "400 (DNS rebinding); with auth on, Host headers are checked only when this is set."
+        ),
     )
     host: str = "127.0.0.1"
     port: int = 8000
@@ -67,6 +110,41 @@ class Settings(BaseSettings):
     )
     events_poll_seconds: float = Field(
         0.5, gt=0, description="How often an event stream looks for new epochs."
+    )
+    events_token_check_seconds: float = Field(
+        5,
+        gt=0,
+        description=(
+            "How often an event stream looks up its token again (with auth): a revoked "
+            "token's streams end within this and one poll."
+        ),
+    )
+    max_event_streams_per_user: int = Field(
+        50,
+        ge=1,
+        description=(
+            "Event streams one user (with auth off: one client address) may have open: a "
+            "dashboard tab holds one or two, a script following a search's trials a few "
+            "dozen; ten users at this cap fit under max_event_streams."
+        ),
+    )
+    max_event_streams: int = Field(
+        500,
+        ge=1,
+        description=(
+            "Event streams the API process may have open in all: each holds a socket (a "
+            "process commonly may open 1024 files) and reads the database every "
+            "events_poll_seconds (500 at 0.5 s: about 1000 small reads a second)."
+        ),
+    )
+    events_threads: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description=(
+            "Threads for the event streams' reads, apart from the sync routes' api_threads: "
+            "slow routes cannot stall the streams, nor many streams the routes."
+        ),
     )
     redis_visibility_timeout_s: int = Field(
         7 * 24 * 3600, gt=0, description="Redis redelivers unacked jobs after this; above any job."

@@ -2,6 +2,7 @@
 after the position a client has seen. A position is what SSE calls the last event id: an
 epoch number for an experiment, ``<id prefix>:<epochs seen>`` pairs for a study."""
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, or_
@@ -15,6 +16,10 @@ from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, 
 
 ID_PREFIX = 12
 """Hex characters of an experiment id that name it in a study position (ids are uuid4 hex)."""
+MAX_COUNT = 2**31 - 1
+"""The largest epoch number a position may hold."""
+_DIGITS = re.compile(f"[0-9]{{1,{len(str(MAX_COUNT))}}}")
+_PREFIX = re.compile(f"[0-9a-f]{{{ID_PREFIX}}}")
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,26 @@ def study_position(seen: dict[str, int]) -> str:
     return ".".join(f"{prefix}:{count}" for prefix, count in seen.items() if count)
 
 
+def parse_experiment_position(text: str | None) -> int:
+    """The epoch a Last-Event-ID names; anything else counts as nothing seen."""
+    return _count(text or "") or 0
+
+
 def parse_study_position(text: str | None) -> dict[str, int]:
-    """``seen`` from a Last-Event-ID; anything unreadable counts as nothing seen."""
+    """``seen`` from a Last-Event-ID; one that ``study_position`` cannot have written counts
+    as nothing seen."""
     seen: dict[str, int] = {}
-    for pair in (text or "").split("."):
-        prefix, _, count = pair.partition(":")
-        if len(prefix) == ID_PREFIX and count.isdigit():
-            seen[prefix] = int(count)
+    for pair in text.split(".") if text else ():
+        prefix, _, written = pair.partition(":")
+        count = _count(written)
+        if count is None or not _PREFIX.fullmatch(prefix):
+            return {}
+        seen[prefix] = count
     return seen
+
+
+def _count(text: str) -> int | None:
+    """A count in ASCII digits below 2**31 (an integer column on PostgreSQL), or None; not
+    ``str.isdigit``, which accepts ``²`` (that ``int`` refuses)."""
+    count = int(text) if _DIGITS.fullmatch(text) else None
+    return count if count is not None and count <= MAX_COUNT else None

@@ -21,7 +21,7 @@ supervise_worker() {
     done
 }
 
-uvicorn --factory api.main:create_app --host "$host" --port "$port" &
+uvicorn --factory api.main:create_app --host "$host" --port "$port" --timeout-graceful-shutdown 5 &
 api=$!
 supervise_worker &
 worker=$!

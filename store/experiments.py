@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+import re
 import uuid
 from dataclasses import fields
 from datetime import datetime
@@ -11,11 +12,16 @@ from typing import Any
 from sqlalchemy import and_, func, or_, update
 from sqlmodel import Session, col, select
 
-from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, utcnow
+from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, Study, utcnow
 
 
 class InvalidCursor(ValueError):
     """A paging cursor this server did not hand out."""
+
+
+MAX_CURSOR_CHARS = 200
+"""Longer than any cursor ``encode_cursor`` makes (about 100 characters)."""
+_ROW_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 class Conflict(Exception):
@@ -113,11 +119,45 @@ def newest_epoch_at(session: Session, *, experiment_ids: list[str]) -> datetime 
     ).one()
 
 
-def active_count(session: Session, *, owner: str) -> int:
-    """How many of ``owner``'s experiments are queued or running."""
-    return session.exec(
+OWNER_LOCKS = 7210252
+"""The first key of PostgreSQL's advisory locks on users' submissions (the second: a hash of
+the user's name); two-key locks never collide with the one-key migration lock."""
+
+
+def lock_and_count_active(session: Session, *, owner: str) -> int:
+    """How many of ``owner``'s experiments are queued or running or about to be (the first
+    trials of their searches, not stored yet), counted under a lock on ``owner``'s submissions
+    that the session holds until its transaction ends: the count stays true until the submit
+    that read it has committed its rows. To be called first in a transaction.
+
+    The lock: on PostgreSQL a transaction-scoped advisory lock (other users are not held up);
+    on SQLite the database's write lock (``BEGIN IMMEDIATE``: SQLite has one writer at a time
+    anyway), taken before the count reads anything.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.exec(select(func.pg_advisory_xact_lock(OWNER_LOCKS, func.hashtext(owner))))
+    else:
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+    active = session.exec(
         select(func.count()).where(Experiment.owner == owner, col(Experiment.status).in_(ACTIVE))
     ).one()
+    return active + _first_trials_to_come(session, owner)
+
+
+def _first_trials_to_come(session: Session, owner: str) -> int:
+    """Trials of ``owner``'s searches counted toward the cap when submitted but not stored yet
+    (each search starts ``min(parallel, n_trials)`` trials right after its own row commits)."""
+    parallel = col(Study.definition)[("search", "parallel")].as_integer()
+    n_trials = col(Study.definition)[("search", "n_trials")].as_integer()
+    starting = session.exec(
+        select(parallel, n_trials, Study.trials_started).where(
+            Study.owner == owner,
+            Study.kind == "search",
+            col(Study.cancel_requested).is_(False),
+            col(Study.trials_started) < parallel,
+        )
+    ).all()
+    return sum(max(0, min(width, total) - started) for width, total, started in starting)
 
 
 def cancel(session: Session, experiment: Experiment) -> Experiment:
@@ -162,10 +202,17 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) a cursor points after; InvalidCursor if it is not one of ours."""
+    """The (created_at, id) a cursor points after; InvalidCursor unless it is exactly a cursor
+    that ``encode_cursor`` makes (so no size, nesting or type of JSON gets further)."""
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, row_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created_at), str(row_id)
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("longer than any cursor this server makes")
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        when = datetime.fromisoformat(created_at)
+        if not _ROW_ID.fullmatch(row_id) or encode_cursor(when, row_id) != cursor:
+            raise ValueError("not in the form encode_cursor makes")
+        return when, row_id
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidCursor("cursor is not one this server handed out") from exc
+        raise InvalidCursor(
+            "The cursor is not one this server gave out; start again without it."
+        ) from exc

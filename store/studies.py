@@ -4,7 +4,7 @@ as the comparison table, cancelled as a whole."""
 import contextlib
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -12,6 +12,8 @@ from sqlmodel import Session, col, select
 from models.studies import PlannedRun
 from store import experiments
 from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+
+T = TypeVar("T")
 
 
 def create_study(
@@ -132,9 +134,42 @@ def cancel_study(session: Session, study: Study) -> None:
                 experiments.cancel(session, experiment)
 
 
+MAX_PAGE_EXPERIMENTS = 1000
+"""A page of studies ends before the study that would take its studies' experiments past this
+(it holds one study at least): each study of a page is read with all its experiments."""
+
+
 def list_studies(
     session: Session, *, owner: str | None = None, limit: int, cursor: str | None
 ) -> tuple[list[Study], str | None]:
-    """A page of studies (of ``owner`` if given), newest first, and the next page's cursor."""
+    """A page of studies (of ``owner`` if given), newest first, and the next page's cursor;
+    fewer than ``limit`` when they would hold over ``MAX_PAGE_EXPERIMENTS`` experiments."""
     query = select(Study) if owner is None else select(Study).where(Study.owner == owner)
-    return experiments.newest_first(session, query, Study, limit=limit, cursor=cursor)
+    page, next_cursor = experiments.newest_first(session, query, Study, limit=limit, cursor=cursor)
+    sizes = _sizes(session, [study.id for study in page])
+    kept = first_within([(study, sizes.get(study.id, 0)) for study in page], MAX_PAGE_EXPERIMENTS)
+    if len(kept) == len(page):
+        return page, next_cursor
+    return kept, experiments.encode_cursor(kept[-1].created_at, kept[-1].id)
+
+
+def _sizes(session: Session, study_ids: list[str]) -> dict[str, int]:
+    """How many experiments each study has (those with any)."""
+    counts = session.exec(
+        select(Experiment.study_id, func.count())
+        .where(col(Experiment.study_id).in_(study_ids))
+        .group_by(col(Experiment.study_id))
+    ).all()
+    return {study_id: count for study_id, count in counts if study_id is not None}
+
+
+def first_within(sized: list[tuple[T, int]], budget: int) -> list[T]:
+    """The first items whose sizes add up to at most ``budget`` (the first one always)."""
+    kept: list[T] = []
+    total = 0
+    for item, size in sized:
+        total += size
+        if kept and total > budget:
+            break
+        kept.append(item)
+    return kept

@@ -107,7 +107,9 @@ class EpochRecord(SQLModel, table=True):
     val_loss: float | None = None
     val_accuracy: float | None = None
     seconds: float
-    recorded_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    recorded_at: datetime = Field(
+        default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
+    )  # the metrics scrape reads the newest rows (store.monitoring.epochs_recorded_after)
 
 
 @dataclass(frozen=True)

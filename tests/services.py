@@ -34,7 +34,10 @@ BIN = Path(sys.executable).parent
 POSTGRES_ADMIN_URL = os.environ.get(
     "CONVLAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-API_COMMAND = "uvicorn --factory api.main:create_app --host 127.0.0.1 --port {port}"
+API_COMMAND = (
+    "uvicorn --factory api.main:create_app --host 127.0.0.1 --port {port} "
+    "--timeout-graceful-shutdown 5"
+)
 """What scripts/up.sh runs; the compose stack's test substitutes the compose file's commands."""
 WORKER_COMMAND = "celery -A worker.celery_app worker --loglevel INFO --concurrency 1"
 

@@ -33,6 +33,10 @@ COMPOSE_VARIABLES = sorted(
 )
 
 
+PASSWORDS = {"POSTGRES_PASSWORD": "pg-secret-for-tests", "REDIS_PASSWORD": "redis-secret-for-tests"}
+"""What a user sets in .env before the first start (.env.example leaves them empty)."""
+
+
 def _env_example() -> dict[str, str]:
     pairs = (
         line.split("=", 1)
@@ -40,6 +44,18 @@ def _env_example() -> dict[str, str]:
         if line.strip() and not line.lstrip().startswith("#")
     )
     return {name.strip(): value.strip() for name, value in pairs}
+
+
+def _user_env() -> dict[str, str]:
+    """.env.example as a user's .env has it: the passwords set."""
+    return _env_example() | PASSWORDS
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("compose") / ".env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in _user_env().items()))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +85,27 @@ def _compose(cli: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture(scope="module")
-def config(compose_cli: str) -> dict[str, Any]:
-    """The compose file as docker-compose resolves it with .env.example's values."""
+def config(compose_cli: str, env_file: Path) -> dict[str, Any]:
+    """The compose file as docker-compose resolves it with a user's .env."""
     result = _compose(
-        compose_cli, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", cwd=ROOT
+        compose_cli, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
 
-def test_config_validates_with_env_example(compose_cli: str) -> None:
-    args = ["--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"]
+def test_config_validates_once_the_passwords_are_set(compose_cli: str, env_file: Path) -> None:
+    args = ["--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"]
     result = _compose(compose_cli, *args, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_env_example_ships_no_password_and_compose_refuses_it(compose_cli: str) -> None:
+    assert {name: _env_example()[name] for name in PASSWORDS} == dict.fromkeys(PASSWORDS, "")
+    args = ["--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"]
+    result = _compose(compose_cli, *args, cwd=ROOT)
+    assert result.returncode != 0
+    assert any(f"set {name} in .env" in result.stderr for name in PASSWORDS), result.stderr
 
 
 def test_config_refuses_without_passwords(compose_cli: str, tmp_path: Path) -> None:
@@ -92,7 +116,10 @@ def test_config_refuses_without_passwords(compose_cli: str, tmp_path: Path) -> N
 
 
 def test_commands_are_the_ones_the_stack_tests_run(config: dict[str, Any]) -> None:
-    assert API_COMMAND == "uvicorn --factory api.main:create_app --host 0.0.0.0 --port 8000"
+    assert API_COMMAND == (
+        "uvicorn --factory api.main:create_app --host 0.0.0.0 --port 8000 "
+        "--timeout-graceful-shutdown 5"
+    )
     assert WORKER_COMMAND == (
         "celery -A worker.celery_app worker --loglevel INFO --concurrency 1 --prefetch-multiplier 1"
     )
@@ -112,8 +139,7 @@ def test_ports_published_only_by_api_on_loopback(config: dict[str, Any]) -> None
 
 def test_redis_requires_password_and_keeps_queue(config: dict[str, Any]) -> None:
     redis = config["services"]["redis"]
-    password = _env_example()["REDIS_PASSWORD"]
-    assert password
+    password = PASSWORDS["REDIS_PASSWORD"]
     assert re.search(rf'--requirepass "?{re.escape(password)}"?(\s|$)', redis["command"])
     assert "--appendonly yes" in redis["command"]
     assert any(volume.split(":")[1] == "/data" for volume in redis["volumes"])
@@ -122,7 +148,7 @@ def test_redis_requires_password_and_keeps_queue(config: dict[str, Any]) -> None
 
 
 def test_api_and_worker_reach_services_by_name(config: dict[str, Any]) -> None:
-    env = _env_example()
+    env = _user_env()
     database = (
         f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
         f"@postgres:5432/{env['POSTGRES_DB']}"

@@ -3,8 +3,11 @@ resumes, and 404s before a stream starts. The live stream is tested in test_stac
 
 from typing import Any
 
+import anyio
+import pytest
 from fastapi.testclient import TestClient
 
+from jobs.events import parse_experiment_position, parse_study_position
 from store.tables import Status
 from tests.events import parse_events
 from tests.services import Trainer
@@ -12,7 +15,9 @@ from tests.services import Trainer
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}
 
 
-def _events(client: TestClient, url: str, last_event_id: str | None = None) -> list[dict[str, Any]]:
+def _events(
+    client: TestClient, url: str, last_event_id: str | bytes | None = None
+) -> list[dict[str, Any]]:
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     with client.stream("GET", url, headers=headers) as response:
         assert response.status_code == 200
@@ -95,3 +100,59 @@ def test_unknown_ids_are_a_404_before_any_stream(client: TestClient) -> None:
         response = client.get(url)
         assert response.status_code == 404
         assert response.json()["detail"].endswith("nope not found.")
+
+
+UNWRITTEN = ["\u00b2", "-1", "9" * 20, "9" * 5000, "2147483648", "abc", " 2", "2 ", "0x2"]
+"""Last-Event-IDs no stream writes: '²' passes str.isdigit() and int() refuses it; 5000
+digits are over int()'s limit; 2**31 is over PostgreSQL's integer."""
+
+
+@pytest.mark.parametrize("text", UNWRITTEN)
+def test_an_unwritten_position_counts_as_nothing_seen(text: str) -> None:
+    assert parse_experiment_position(text) == 0
+    assert parse_study_position(text) == {}
+    assert parse_study_position(f"0123456789ab:3.0123456789ac:{text}") == {}
+
+
+def test_positions_stream_writes_are_read_back() -> None:
+    assert parse_experiment_position("2147483647") == 2**31 - 1
+    assert parse_study_position("0123456789ab:3.0123456789ac:2") == {
+        "0123456789ab": 3,
+        "0123456789ac": 2,
+    }
+
+
+def test_an_unwritten_last_event_id_replays_every_epoch(
+    client: TestClient, trainer: Trainer
+) -> None:
+    experiment_id = client.post("/experiments", json=RUN).json()["id"]
+    _train(trainer, experiment_id, 3, Status.succeeded)
+    study = client.post("/studies", json={**RUN, "presets": ["base"]}).json()
+    trial = study["experiment_ids"][0]
+    _train(trainer, trial, 2, Status.succeeded)
+    unwritten = [text for text in UNWRITTEN if text == text.strip()]  # HTTP strips the rest
+    for text in unwritten:
+        events = _events(client, f"/experiments/{experiment_id}/events", text.encode("latin-1"))
+        assert [event.get("id") for event in events] == ["1", "2", "3", None]
+    for text in [*unwritten, f"{trial[:12]}:1.0123456789ab:-1"]:
+        events = _events(client, f"/studies/{study['id']}/events", text.encode("latin-1"))
+        assert [event["data"]["epoch"] for event in events if event["event"] == "epoch"] == [1, 2]
+
+
+@pytest.mark.timeout(30)
+def test_streams_read_in_threads_of_their_own(client: TestClient, trainer: Trainer) -> None:
+    """With every thread of the sync routes busy (slow routes), a stream still reads."""
+    experiment_id = client.post("/experiments", json=RUN).json()["id"]
+    _train(trainer, experiment_id, 2, Status.succeeded)
+    portal = client.portal
+    assert portal is not None
+    routes = portal.call(anyio.to_thread.current_default_thread_limiter)
+    borrowers = [object() for _ in range(int(routes.total_tokens))]
+    for borrower in borrowers:
+        portal.call(routes.acquire_on_behalf_of, borrower)
+    try:
+        events = _events(client, f"/experiments/{experiment_id}/events")
+    finally:
+        for borrower in borrowers:
+            portal.call(routes.release_on_behalf_of, borrower)
+    assert [event.get("id") for event in events] == ["1", "2", None]

@@ -14,7 +14,7 @@ from tests.services import BIN, Stack, postgres_database, running_stack
 
 pytestmark = pytest.mark.slow
 
-FUZZ_CASES_PER_OPERATION = 40
+FUZZ_CASES_PER_OPERATION = 100
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
 
 
@@ -24,11 +24,12 @@ def stack(
 ) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     # No worker: fuzzed submissions stay queued. Limits high enough that hundreds of fuzzed
-    # POSTs are not throttled (throttling has its own test in test_auth.py).
+    # requests are not throttled (throttling has its own tests in test_auth.py and test_limits.py).
     settings = {
         "auth": "true",
         "max_submissions_per_minute": "100000",
         "max_active_per_user": "100000",
+        "max_reads_per_minute": "100000",
     }
     database = postgres_database() if request.param == "postgresql" else nullcontext(None)
     with database as url:

@@ -102,8 +102,11 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
             timeout=120,
             what="the first epoch",
         )
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        assert _exit_status(process, tmp_path) == 0
+        # An open event stream (a dashboard tab) must not hold the API up.
+        with client.stream("GET", f"/experiments/{experiment_id}/events") as stream:
+            assert stream.status_code == 200
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            assert _exit_status(process, tmp_path) == 0
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
     stopped = (tmp_path / "up.log").read_text()
     assert "interrupted by shutdown; back in the queue" in stopped

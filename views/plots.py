@@ -41,12 +41,18 @@ def study_plot(
     for variant, runs in curves.items():
         for axis, (metric, _) in zip(axes, PANELS, strict=True):
             numbers, means = _mean_curve(runs, f"val_{metric}")
-            axis.plot(numbers, means, marker=".", label=variant)
+            axis.plot(numbers, means, marker=".", label=_literal(variant))
     for axis in axes:
         axis.set_title(f"Test {axis.get_title().lower()}")
         if curves:
-            axis.legend(fontsize="small")
+            axis.legend(handles=axis.get_lines(), fontsize="small")  # names with a leading _ too
     return _encode(figure, fmt)
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib draws it letter for letter: a user's ``$x^2$`` or ``$\\foo$`` is
+    a name, not mathtext (which would typeset it, or fail on an unknown command)."""
+    return text.replace("$", r"\$")
 
 
 def _panels(title: str) -> tuple["Figure", list["Axes"]]:
@@ -54,7 +60,7 @@ def _panels(title: str) -> tuple["Figure", list["Axes"]]:
     from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(11, 4.2), layout="constrained")
-    figure.suptitle(title)
+    figure.suptitle(_literal(title))
     axes = list(figure.subplots(1, 2))
     for axis, (_, name) in zip(axes, PANELS, strict=True):
         axis.set_title(name)

@@ -1,5 +1,7 @@
 """What can be run (presets, datasets) and whether this server can run it (health, ready)."""
 
+import logging
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,6 +13,8 @@ from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
 from models.datasets import DATASETS
 from models.presets import PRESETS
 from store.monitoring import ping
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["catalogue"], route_class=ReleasingRoute)
 
@@ -45,8 +49,8 @@ def list_datasets(settings: SettingsDep) -> list[DatasetPublic]:
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
-    """200 while the process serves."""
+async def health() -> Health:
+    """200 while the process serves (answered on the event loop: no thread, no database)."""
     return Health(status="ok")
 
 
@@ -59,12 +63,12 @@ def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
     try:
         ping(session)
     except Exception as exc:
-        database = f"unreachable: {type(exc).__name__}: {exc}"
+        database = _unreachable("database", exc)
     try:
         with celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
     except Exception as exc:
-        broker = f"unreachable: {type(exc).__name__}: {exc}"
+        broker = _unreachable("broker", exc)
     readiness = Readiness(
         status="ok" if database == broker == "ok" else "unavailable",
         database=database,
@@ -73,6 +77,13 @@ def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
     if readiness.status != "ok":
         return JSONResponse(readiness.model_dump(), status_code=503)
     return readiness
+
+
+def _unreachable(service: str, exc: Exception) -> str:
+    """Log why ``service`` failed (its message may hold host names, ports, credentials) and
+    say only that it did, and with which kind of error, to the caller."""
+    log.warning("/ready: the %s is unreachable: %s: %s", service, type(exc).__name__, exc)
+    return f"unreachable ({type(exc).__name__})"
 
 
 @router.get(

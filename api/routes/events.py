@@ -1,21 +1,28 @@
 """Server-sent events (``curl -N``): one per finished epoch and one per status change, ending
 when the experiment or study is finished. An epoch event's id is the stream position, so a
-client that reconnects with ``Last-Event-ID`` neither loses nor repeats an epoch."""
+client that reconnects with ``Last-Event-ID`` neither loses nor repeats an epoch; one this
+server cannot have written (not ASCII digits, 2**31 or more, ...) is ignored: the stream starts
+from the beginning.
+
+Each user (with auth off: each client address) may have so many streams open, and the server
+so many in all (429 before the stream starts); a stream whose token is revoked ends with a
+``revoked`` event within a few seconds (``CONVLAB_EVENTS_TOKEN_CHECK_SECONDS``)."""
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Depends, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.deps import EngineDep, PrincipalDep, SettingsDep, find_experiment, find_study
 from api.errors import documented
+from api.streams import OpenStream, OpenStreamDep
 from core.config import Settings
 from jobs.events import (
     ID_PREFIX,
     experiment_state,
+    parse_experiment_position,
     parse_study_position,
     study_position,
     study_state,
@@ -24,7 +31,11 @@ from store.handles import Engine, Session
 from store.tables import Status
 from store.tokens import Principal
 
-router = APIRouter(tags=["events"], responses=documented(400, 401, 404))
+REVOKED = "This stream's token is unknown or revoked now; the stream ends."
+_REFUSED = {"description": "Too many event streams open: the user's or the server's cap."}
+router = APIRouter(
+    tags=["events"], responses=documented(400, 401, 404) | {429: documented(429)[429] | _REFUSED}
+)
 
 LastEventId = Annotated[
     str | None, Header(alias="Last-Event-ID", description="Resume after this event.")
@@ -43,14 +54,15 @@ class _Poll:
 
 
 async def _stream(
-    read: Callable[[], _Poll | None], gone: dict[str, str], poll_seconds: float
+    stream: OpenStream, read: Callable[[], _Poll | None], gone: dict[str, str]
 ) -> AsyncIterator[ServerSentEvent]:
-    """The loop of every stream: ``read`` (in a worker thread; it keeps the stream's position)
-    every ``poll_seconds``, sending its epochs and each status that changed, until finished;
-    a ``deleted`` event (data: ``gone``) once ``read`` finds nothing."""
+    """The loop of every stream: ``read`` (in a streams' thread; it keeps the stream's
+    position) at ``stream``'s pace, sending its epochs and each status that changed, until
+    finished; a ``deleted`` event (data: ``gone``) once ``read`` finds nothing, a ``revoked``
+    event once the stream's token is unknown or revoked."""
     reported: dict[str, Status] = {}
     while True:
-        poll = await anyio.to_thread.run_sync(read)
+        poll = await stream.read(read)
         if poll is None:
             yield ServerSentEvent(event="deleted", data=gone)
             return
@@ -62,36 +74,47 @@ async def _stream(
                 yield event
         if poll.finished:
             return
-        await anyio.sleep(poll_seconds)
+        if not await stream.next_poll():
+            yield ServerSentEvent(event="revoked", data={"detail": REVOKED})
+            return
 
 
 async def _visible(
     find: Callable[..., object],
     key: str,
+    stream: OpenStream,
     engine: Engine,
     principal: Principal | None,
     settings: Settings,
 ) -> None:
-    """404 before the stream starts, on a short-lived session: a stream must not hold a
-    pooled connection for as long as it runs."""
+    """404 before the stream starts (once it has a slot: the cheaper refusal comes first), on
+    a short-lived session: a stream must not hold a pooled connection for as long as it runs."""
 
     def check() -> None:
         with Session(engine) as session:
             find(session, key, principal, settings)
 
-    await anyio.to_thread.run_sync(check)
+    await stream.read(check)
 
 
 async def _experiment_visible(
-    experiment_id: str, engine: EngineDep, principal: PrincipalDep, settings: SettingsDep
+    experiment_id: str,
+    stream: OpenStreamDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
 ) -> None:
-    await _visible(find_experiment, experiment_id, engine, principal, settings)
+    await _visible(find_experiment, experiment_id, stream, engine, principal, settings)
 
 
 async def _study_visible(
-    study_id: str, engine: EngineDep, principal: PrincipalDep, settings: SettingsDep
+    study_id: str,
+    stream: OpenStreamDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
 ) -> None:
-    await _visible(find_study, study_id, engine, principal, settings)
+    await _visible(find_study, study_id, stream, engine, principal, settings)
 
 
 @router.get(
@@ -101,13 +124,14 @@ async def _study_visible(
 )
 async def experiment_events(
     experiment_id: str,
+    stream: OpenStreamDep,
     engine: EngineDep,
-    settings: SettingsDep,
     last_event_id: LastEventId = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """``epoch`` events (id: the epoch number; data: its metrics) and ``status`` events (data:
-    status, epochs done and total, error) until the experiment is finished."""
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    status, epochs done and total, error) until the experiment is finished. A Last-Event-ID
+    that is not an epoch number (ASCII digits, below 2**31) is ignored: all epochs come."""
+    after = parse_experiment_position(last_event_id)
 
     def read() -> _Poll | None:
         nonlocal after
@@ -123,9 +147,7 @@ async def experiment_events(
             state.finished,
         )
 
-    async for event in _stream(
-        read, {"experiment_id": experiment_id}, settings.events_poll_seconds
-    ):
+    async for event in _stream(stream, read, {"experiment_id": experiment_id}):
         yield event
 
 
@@ -136,13 +158,15 @@ async def experiment_events(
 )
 async def study_events(
     study_id: str,
+    stream: OpenStreamDep,
     engine: EngineDep,
-    settings: SettingsDep,
     last_event_id: LastEventId = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """``epoch`` events (data: experiment_id and the epoch's metrics), ``experiment`` events
     when one of its experiments changes status, and ``status`` events (data: the study's
-    status and progress) until the study is finished."""
+    status and progress) until the study is finished. A Last-Event-ID this stream did not
+    write (``<12 hex>:<epochs>`` pairs joined by dots, epochs below 2**31) is ignored: all
+    epochs come."""
     seen = parse_study_position(last_event_id)
 
     def read() -> _Poll | None:
@@ -163,5 +187,5 @@ async def study_events(
         statuses.append(("", state.status, ServerSentEvent(event="status", data=status)))
         return _Poll(epochs, statuses, state.finished)
 
-    async for event in _stream(read, {"study_id": study_id}, settings.events_poll_seconds):
+    async for event in _stream(stream, read, {"study_id": study_id}):
         yield event

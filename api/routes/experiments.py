@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from cachetools import LRUCache, cached
 from cachetools.keys import hashkey
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 
 from api.deps import (
     CeleryDep,
@@ -94,21 +93,16 @@ def list_experiments(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> ExperimentPage:
-    """Experiments, newest first, a page at a time."""
-    try:
-        items, next_cursor = experiments.list_experiments(
-            session,
-            status=status,
-            preset=preset,
-            study_id=study_id,
-            owner=visible_owner(principal, settings),
-            limit=limit,
-            cursor=cursor,
-        )
-    except experiments.InvalidCursor as exc:
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc), "input": cursor}]
-        ) from None
+    """Experiments, newest first, a page at a time (a bad cursor: api.errors.invalid_cursor)."""
+    items, next_cursor = experiments.list_experiments(
+        session,
+        status=status,
+        preset=preset,
+        study_id=study_id,
+        owner=visible_owner(principal, settings),
+        limit=limit,
+        cursor=cursor,
+    )
     return ExperimentPage(
         items=[ExperimentPublic.model_validate(item) for item in items], next_cursor=next_cursor
     )

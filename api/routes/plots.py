@@ -21,7 +21,7 @@ from store.db import session_scope
 from store.experiments import history, newest_epoch_at
 from store.handles import Engine, Session
 from store.lookups import experiment_by_id, study_by_id
-from store.studies import by_variant, study_experiments
+from store.studies import by_variant, first_within, study_experiments
 from store.tables import Experiment
 from views import plots
 
@@ -36,6 +36,9 @@ IMAGE: dict[int | str, dict[str, Any]] = {
 }
 FormatPath = Annotated[plots.ImageFormat, Path(description="png or svg")]
 IfNoneMatch = Annotated[str | None, Header()]
+MAX_PLOTTED_EXPERIMENTS = 100
+"""A study plot draws its first variants while they hold at most this many experiments (the
+first variant always: it has at most 20 seeds), reading each one's history."""
 
 
 @router.get("/experiments/{experiment_id}/plot.{fmt}", response_class=Response, responses=IMAGE)
@@ -64,7 +67,8 @@ def study_plot(
     settings: SettingsDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    """Every variant's val_accuracy and val_loss per epoch (mean over seeds), overlaid."""
+    """Every variant's val_accuracy and val_loss per epoch (mean over seeds), overlaid; the
+    first variants only (the title says so) when they hold over 100 experiments."""
     study = find_study(session, study_id, principal, settings)
     version = _version(session, study_experiments(session, study.id))
     return _image(if_none_match, fmt, version, _render_study, engine, study.id)
@@ -115,10 +119,14 @@ def _render_study(
 ) -> bytes:
     with session_scope(engine) as session:
         groups = by_variant(study_experiments(session, study_id))
+        sized = [((variant, members), len(members)) for variant, members in groups]
+        shown = first_within(sized, MAX_PLOTTED_EXPERIMENTS)
         curves = {
             variant: [history(session, experiment.id) for experiment in members]
-            for variant, members in groups
+            for variant, members in shown
         }
         study = study_by_id(session, study_id=study_id)
         title = f"{study.name if study and study.name else 'Study'}: test curves, mean over seeds"
+    if len(shown) < len(groups):
+        title += f" (first {len(shown)} of {len(groups)} variants)"
     return plots.study_plot(title, curves, fmt)

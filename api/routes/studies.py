@@ -32,7 +32,6 @@ from models.errors import error_entry
 from models.presets import resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 from store import studies
-from store.experiments import InvalidCursor
 from store.handles import Engine, Session
 from store.tables import Study
 from views import report
@@ -43,6 +42,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["studies"], responses=documented(400, 401), route_class=ReleasingRoute)
 
 TableFormat = Literal["json", "csv", "markdown"]
+MAX_COMPARED = 50
+"""Experiments one comparison reads (each by its own lookup, then their epochs' times)."""
 TABLE_RESPONSES = documented(404) | {200: {"content": {"text/csv": {}, "text/markdown": {}}}}
 
 STUDY_EXAMPLES = {
@@ -121,16 +122,23 @@ def list_studies(
     engine: EngineDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=100,
+            description=(
+                "At most this many studies; fewer when they would hold over "
+                f"{studies.MAX_PAGE_EXPERIMENTS:,} experiments between them (follow next_cursor)."
+            ),
+        ),
+    ] = 20,
     cursor: str | None = None,
 ) -> StudyPage:
-    """Studies, newest first, a page at a time."""
-    try:
-        items, next_cursor = studies.list_studies(
-            session, owner=visible_owner(principal, settings), limit=limit, cursor=cursor
-        )
-    except InvalidCursor as exc:
-        raise RequestValidationError([error_entry(("query", "cursor"), str(exc), cursor)]) from None
+    """Studies, newest first, a page at a time (a bad cursor: api.errors.invalid_cursor)."""
+    items, next_cursor = studies.list_studies(
+        session, owner=visible_owner(principal, settings), limit=limit, cursor=cursor
+    )
     items_public = [_public(session, engine, study) for study in items]
     return StudyPage(items=items_public, next_cursor=next_cursor)
 
@@ -203,15 +211,16 @@ def compare(
     session: SessionDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    ids: Annotated[str, Query(description="Experiment ids, comma-separated.")],
+    ids: Annotated[
+        str, Query(description=f"Experiment ids, comma-separated (at most {MAX_COMPARED}).")
+    ],
     format: TableFormat = "json",
 ) -> Comparison | Response:
     """The comparison table for any experiments, one row each."""
     wanted = [part.strip() for part in ids.split(",") if part.strip()]
-    if not 1 <= len(wanted) <= 200:
-        raise RequestValidationError(
-            [error_entry(("query", "ids"), "give 1 to 200 experiment ids", ids)]
-        )
+    if not 1 <= len(wanted) <= MAX_COMPARED:
+        message = f"give at most {MAX_COMPARED} experiment ids (and at least one)"
+        raise RequestValidationError([error_entry(("query", "ids"), message, ids)])
     groups = []
     for experiment_id in wanted:
         experiment = find_experiment(session, experiment_id, principal, settings)

@@ -5,21 +5,23 @@ import hashlib
 from typing import Annotated, Any
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import EngineDep, PrincipalDep, ReleasingRoute, SettingsDep, find_experiment
 from api.errors import documented
+from api.limits import PredictionSlots
 from api.predictor import Predictor, PredictorGone
 from api.schemas import ClassProbability, Prediction
 from core.config import Settings
-from models.datasets import DATASETS
+from models.datasets import DATASETS, DatasetInfo
 from models.errors import error_entry
 from store.handles import Engine, Session
 from store.runs import trained_model
 from store.tables import ACTIVE, Experiment
 from store.tokens import Principal
-from views.images import BadImage, pixels_for
+from views.images import BadImage, TooManyPixels, pixels_for
 
 router = APIRouter(
     prefix="/experiments",
@@ -73,11 +75,21 @@ def download_model(
     )
 
 
-@router.post(
-    "/{experiment_id}/predict",
-    response_model=Prediction,
-    responses=documented(404, 409, 413) | {503: {"description": "The prediction process died."}},
-)
+PREDICTION_ERRORS = documented(
+    404,
+    409,
+    413,
+    429,
+    reasons={
+        413: "The request body is over the server's size limit, or the picture has more "
+        "pixels than it decodes (CONVLAB_MAX_UPLOAD_PIXELS).",
+        429: "The user has as many predictions running as allowed "
+        "(CONVLAB_MAX_PREDICTIONS_PER_USER).",
+    },
+) | {503: {"description": "The prediction process died."}}
+
+
+@router.post("/{experiment_id}/predict", response_model=Prediction, responses=PREDICTION_ERRORS)
 async def predict(
     experiment_id: str,
     file: Annotated[UploadFile, File(description="A PNG or JPEG picture.")],
@@ -89,22 +101,19 @@ async def predict(
     """Class probabilities for one picture from a finished experiment's model. The picture is
     converted to the dataset's channels, resized to its shape and scaled as in training; it
     should look like the dataset's (light strokes on dark for MNIST and digits)."""
-    experiment, epoch, data = await anyio.to_thread.run_sync(
-        _finished_model, engine, experiment_id, principal, settings
-    )
-    dataset = DATASETS[experiment.spec["dataset"]["name"]]
-    try:
-        pixels = pixels_for(await file.read(), dataset)
-    except BadImage as exc:
-        raise RequestValidationError(
-            [error_entry(("body", "file"), str(exc), file.filename)]
-        ) from None
-    predictor: Predictor = request.app.state.predictor
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        values = await predictor.probabilities(data, digest, pixels, dataset.pixel_max)
-    except PredictorGone as exc:
-        raise HTTPException(503, str(exc)) from None
+    slots: PredictionSlots = request.app.state.prediction_slots
+    with slots.slot(_user(principal, request)):
+        experiment, epoch, data = await anyio.to_thread.run_sync(
+            _finished_model, engine, experiment_id, principal, settings
+        )
+        dataset = DATASETS[experiment.spec["dataset"]["name"]]
+        pixels = await _pixels(file, dataset, settings.max_upload_pixels)
+        predictor: Predictor = request.app.state.predictor
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            values = await predictor.probabilities(data, digest, pixels, dataset.pixel_max)
+        except PredictorGone as exc:
+            raise HTTPException(503, str(exc)) from None
     names = dataset.class_names or tuple(str(index) for index in range(dataset.classes))
     ranked = sorted(
         (
@@ -116,3 +125,24 @@ async def predict(
     return Prediction(
         experiment_id=experiment.id, epoch=epoch, top=ranked[0].label, probabilities=ranked
     )
+
+
+def _user(principal: Principal | None, request: Request) -> str:
+    """Whose slots a prediction takes: the token's user, or with auth off the client's address."""
+    if principal is not None:
+        return principal.user
+    return request.client.host if request.client else "anonymous"
+
+
+async def _pixels(file: UploadFile, dataset: DatasetInfo, max_pixels: int) -> np.ndarray:
+    """The upload as the model's input, decoded in a worker thread; 422 for what is not a
+    PNG or JPEG, 413 for a picture over ``max_pixels``."""
+    data = await file.read()
+    try:
+        return await anyio.to_thread.run_sync(pixels_for, data, dataset, max_pixels)
+    except BadImage as exc:
+        raise RequestValidationError(
+            [error_entry(("body", "file"), str(exc), file.filename)]
+        ) from None
+    except TooManyPixels as exc:
+        raise HTTPException(413, str(exc)) from None
