@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pictures import blank_png
 from tests.services import ROOT, free_port, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -144,5 +145,10 @@ def test_a_dead_worker_is_started_again_and_its_job_resumes(tmp_path: Path) -> N
         epochs = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
         assert [row["epoch"] for row in epochs] == list(range(1, 13))
         assert "the worker exited" in (tmp_path / "up.log").read_text()
+        # A prediction starts the API's prediction process, which Ctrl-C reaches too.
+        picture = {"file": ("blank.png", blank_png(8, 8), "image/png")}
+        predicted = client.post(f"/experiments/{experiment_id}/predict", files=picture, timeout=120)
+        assert predicted.status_code == 200, predicted.text
         os.killpg(process.pid, signal.SIGINT)
         assert _exit_status(process, tmp_path) == 0
+    assert "Traceback" not in (tmp_path / "up.log").read_text()
