@@ -32,7 +32,7 @@ def check_active_cap(
     if active + adding > settings.max_active_per_user:
         raise HTTPException(
             429,
-            f"{principal.user} has {active} experiments queued or running; the cap is "
+            f"{principal.user} has {active} experiments queued, running or paused; the cap is "
             f"{settings.max_active_per_user}. Wait for some to finish or cancel some.",
             headers={"Retry-After": "60"},
         )

@@ -26,7 +26,17 @@ from api.errors import (
 from api.limits import BodySizeLimit, HostCheck, MinuteRate, NulInUrl, PredictionSlots, ReadRate
 from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
-from api.routes import catalogue, events, experiments, plots, studies, trained, ui
+from api.routes import (
+    catalogue,
+    evaluation,
+    events,
+    experiments,
+    lifecycle,
+    plots,
+    studies,
+    trained,
+    ui,
+)
 from api.streams import EventStreams
 from core.config import Settings, get_settings
 from jobs.broker import make_celery
@@ -93,10 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every answer
     app.include_router(experiments.router)
+    app.include_router(lifecycle.router)
     app.include_router(studies.router)
     app.include_router(catalogue.router)
     app.include_router(events.router)
     app.include_router(plots.router)
+    app.include_router(evaluation.router)
     app.include_router(trained.router)
     app.include_router(ui.router)
     app.mount("/ui", ui.assets, name="ui")

@@ -1,14 +1,20 @@
 """Request and response bodies of the HTTP contract (../shared/API.md)."""
 
+import math
 import unicodedata
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.errors import error_entry
 from models.search import SearchSpec
-from models.spec import ExperimentSpec
+from models.spec import MAX_EPOCHS, ExperimentSpec
 from models.studies import SECTIONS
+from store.experiments import SpecValue
 from store.tables import EpochMetrics, Status
 from views.report import TableRow
 
@@ -29,6 +35,24 @@ def _printable(value: str) -> str:
 
 Label = Annotated[str, AfterValidator(_printable)]
 """A name people read: any Unicode text but control characters."""
+
+
+def _all_printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable characters (no control, format or line characters)")
+    return value
+
+
+def _text(value: str) -> str:
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
+        raise ValueError("must not hold control characters other than tab and line breaks")
+    return value
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_all_printable)]
+"""A label an experiment carries to be found by: 1 to 64 printable characters."""
+Notes = Annotated[str, Field(max_length=10_000), AfterValidator(_text)]
+"""Free text about an experiment: lines of any Unicode text."""
 
 _SECTION = "Overrides merged key by key over the preset's {} (see ExperimentSpec)."
 
@@ -58,6 +82,21 @@ class SpecKeys(BaseModel):
 class ExperimentCreate(SpecKeys):
     name: Label | None = Field(None, max_length=200, description="A label for people.")
     seed: int | None = Field(None, description="Seeds Python, NumPy and TensorFlow.")
+    from_: str | None = Field(
+        None,
+        alias="from",
+        max_length=64,
+        description=(
+            "Rerun with changes: start from this experiment's resolved spec instead of a "
+            "preset and merge the other keys over it."
+        ),
+    )
+
+
+class ContinueCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    epochs: int = Field(ge=1, le=MAX_EPOCHS, description="Epochs to train after the parent's last.")
 
 
 class VariantCreate(SpecKeys):
@@ -116,6 +155,81 @@ class StudyCreate(SpecKeys):
 KINDS = ("template", "presets", "variants", "grid", "search")
 
 
+class ExperimentUpdate(BaseModel):
+    """What people change of an experiment: any subset of its name, tags and notes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Label | None = Field(None, max_length=200, description="A label for people.")
+    tags: list[Tag] = Field(
+        [], max_length=32, description="Replaces its tags (at most 32; repeats are dropped)."
+    )
+    notes: Notes | None = Field(None, description="Free text; null removes it.")
+
+    @field_validator("tags")
+    @classmethod
+    def _once_each(cls, tags: list[str]) -> list[str]:
+        return list(dict.fromkeys(tags))
+
+
+def _scalar_fields(annotation: Any, path: str) -> Iterator[tuple[str, type]]:
+    """The scalar fields at and under ``path`` of a spec type, each with the type its values
+    compare as (bool, float for any number, or str); lists are left out."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        yield from _scalar_fields(get_args(annotation)[0], path)
+    elif origin in (Union, UnionType):
+        for member in get_args(annotation):
+            yield from _scalar_fields(member, path)
+    elif origin is Literal:
+        yield path, type(get_args(annotation)[0])
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, field in annotation.model_fields.items():
+            yield from _scalar_fields(field.annotation, f"{path}.{name}")
+    elif annotation in (bool, int, float, str):
+        yield path, float if annotation is int else annotation
+
+
+SPEC_FIELDS = dict(_scalar_fields(ExperimentSpec, "spec"))
+"""The ``spec.<dotted.path>`` parameters a listing filters on, with their values' types."""
+
+
+def spec_filters(query: Iterable[tuple[str, str]]) -> list[tuple[str, SpecValue]]:
+    """The dotted spec paths and values of a listing's ``spec.*`` parameters, each value as its
+    field's type ("null": a null or absent field); a 422 naming the parameter otherwise."""
+    return [
+        (name.removeprefix("spec."), _spec_value(name, text))
+        for name, text in query
+        if name.startswith("spec.")
+    ]
+
+
+def _spec_value(name: str, text: str) -> SpecValue:
+    kind = SPEC_FIELDS.get(name)
+    if kind is None:
+        choices = ", ".join(SPEC_FIELDS)
+        raise _bad_parameter(name, text, f"{name} is no spec field; use one of {choices}")
+    if text == "null":
+        return None
+    if kind is str:
+        return text
+    if kind is bool:
+        if text not in ("true", "false"):
+            raise _bad_parameter(name, text, f"{name} takes true, false or null")
+        return text == "true"
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise _bad_parameter(name, text, f"{name} takes a number or null")
+    return number
+
+
+def _bad_parameter(name: str, value: str, message: str) -> RequestValidationError:
+    return RequestValidationError([error_entry(("query", name), message, value)])
+
+
 class Final(BaseModel):
     accuracy: float
     loss: float
@@ -134,11 +248,14 @@ class ExperimentPublic(BaseModel):
 
     id: str
     name: str | None
+    tags: list[str]
+    notes: str | None
     status: Status
     spec: dict[str, Any] = Field(
         description="The resolved spec, as stored at submission (see ExperimentSpec)."
     )
     study_id: str | None
+    parent_id: str | None = Field(description="The experiment it was rerun or continued from.")
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None

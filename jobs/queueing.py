@@ -15,6 +15,7 @@ from sqlmodel import col, select
 
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
+from store.runs import RELEASED_STATUS
 from store.tables import Experiment, Status
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def publish(engine: Engine, celery: Celery, experiment_id: str) -> bool:
 
 def requeue_abandoned(engine: Engine, *, lease_seconds: float) -> list[str]:
     """Running experiments whose lease expired (their machine or process is gone) go back to
-    the queue, counting a lost worker; they resume from their last checkpoint.
+    the queue (or become paused if a pause was asked), counting a lost worker; they resume
+    from their last checkpoint.
 
     Right after the database server restarts, no lease counts as expired for one lease period:
     its holders could not renew while it was down.
@@ -68,7 +70,8 @@ def requeue_abandoned(engine: Engine, *, lease_seconds: float) -> list[str]:
                     col(Experiment.lease_expires_at) < now,
                 )
                 .values(
-                    status=Status.queued,
+                    status=RELEASED_STATUS,
+                    pause_requested=False,
                     lease_owner=None,
                     lease_expires_at=None,
                     dispatched_at=None,

@@ -124,6 +124,16 @@ class TrainingSpec(StrictModel):
         ),
     )
 
+    def monitored(self) -> tuple[Metric, float]:
+        """What the ``best`` weights are best at, and by how much an epoch must beat them to
+        replace them: early stopping's monitor and min_delta, else val_loss by any amount."""
+        stopping = self.early_stopping
+        return ("val_loss", 0.0) if stopping is None else (stopping.monitor, stopping.min_delta)
+
+    def restores_best(self) -> bool:
+        """Whether a model holds its best weights after fit (early stopping restores them)."""
+        return self.early_stopping is not None and self.early_stopping.restore_best_weights
+
 
 class ExperimentSpec(StrictModel):
     """A fully resolved experiment: a preset with every override applied."""

@@ -3,13 +3,16 @@
 import base64
 import binascii
 import json
+import math
+import operator
 import re
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, distinct, func, or_, update
 from sqlmodel import Session, col, select
 
 from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, Study, utcnow
@@ -36,6 +39,7 @@ def create_experiment(
     study_id: str | None = None,
     variant: str | None = None,
     owner: str | None = None,
+    parent_id: str | None = None,
 ) -> Experiment:
     """Store a new queued experiment for a resolved spec (the caller commits, then dispatches)."""
     experiment = Experiment(
@@ -46,10 +50,38 @@ def create_experiment(
         study_id=study_id,
         variant=variant,
         owner=owner,
+        parent_id=parent_id,
         epochs_total=spec["training"]["epochs"],
     )
     session.add(experiment)
     return experiment
+
+
+Sort = Literal[
+    "created_at",
+    "-created_at",
+    "final.loss",
+    "-final.loss",
+    "final.accuracy",
+    "-final.accuracy",
+    "final.val_loss",
+    "-final.val_loss",
+    "final.val_accuracy",
+    "-final.val_accuracy",
+    "best.loss",
+    "-best.loss",
+    "best.accuracy",
+    "-best.accuracy",
+    "best.val_loss",
+    "-best.val_loss",
+    "best.val_accuracy",
+    "-best.val_accuracy",
+]
+"""A listing's order: a timestamp or a ``final``/``best`` metric, ascending or (``-``)
+descending; experiments without the metric come last either way, ties go by id."""
+NEWEST: Sort = "-created_at"
+SpecValue = bool | float | str | None
+"""A spec field's value a listing filters on: None matches a null or absent field."""
 
 
 def list_experiments(
@@ -59,41 +91,119 @@ def list_experiments(
     preset: str | None = None,
     study_id: str | None = None,
     owner: str | None = None,
+    tags: Collection[str] = (),
+    text: str | None = None,
+    spec: Sequence[tuple[str, SpecValue]] = (),
+    sort: Sort = NEWEST,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[Experiment], str | None]:
-    """A page of experiments, newest first, and the cursor of the next page (None at the end)."""
+    """A page of the experiments that pass every filter given (all of ``tags``; ``text`` in
+    the name or notes, any case; each dotted ``spec`` path equal to its value) in ``sort``'s
+    order, and the cursor of the next page (None at the end)."""
     query = select(Experiment)
-    if status is not None:
-        query = query.where(Experiment.status == status)
-    if preset is not None:
-        query = query.where(Experiment.preset == preset)
-    if study_id is not None:
-        query = query.where(Experiment.study_id == study_id)
-    if owner is not None:
-        query = query.where(Experiment.owner == owner)
-    return newest_first(session, query, Experiment, limit=limit, cursor=cursor)
+    for column, value in [
+        (Experiment.status, status),
+        (Experiment.preset, preset),
+        (Experiment.study_id, study_id),
+        (Experiment.owner, owner),
+    ]:
+        if value is not None:
+            query = query.where(col(column) == value)
+    if tags:
+        query = query.where(_has_tags(session, tags))
+    if text:
+        query = query.where(
+            or_(
+                col(Experiment.name).icontains(text, autoescape=True),
+                col(Experiment.notes).icontains(text, autoescape=True),
+            )
+        )
+    for path, wanted in spec:
+        query = query.where(_spec_is(path, wanted))
+    return sorted_page(session, query, Experiment, sort=sort, limit=limit, cursor=cursor)
+
+
+def _has_tags(session: Session, tags: Collection[str]) -> Any:
+    """True for rows whose tags hold every one of ``tags`` (a JSON list, unnested by the
+    database's own table function)."""
+    unnest = "json_array_elements_text" if _dialect(session) == "postgresql" else "json_each"
+    elements = getattr(func, unnest)(col(Experiment.tags)).table_valued("value")
+    wanted = set(tags)
+    found = select(func.count(distinct(elements.c.value))).where(elements.c.value.in_(wanted))
+    return found.scalar_subquery() == len(wanted)
+
+
+def _spec_is(path: str, value: SpecValue) -> Any:
+    """True for rows whose spec field at the dotted ``path`` equals ``value``, compared as
+    the value's type (numbers as numbers)."""
+    field = col(Experiment.spec)[tuple(path.split("."))]
+    if value is None:
+        return field.as_string().is_(None)
+    if isinstance(value, bool):
+        return field.as_boolean() == value
+    if isinstance(value, float | int):
+        return field.as_float() == value
+    return field.as_string() == value
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def newest_first(
     session: Session, query: Any, table: Any, *, limit: int, cursor: str | None
 ) -> tuple[list[Any], str | None]:
-    """A page of ``query`` over ``table`` (with created_at and id), newest first, and the
-    cursor of the next page (None at the end)."""
+    """A page of ``query`` over ``table`` newest first (see ``sorted_page``)."""
+    return sorted_page(session, query, table, sort=NEWEST, limit=limit, cursor=cursor)
+
+
+def sorted_page(
+    session: Session, query: Any, table: Any, *, sort: Sort, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """A page of ``query`` (rows of ``table``, filtered by its WHERE clause) in ``sort``'s
+    order, and the cursor of the next page (None at the end).
+
+    Keyset paging: the cursor holds the last row's sort key (as the database computed it, so
+    it compares exactly) and id, and the next page starts strictly after that pair, so no row
+    is skipped or repeated, ties included."""
+    key, row_id, descending = _sort_key(table, sort), col(table.id), sort.startswith("-")
+    statement = select(table, key)
+    if query.whereclause is not None:
+        statement = statement.where(query.whereclause)
     if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                col(table.created_at) < created_at,
-                and_(col(table.created_at) == created_at, col(table.id) < last_id),
-            )
-        )
-    query = query.order_by(col(table.created_at).desc(), col(table.id).desc())
-    rows = list(session.exec(query.limit(limit + 1)))
+        statement = statement.where(_after(key, row_id, descending, *decode_cursor(cursor, sort)))
+    first, then = (key.desc(), row_id.desc()) if descending else (key.asc(), row_id.asc())
+    if not _by_time(sort):
+        first = first.nulls_last()
+    rows = session.exec(statement.order_by(first, then).limit(limit + 1)).all()
+    items = [item for item, _ in rows]
     if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last.created_at, last.id)
+        return items, None
+    last, last_key = rows[limit - 1]
+    return items[:limit], encode_cursor(last_key, last.id, sort)
+
+
+def _by_time(sort: str) -> bool:
+    return sort.removeprefix("-") == "created_at"
+
+
+def _sort_key(table: Any, sort: str) -> Any:
+    """The SQL expression ``sort`` orders by: a timestamp column or a metric of a JSON one."""
+    if _by_time(sort):
+        return col(table.created_at)
+    section, metric = sort.removeprefix("-").split(".")
+    return col(getattr(table, section))[metric].as_float()
+
+
+def _after(key: Any, row_id: Any, descending: bool, last_key: Any, last_id: str) -> Any:
+    """True for rows that come after (``last_key``, ``last_id``) in the order: by key, then
+    id, both one way, rows without a key (a metric) last."""
+    beyond = operator.lt if descending else operator.gt
+    if last_key is None:
+        return and_(key.is_(None), beyond(row_id, last_id))
+    after = or_(beyond(key, last_key), and_(key == last_key, beyond(row_id, last_id)))
+    return after if isinstance(last_key, datetime) else or_(after, key.is_(None))
 
 
 METRIC_COLUMNS = tuple(getattr(EpochRecord, field.name) for field in fields(EpochMetrics))
@@ -125,10 +235,11 @@ the user's name); two-key locks never collide with the one-key migration lock.""
 
 
 def lock_and_count_active(session: Session, *, owner: str) -> int:
-    """How many of ``owner``'s experiments are queued or running or about to be (the first
-    trials of their searches, not stored yet), counted under a lock on ``owner``'s submissions
-    that the session holds until its transaction ends: the count stays true until the submit
-    that read it has committed its rows. To be called first in a transaction.
+    """How many of ``owner``'s experiments are unfinished (queued, running, paused) or about
+    to be (the first trials of their searches, not stored yet), counted under a lock on
+    ``owner``'s submissions that the session holds until its transaction ends: the count stays
+    true until the submit that read it has committed its rows. To be called first in a
+    transaction.
 
     The lock: on PostgreSQL a transaction-scoped advisory lock (other users are not held up);
     on SQLite the database's write lock (``BEGIN IMMEDIATE``: SQLite has one writer at a time
@@ -161,11 +272,13 @@ def _first_trials_to_come(session: Session, owner: str) -> int:
 
 
 def cancel(session: Session, experiment: Experiment) -> Experiment:
-    """Cancel at once if queued; ask the trainer to stop if running; Conflict if finished."""
+    """Cancel at once if queued or paused; ask the trainer to stop if running; Conflict if
+    finished."""
     now = utcnow()
+    waiting = (Status.queued, Status.paused)
     queued = session.exec(
         update(Experiment)
-        .where(col(Experiment.id) == experiment.id, col(Experiment.status) == Status.queued)
+        .where(col(Experiment.id) == experiment.id, col(Experiment.status).in_(waiting))
         .values(status=Status.cancelled, cancel_requested=True, finished_at=now)
     )
     if queued.rowcount == 0:
@@ -178,7 +291,7 @@ def cancel(session: Session, experiment: Experiment) -> Experiment:
             session.refresh(experiment)
             raise Conflict(
                 f"Experiment {experiment.id} is already {experiment.status}; "
-                "only queued or running experiments can be cancelled."
+                "only queued, running or paused experiments can be cancelled."
             )
     session.commit()
     session.refresh(experiment)
@@ -195,24 +308,50 @@ def delete(session: Session, experiment: Experiment) -> None:
     session.commit()
 
 
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    """An opaque paging cursor after the row (created_at, id) of a newest-first listing."""
-    raw = json.dumps([created_at.isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def relabel(session: Session, experiment: Experiment, changes: dict[str, Any]) -> Experiment:
+    """Set the experiment's ``name``, ``tags`` or ``notes`` given in ``changes`` (only those
+    columns are written: a worker's concurrent updates of the row are kept)."""
+    for key, value in changes.items():
+        setattr(experiment, key, value)
+    session.add(experiment)
+    session.commit()
+    session.refresh(experiment)
+    return experiment
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) a cursor points after; InvalidCursor unless it is exactly a cursor
-    that ``encode_cursor`` makes (so no size, nesting or type of JSON gets further)."""
+def encode_cursor(key: datetime | float | None, row_id: str, sort: Sort = NEWEST) -> str:
+    """An opaque paging cursor after the row (key, id) of a listing in ``sort``'s order; a
+    newest-first one names no sort (the form cursors had before listings could be sorted)."""
+    value = key.isoformat() if isinstance(key, datetime) else key
+    payload = [value, row_id] if sort == NEWEST else [sort, value, row_id]
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: Sort = NEWEST) -> tuple[datetime | float | None, str]:
+    """The (key, id) a cursor points after; InvalidCursor unless it is exactly a cursor that
+    ``encode_cursor`` makes for ``sort`` (so no size, nesting or type of JSON, and no cursor
+    of another order, gets further)."""
     try:
         if len(cursor) > MAX_CURSOR_CHARS:
             raise ValueError("longer than any cursor this server makes")
-        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        when = datetime.fromisoformat(created_at)
-        if not _ROW_ID.fullmatch(row_id) or encode_cursor(when, row_id) != cursor:
+        *named, value, row_id = json.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
+        if named != ([] if sort == NEWEST else [sort]):
+            raise ValueError("a cursor of another order")
+        key = datetime.fromisoformat(value) if _by_time(sort) else _metric(value)
+        if not _ROW_ID.fullmatch(row_id) or encode_cursor(key, row_id, sort) != cursor:
             raise ValueError("not in the form encode_cursor makes")
-        return when, row_id
+        return key, row_id
     except (binascii.Error, ValueError, TypeError) as exc:
+        which = "" if sort == NEWEST else f" for sort={sort}"
         raise InvalidCursor(
-            "The cursor is not one this server gave out; start again without it."
+            f"The cursor is not one this server gave out{which}; start again without it."
         ) from exc
+
+
+def _metric(value: Any) -> float | None:
+    """A metric as a cursor holds it: a finite number, or None for a row without it."""
+    if value is None or (type(value) in (int, float) and math.isfinite(value)):
+        return value
+    raise ValueError("not a metric")

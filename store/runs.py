@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, update
+from sqlalchemy import Engine, case, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -16,6 +16,10 @@ from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
 from store.leases import is_gone
 from store.tables import Checkpoint, EpochMetrics, EpochRecord, Experiment, Status, utcnow
+
+RELEASED_STATUS = case((col(Experiment.pause_requested), Status.paused), else_=Status.queued)
+"""Where a run goes when its process lets go of it (or is gone): paused if a pause was asked,
+else back to the queue."""
 
 
 class LeaseLost(Exception):
@@ -170,17 +174,21 @@ def rewind(engine: Engine, experiment_id: str, owner: str, *, to_epoch: int) -> 
         refresh_summary(session, experiment_id)
 
 
-def cancel_requested(engine: Engine, experiment_id: str) -> bool:
-    """Whether someone asked this experiment to stop."""
+def requested_stop(engine: Engine, experiment_id: str) -> Status | None:
+    """What someone asked the run to become: cancelled (also once it is deleted), paused, or
+    None to train on."""
     with session_scope(engine) as session:
         experiment = session.get(Experiment, experiment_id)
-        return experiment is None or experiment.cancel_requested
+        if experiment is None or experiment.cancel_requested:
+            return Status.cancelled
+        return Status.paused if experiment.pause_requested else None
 
 
 def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | None) -> None:
-    """Hand an interrupted run back to the queue, with the weights reached so far; the
-    sweeper publishes it again (its message is acknowledged, not handed back to the broker,
-    which would give it straight back to the worker that is stopping).
+    """Hand an interrupted run back to the queue (paused instead, to wait for a resume, if a
+    pause was asked), with the weights reached so far; the sweeper publishes a queued one
+    again (its message is acknowledged, not handed back to the broker, which would give it
+    straight back to the worker that is stopping).
 
     The checkpoint replaces the one of the last finished epoch, so the next attempt trains the
     interrupted epoch again from these weights: only the batch in progress is lost.
@@ -194,10 +202,11 @@ def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | 
             update(Experiment)
             .where(col(Experiment.id) == experiment_id)
             .values(
-                status=Status.queued,
+                status=RELEASED_STATUS,
                 lease_owner=None,
                 lease_expires_at=None,
                 dispatched_at=None,
+                pause_requested=False,
             )
         )
 
@@ -268,7 +277,8 @@ def refresh_summary(session: Session, experiment_id: str) -> None:
         .where(EpochRecord.experiment_id == experiment_id)
         .order_by(col(EpochRecord.epoch))
     ).all()
-    summary: dict[str, Any] = {"epochs_done": 0, "final": None, "best": None}
+    # No epoch of its own yet: a continued run has done its parent's epochs.
+    summary: dict[str, Any] = {"epochs_done": Experiment.epoch_offset, "final": None, "best": None}
     if epochs:
         last = epochs[-1]
         best = max(epochs, key=lambda row: (row.val_accuracy or 0.0, -row.epoch))

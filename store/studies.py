@@ -78,13 +78,13 @@ def study_experiments(session: Session, study_id: str) -> list[Experiment]:
 
 def status_of(members: list[Experiment], more_to_come: bool = False) -> Status:
     """Running while any experiment may still change or more are to come (a search's next
-    trials); then failed, cancelled or succeeded."""
+    trials); paused while some wait to be resumed; then failed, cancelled or succeeded."""
     statuses = {experiment.status for experiment in members}
     if Status.running in statuses or (Status.queued in statuses and len(statuses) > 1):
         return Status.running
     if more_to_come and Status.queued not in statuses:
         return Status.running
-    for status in (Status.queued, Status.failed, Status.cancelled):
+    for status in (Status.queued, Status.paused, Status.failed, Status.cancelled):
         if status in statuses:
             return status
     return Status.succeeded

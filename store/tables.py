@@ -15,10 +15,11 @@ class Status(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    paused = "paused"
 
 
-ACTIVE = (Status.queued, Status.running)
-"""Statuses from which an experiment can still change by itself."""
+ACTIVE = (Status.queued, Status.running, Status.paused)
+"""Statuses of an experiment that has not ended (a paused one trains on once resumed)."""
 
 
 def utcnow() -> datetime:
@@ -93,6 +94,15 @@ class Experiment(SQLModel, table=True):
     lease_expires_at: datetime | None = _timestamp()
     workers_lost: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     """Attempts that ended with their process gone (killed, crashed, machine lost)."""
+    tags: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    notes: str | None = Field(default=None, sa_type=Text)
+    parent_id: str | None = Field(default=None, max_length=32, index=True)
+    """The experiment it was rerun or continued from."""
+    epoch_offset: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """Epochs its parent had trained when it was continued: its epochs are numbered after."""
+    pause_requested: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class EpochRecord(SQLModel, table=True):
@@ -132,6 +142,36 @@ class Checkpoint(SQLModel, table=True):
 
     experiment_id: str = _experiment_key()
     epoch: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Evaluation(SQLModel, table=True):
+    """A finished run's test set, class by class: evaluated once, when the run ends."""
+
+    __tablename__ = "evaluations"
+
+    experiment_id: str = _experiment_key()
+    weights: str = Field(max_length=8)
+    """The weights evaluated: ``best`` or ``last``."""
+    classes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    per_class_accuracy: list[float] = Field(sa_column=Column(JSON, nullable=False))
+    confusion: list[list[int]] = Field(sa_column=Column(JSON, nullable=False))
+    """Rows: the true class; columns: the predicted one."""
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class BestCheckpoint(SQLModel, table=True):
+    """The model after the epoch with the best monitored value so far (the early-stopping
+    monitor, else val_loss), kept apart from the rolling checkpoints."""
+
+    __tablename__ = "best_checkpoints"
+
+    experiment_id: str = _experiment_key()
+    epoch: int
+    monitor: str = Field(max_length=16)
+    value: float
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     sha256: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

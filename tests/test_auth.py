@@ -179,7 +179,8 @@ def test_limits_keep_one_user_from_taking_the_server(tmp_path: Path) -> None:
             search = {**RUN, "search": {"space": space, "n_trials": 9, "parallel": 2}}
             two_at_once = bob.post("/studies", json=search)  # 1 + 2 trials at once > 2
             assert two_at_once.status_code == 429
-            assert "bob has 1 experiments queued or running; the cap is 2" in two_at_once.text
+            refusal = "bob has 1 experiments queued, running or paused; the cap is 2"
+            assert refusal in two_at_once.text
 
             for _ in range(5):
                 assert carol.post("/experiments", json={"seed": "x"}).status_code == 422

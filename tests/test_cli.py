@@ -226,7 +226,7 @@ def test_cancel_stops_an_experiment_and_refuses_a_finished_one(
     again = one_sentence(convlab(stack, "cancel", experiment_id))
     assert again == (
         f"Experiment {experiment_id} is already cancelled; "
-        "only queued or running experiments can be cancelled."
+        "only queued, running or paused experiments can be cancelled."
     )
 
 

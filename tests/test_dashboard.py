@@ -154,3 +154,43 @@ def test_a_study_page_shows_its_table_and_overlaid_curves(
         lambda b: b.execute_script("return document.getElementById('study-plot').naturalWidth") > 0,
     )
     _shot(browser, "study")
+
+
+def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
+    browser: WebDriver, stack: Stack, token: str
+) -> None:
+    run = {"preset": "sgd", "dataset": {"name": "digits"}, "training": {"epochs": 1}}
+    with stack.client(token) as client:
+        tagged = client.post("/experiments", json=run | {"name": "tagged in the browser"}).json()
+        client.post("/experiments", json=run | {"name": "left untagged"})
+    home = browser.current_url.split("#")[0]
+    browser.get(home + f"#/experiments/{tagged['id']}")
+    for tag in ("bn", "lr-sweep"):
+        _wait(browser, lambda b: _shown(b, "#new-tag")).send_keys(tag)
+        browser.find_element(By.CSS_SELECTOR, "#tag-form button[type=submit]").click()
+        _wait(browser, lambda b, tag=tag: _shown(b, f'#tags [data-tag="{tag}"]'))
+    browser.find_element(By.CSS_SELECTOR, '#tags [data-tag="lr-sweep"] .remove-tag').click()
+    _wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, '#tags [data-tag="lr-sweep"]'))
+    browser.find_element(By.ID, "notes").send_keys("Try a lower rate.")
+    browser.find_element(By.ID, "save-notes").click()
+    _wait(browser, lambda b: b.find_element(By.ID, "notes-saved").text == "Saved.")
+    _shot(browser, "experiment-tags-and-notes")
+    with stack.client(token) as client:
+        stored = client.get(f"/experiments/{tagged['id']}").json()
+    assert (stored["tags"], stored["notes"]) == (["bn"], "Try a lower rate.")
+
+    browser.get(home + "#/")
+    _wait(browser, lambda b: _shown(b, "#tag-filter")).send_keys("bn")
+    browser.find_element(By.ID, "text-filter").send_keys("LOWER")
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    _wait(browser, lambda b: "tag=bn" in b.current_url and "q=LOWER" in b.current_url)
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 1)
+    row = browser.find_element(By.CSS_SELECTOR, "#experiments tbody tr")
+    assert row.get_attribute("data-id") == tagged["id"]
+    assert row.find_element(By.CSS_SELECTOR, "td.tags").text == "bn"
+    Select(browser.find_element(By.ID, "sort")).select_by_value("-final.val_accuracy")
+    _wait(
+        browser, lambda b: "sort=-final.val_accuracy" in b.current_url and "tag=bn" in b.current_url
+    )
+    _wait(browser, lambda b: _shown(b, f'#experiments tr[data-id="{tagged["id"]}"]'))
+    _shot(browser, "experiments-filtered")

@@ -54,6 +54,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     fuzz = subprocess.run(
         [
             str(BIN / "st"),
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
             "run",
             f"{stack.url}/openapi.json",
             "--header",

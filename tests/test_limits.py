@@ -132,7 +132,7 @@ def test_the_active_cap_holds_under_concurrent_submits(racing_stack: Stack) -> N
         answers = list(pool.map(submit, range(12)))
     assert sorted(answer.status_code for answer in answers) == [201] * 3 + [429] * 9
     refused = next(answer for answer in answers if answer.status_code == 429)
-    assert "eager has 3 experiments queued or running; the cap is 3" in refused.text
+    assert "eager has 3 experiments queued, running or paused; the cap is 3" in refused.text
     with racing_stack.client(token) as client:
         listed = client.get("/experiments", params={"limit": 500}).json()["items"]
     assert sum(item["name"] == name for item in listed) == 3
@@ -154,7 +154,7 @@ def test_a_search_not_started_yet_counts_its_first_trials(racing_stack: Stack) -
         assert client.post("/experiments", json=RUN).status_code == 201
         capped = client.post("/experiments", json=RUN)
     assert capped.status_code == 429
-    assert "planner has 3 experiments queued or running; the cap is 3" in capped.text
+    assert "planner has 3 experiments queued, running or paused; the cap is 3" in capped.text
 
 
 def test_health_and_token_checks_answer_while_slow_reads_hold_every_thread(

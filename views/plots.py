@@ -1,10 +1,11 @@
-"""Learning curves as pictures, drawn headless with matplotlib's Agg and SVG backends: the
-chapter's two panels for one experiment (accuracy and val_accuracy; loss and val_loss per
-epoch), and every variant's validation curves overlaid for a study. matplotlib is imported
-on the first picture, so the API starts without it."""
+"""Results as pictures, drawn headless with matplotlib's Agg and SVG backends: the chapter's
+two panels for one experiment (accuracy and val_accuracy; loss and val_loss per epoch), groups
+of runs' validation curves overlaid (a study's variants, compared runs), and a confusion
+matrix. matplotlib is imported on the first picture, so the API starts without it."""
 
 import io
-from collections.abc import Mapping, Sequence
+import statistics
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from store.tables import EpochMetrics
@@ -18,6 +19,22 @@ MEDIA_TYPES: dict[ImageFormat, str] = {"png": "image/png", "svg": "image/svg+xml
 
 PANELS = (("accuracy", "Accuracy"), ("loss", "Loss"))
 """Each panel's metric (train; ``val_`` + metric is the test curve) and its title."""
+TAB10 = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+"""matplotlib's default qualitative palette."""
+LINE_STYLES = ("-", "--", ":")
+MAX_WRITTEN_CLASSES = 30
+"""A confusion matrix with more classes shows colours only: counts would not fit."""
 
 
 def experiment_plot(title: str, epochs: Sequence[EpochMetrics], fmt: ImageFormat) -> bytes:
@@ -33,19 +50,69 @@ def experiment_plot(title: str, epochs: Sequence[EpochMetrics], fmt: ImageFormat
     return _encode(figure, fmt)
 
 
-def study_plot(
-    title: str, curves: Mapping[str, Sequence[Sequence[EpochMetrics]]], fmt: ImageFormat
+def overlay_plot(
+    title: str, curves: Sequence[tuple[str, Sequence[Sequence[EpochMetrics]]]], fmt: ImageFormat
 ) -> bytes:
-    """Every variant's val_accuracy and val_loss per epoch, averaged over its seeds."""
+    """Each labelled group's val_accuracy and val_loss per epoch: the mean over its runs, with
+    a band of one standard deviation where two or more runs reached the epoch."""
     figure, axes = _panels(title)
-    for variant, runs in curves.items():
+    styles = series_styles(len(curves))
+    for (label, runs), (colour, style) in zip(curves, styles, strict=True):
         for axis, (metric, _) in zip(axes, PANELS, strict=True):
-            numbers, means = _mean_curve(runs, f"val_{metric}")
-            axis.plot(numbers, means, marker=".", label=_literal(variant))
+            numbers, means, stds = _mean_curve(runs, f"val_{metric}")
+            axis.plot(
+                numbers, means, color=colour, linestyle=style, marker=".", label=_literal(label)
+            )
+            if any(stds):
+                low = [mean - std for mean, std in zip(means, stds, strict=True)]
+                high = [mean + std for mean, std in zip(means, stds, strict=True)]
+                axis.fill_between(numbers, low, high, color=colour, alpha=0.15, linewidth=0)
     for axis in axes:
         axis.set_title(f"Test {axis.get_title().lower()}")
-        if curves:
-            axis.legend(handles=axis.get_lines(), fontsize="small")  # names with a leading _ too
+    if curves:  # one legend for both panels, beside them: it never covers a curve
+        figure.legend(
+            handles=axes[0].get_lines(),  # names with a leading _ too
+            loc="outside right upper",
+            fontsize="small",
+            ncols=1 if len(curves) <= 20 else 2,
+        )
+    return _encode(figure, fmt)
+
+
+def series_styles(count: int) -> list[tuple[str, str]]:
+    """A (colour, line style) per series, all distinct for up to 30 series: tab10's colours
+    solid, then dashed, then dotted."""
+    return [(TAB10[index % 10], LINE_STYLES[index // 10 % 3]) for index in range(count)]
+
+
+def confusion_plot(
+    title: str, classes: Sequence[str], confusion: Sequence[Sequence[int]], fmt: ImageFormat
+) -> bytes:
+    """The confusion matrix: true class down, predicted across, each cell coloured by its share
+    of the true class's images and labelled with its count (up to 30 classes)."""
+    from matplotlib.figure import Figure
+
+    count = len(classes)
+    side = min(3.0 + 0.5 * count, 30.0)
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    figure.suptitle(_literal(title))
+    axis = figure.subplots()
+    shares = [[cell / (sum(row) or 1) for cell in row] for row in confusion]
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, label="share of the true class", shrink=0.8)
+    names = [_literal(name) for name in classes]
+    tilted = count > 10
+    axis.set_xticks(
+        range(count), names, rotation=45 if tilted else 0, ha="right" if tilted else "center"
+    )
+    axis.set_yticks(range(count), names)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    if count <= MAX_WRITTEN_CLASSES:
+        for row, counts in enumerate(confusion):
+            for column, cell in enumerate(counts):
+                colour = "white" if shares[row][column] > 0.5 else "black"
+                axis.text(column, row, str(cell), ha="center", va="center", color=colour)
     return _encode(figure, fmt)
 
 
@@ -72,8 +139,9 @@ def _panels(title: str) -> tuple["Figure", list["Axes"]]:
 
 def _mean_curve(
     runs: Sequence[Sequence[EpochMetrics]], metric: str
-) -> tuple[list[int], list[float]]:
-    """Per epoch, the mean of ``metric`` over the runs that reached that epoch."""
+) -> tuple[list[int], list[float], list[float]]:
+    """Per epoch, the mean of ``metric`` over the runs that reached that epoch, and their
+    sample standard deviation (0 for a single run)."""
     by_epoch: dict[int, list[float]] = {}
     for run in runs:
         for row in run:
@@ -81,7 +149,9 @@ def _mean_curve(
             if value is not None:
                 by_epoch.setdefault(row.epoch, []).append(value)
     numbers = sorted(by_epoch)
-    return numbers, [sum(by_epoch[n]) / len(by_epoch[n]) for n in numbers]
+    means = [statistics.fmean(by_epoch[n]) for n in numbers]
+    stds = [statistics.stdev(by_epoch[n]) if len(by_epoch[n]) > 1 else 0.0 for n in numbers]
+    return numbers, means, stds
 
 
 def _encode(figure: "Figure", fmt: ImageFormat) -> bytes:

@@ -3,6 +3,7 @@ epoch, as mean and standard deviation over seeds, plus best epoch, epochs run an
 
 import csv
 import io
+import json
 import statistics
 from collections.abc import Callable, Sequence
 
@@ -97,21 +98,27 @@ def study_table(session: Session, experiments: list[Experiment]) -> list[TableRo
     return comparison(session, by_variant(experiments))
 
 
+def by_spec(experiments: list[Experiment]) -> list[tuple[str, list[Experiment]]]:
+    """Runs grouped by their resolved spec less its seed, in the order first seen; each group
+    is labelled by its first run's name or id, with its count of runs when over one."""
+    groups: dict[str, list[Experiment]] = {}
+    for experiment in experiments:
+        unseeded = {key: value for key, value in experiment.spec.items() if key != "seed"}
+        groups.setdefault(json.dumps(unseeded, sort_keys=True), []).append(experiment)
+    return [(_group_label(members), members) for members in groups.values()]
+
+
 def markdown(rows: list[TableRow]) -> str:
     """The table as the chapter prints it (mean ± standard deviation)."""
     header = ["Variant", "Runs", *(title for _, title, _ in COLUMNS)]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-    ]
-    for row in rows:
-        cells = [row.variant, str(row.runs)]
-        cells += [
-            stat(row).text(1 if key in {"best_epoch", "epochs_run"} else 3)
-            for key, _, stat in COLUMNS
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return _markdown(header, [[row.variant, str(row.runs), *_texts(row)] for row in rows])
+
+
+def runs_markdown(runs: list[tuple[Experiment, TableRow]]) -> str:
+    """One line per run, named by id, name and status, then each column's value."""
+    header = ["Id", "Name", "Status", *(title for _, title, _ in COLUMNS)]
+    body = [[run.id, run.name or "", run.status, *_texts(row)] for run, row in runs]
+    return _markdown(header, body)
 
 
 def as_csv(rows: list[TableRow]) -> str:
@@ -127,6 +134,38 @@ def as_csv(rows: list[TableRow]) -> str:
             values += [_blank(stat(row).mean), _blank(stat(row).std)]
         writer.writerow(values)
     return buffer.getvalue()
+
+
+def runs_csv(runs: list[tuple[Experiment, TableRow]]) -> str:
+    """One line per run: its id, name and status, then each column's value."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "name", "status", *(key for key, _, _ in COLUMNS)])
+    for run, row in runs:
+        values = [_blank(stat(row).mean) for _, _, stat in COLUMNS]
+        writer.writerow([run.id, run.name or "", run.status, *values])
+    return buffer.getvalue()
+
+
+def _group_label(members: list[Experiment]) -> str:
+    first = members[0]
+    label = first.name or first.id
+    return label if len(members) == 1 else f"{label} ({len(members)} runs)"
+
+
+def _texts(row: TableRow) -> list[str]:
+    return [
+        stat(row).text(1 if key in {"best_epoch", "epochs_run"} else 3) for key, _, stat in COLUMNS
+    ]
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = [_markdown_line(header), "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join([*lines, *(_markdown_line(cells) for cells in body)]) + "\n"
+
+
+def _markdown_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def _blank(value: float | None) -> object:

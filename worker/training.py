@@ -31,21 +31,23 @@ from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient, th
 from store.runs import (
     EpochMetrics,
     LeaseLost,
-    cancel_requested,
     checkpoints,
     claim,
     finish,
     record_epoch,
     release,
     renew_lease,
+    requested_stop,
     rewind,
     undispatch,
 )
 from store.tables import Experiment, Status, Study
+from worker.best import BestKeeper
 from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
 from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
+from worker.evaluation import record_evaluation
 from worker.resident import feed, wanted
 from worker.stop import stop_requested
 
@@ -74,6 +76,10 @@ class Cancelled(Exception):
 
 class Interrupted(Exception):
     """The worker is shutting down; the job goes back to the queue."""
+
+
+class Paused(Interrupted):
+    """Someone paused the experiment: it waits, checkpointed, until it is resumed."""
 
 
 class TrainingDiverged(Exception):
@@ -207,7 +213,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class StopCheck(keras.callbacks.Callback):
-    """Stops training at a batch boundary: cancel flag, worker shutdown or a lost lease."""
+    """Stops training at a batch boundary: cancel or pause flag, worker shutdown or a lost lease."""
 
     def __init__(self, job: Job) -> None:
         super().__init__()
@@ -229,13 +235,15 @@ class StopCheck(keras.callbacks.Callback):
             raise Interrupted
         self.checked = time.monotonic()
         try:
-            cancelled = cancel_requested(self.job.engine, self.job.experiment_id)
+            wanted = requested_stop(self.job.engine, self.job.experiment_id)
         except Exception as exc:
             if not is_transient(exc):
                 raise
             return  # the database is away: train on, and ask again at the next poll
-        if cancelled:
+        if wanted == Status.cancelled:
             raise Cancelled
+        if wanted == Status.paused:
+            raise Paused
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -283,6 +291,7 @@ def fit(
     callbacks: list[keras.callbacks.Callback] = [
         StopCheck(job),
         EpochRecorder(job, saver, spec, trial),
+        BestKeeper(job, spec, model, initial_epoch),
     ]
     if spec.training.early_stopping is not None:
         past = _past_logs(job, initial_epoch)
@@ -390,7 +399,7 @@ def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter
             "handing the run back",
             lambda: release(job.engine, job.experiment_id, job.owner, reached),
         )
-        log.info("experiment %s interrupted by shutdown; back in the queue", job.experiment_id)
+        log.info("experiment %s stopped (shutdown or pause); handed back", job.experiment_id)
         return
     except (LeaseLost, DatabaseUnavailable):
         raise
@@ -398,6 +407,7 @@ def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter
         status, error = _ending(job, exc)
     else:
         status, error = Status.succeeded, None
+        record_evaluation(job, spec, saver.model)
     final = saver.at_stop() if status != Status.failed else None  # a failed run's are suspect
     job.durably(
         "recording its end",

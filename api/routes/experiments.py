@@ -25,14 +25,24 @@ from api.deps import (
 )
 from api.errors import documented
 from api.limits import check_active_cap
-from api.schemas import ExperimentCreate, ExperimentPage, ExperimentPublic, History
+from api.schemas import (
+    ExperimentCreate,
+    ExperimentPage,
+    ExperimentPublic,
+    ExperimentUpdate,
+    History,
+    spec_filters,
+)
+from core.config import Settings
 from jobs.queueing import publish
 from models.budget import check_budget
-from models.presets import PRESETS, resolve
-from models.spec import MAX_EPOCHS
+from models.errors import SpecError, error_entry
+from models.presets import PRESETS, merge, resolve
+from models.spec import MAX_EPOCHS, ExperimentSpec
 from store import experiments
 from store.handles import Session
 from store.tables import ACTIVE, EpochMetrics, Status
+from store.tokens import Principal
 
 router = APIRouter(
     prefix="/experiments",
@@ -55,7 +65,7 @@ SUBMIT_EXAMPLES = {
     status_code=201,
     response_model=ExperimentPublic,
     dependencies=[Depends(limit_submissions)],
-    responses=documented(413, 429),
+    responses=documented(404, 413, 429),
 )
 def submit(
     body: Annotated[ExperimentCreate, Body(openapi_examples=SUBMIT_EXAMPLES)],
@@ -66,8 +76,9 @@ def submit(
     settings: SettingsDep,
     response: Response,
 ) -> ExperimentPublic:
-    """Store an experiment (a preset with overrides) and queue it for a worker."""
-    spec = resolve(body.preset, body.overrides())  # a SpecError: 422 (api.errors.invalid_spec)
+    """Store an experiment (a preset, or another experiment's spec, with overrides) and queue
+    it for a worker."""
+    spec = _spec_of(body, session, principal, settings)
     check_budget(spec, settings)
     check_active_cap(session, principal, settings, adding=1)
     experiment = experiments.create_experiment(
@@ -75,6 +86,7 @@ def submit(
         name=body.name,
         spec=spec.model_dump(mode="json"),
         owner=principal.user if principal else None,
+        parent_id=body.from_,
     )
     session.commit()
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
@@ -82,30 +94,76 @@ def submit(
     return ExperimentPublic.model_validate(experiment)
 
 
+def _spec_of(
+    body: ExperimentCreate, session: Session, principal: Principal | None, settings: Settings
+) -> ExperimentSpec:
+    """The body's keys merged over its preset, or over the resolved spec of the experiment it
+    names in ``from`` (a rerun with changes); a SpecError is a 422 (api.errors.invalid_spec)."""
+    if body.from_ is None:
+        return resolve(body.preset, body.overrides())
+    if "preset" in body.model_fields_set:
+        raise SpecError([error_entry(("preset",), "give either from or preset", body.preset)])
+    parent = find_experiment(session, body.from_, principal, settings)
+    return resolve(parent.spec["preset"], merge(parent.spec, body.overrides()))
+
+
 @router.get("", response_model=ExperimentPage)
 def list_experiments(
     session: SessionDep,
     principal: PrincipalDep,
     settings: SettingsDep,
+    request: Request,
     status: Status | None = None,
     preset: str | None = None,
     study_id: str | None = None,
+    tag: Annotated[
+        list[str] | None, Query(description="Only experiments with this tag; repeatable: all.")
+    ] = None,
+    dataset: str | None = None,
+    q: Annotated[
+        str | None, Query(description="Only experiments whose name or notes hold it, any case.")
+    ] = None,
+    sort: Annotated[
+        experiments.Sort,
+        Query(description="A timestamp or metric; '-': descending; no metric sorts last."),
+    ] = experiments.NEWEST,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> ExperimentPage:
-    """Experiments, newest first, a page at a time (a bad cursor: api.errors.invalid_cursor)."""
+    """Experiments, newest first or in ``sort``'s order, a page at a time; also filtered by
+    any spec field as ``spec.<dotted.path>=value`` (a bad cursor: api.errors.invalid_cursor)."""
+    spec = spec_filters(request.query_params.multi_items())
     items, next_cursor = experiments.list_experiments(
         session,
         status=status,
         preset=preset,
         study_id=study_id,
         owner=visible_owner(principal, settings),
+        tags=tag or (),
+        text=q,
+        spec=spec if dataset is None else [*spec, ("dataset.name", dataset)],
+        sort=sort,
         limit=limit,
         cursor=cursor,
     )
     return ExperimentPage(
         items=[ExperimentPublic.model_validate(item) for item in items], next_cursor=next_cursor
     )
+
+
+@router.patch("/{experiment_id}", response_model=ExperimentPublic, responses=documented(403, 404))
+def update_experiment(
+    experiment_id: str,
+    body: ExperimentUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> ExperimentPublic:
+    """Rename, tag or annotate an experiment: the body's keys replace those values."""
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    require_owner(principal, experiment.owner, "change this experiment")
+    changed = experiments.relabel(session, experiment, body.model_dump(exclude_unset=True))
+    return ExperimentPublic.model_validate(changed)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic, responses=documented(404))

@@ -17,13 +17,15 @@ from api.deps import (
     find_study,
 )
 from api.errors import documented
+from api.routes.studies import IdsQuery, compared_experiments
 from store.db import session_scope
 from store.experiments import history, newest_epoch_at
 from store.handles import Engine, Session
 from store.lookups import experiment_by_id, study_by_id
 from store.studies import by_variant, first_within, study_experiments
-from store.tables import Experiment
+from store.tables import EpochMetrics, Experiment
 from views import plots
+from views.report import by_spec
 
 router = APIRouter(tags=["plots"], responses=documented(400, 401, 404), route_class=ReleasingRoute)
 
@@ -74,6 +76,24 @@ def study_plot(
     return _image(if_none_match, fmt, version, _render_study, engine, study.id)
 
 
+@router.get("/compare/plot.{fmt}", response_class=Response, responses=IMAGE)
+def compare_plot(
+    fmt: FormatPath,
+    ids: IdsQuery,
+    session: SessionDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The runs' val_accuracy and val_loss per epoch, overlaid; runs of one spec that differ
+    only in seed are drawn as one mean ± std band."""
+    experiments = compared_experiments(session, principal, settings, ids)
+    version = _version(session, experiments)
+    key = ",".join(experiment.id for experiment in experiments)
+    return _image(if_none_match, fmt, version, _render_compare, engine, key)
+
+
 def _version(session: Session, experiments: list[Experiment]) -> tuple[Any, ...]:
     """What the picture depends on: each run's status and epochs, and the newest epoch row
     (a resumed run rewrites epochs it had)."""
@@ -121,12 +141,30 @@ def _render_study(
         groups = by_variant(study_experiments(session, study_id))
         sized = [((variant, members), len(members)) for variant, members in groups]
         shown = first_within(sized, MAX_PLOTTED_EXPERIMENTS)
-        curves = {
-            variant: [history(session, experiment.id) for experiment in members]
-            for variant, members in shown
-        }
+        curves = _curves(session, shown)
         study = study_by_id(session, study_id=study_id)
         title = f"{study.name if study and study.name else 'Study'}: test curves, mean over seeds"
     if len(shown) < len(groups):
         title += f" (first {len(shown)} of {len(groups)} variants)"
-    return plots.study_plot(title, curves, fmt)
+    return plots.overlay_plot(title, curves, fmt)
+
+
+@lru_cache(maxsize=32)
+def _render_compare(
+    engine: Engine, ids: str, version: tuple[Any, ...], fmt: plots.ImageFormat
+) -> bytes:
+    with session_scope(engine) as session:
+        found = (experiment_by_id(session, experiment_id=key) for key in ids.split(","))
+        curves = _curves(session, by_spec([e for e in found if e is not None]))
+    title = "Compared runs: test curves (one spec's seeds as mean ± std)"
+    return plots.overlay_plot(title, curves, fmt)
+
+
+def _curves(
+    session: Session, groups: list[tuple[str, list[Experiment]]]
+) -> list[tuple[str, list[list[EpochMetrics]]]]:
+    """Each labelled group's runs' histories."""
+    return [
+        (label, [history(session, experiment.id) for experiment in members])
+        for label, members in groups
+    ]

@@ -33,7 +33,8 @@ from models.presets import resolve
 from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
 from store import studies
 from store.handles import Engine, Session
-from store.tables import Study
+from store.tables import Experiment, Study
+from store.tokens import Principal
 from views import report
 from views.report import TableRow, as_csv, markdown
 
@@ -202,6 +203,11 @@ def cancel_study(
     return _public(session, engine, study)
 
 
+IdsQuery = Annotated[
+    str, Query(description=f"Experiment ids, comma-separated (at most {MAX_COMPARED}).")
+]
+
+
 @router.get(
     "/compare",
     response_model=Comparison,
@@ -211,21 +217,31 @@ def compare(
     session: SessionDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    ids: Annotated[
-        str, Query(description=f"Experiment ids, comma-separated (at most {MAX_COMPARED}).")
-    ],
+    ids: IdsQuery,
     format: TableFormat = "json",
 ) -> Comparison | Response:
-    """The comparison table for any experiments, one row each."""
-    wanted = [part.strip() for part in ids.split(",") if part.strip()]
+    """The comparison table for any experiments, one row each (as csv or markdown, each row
+    names its run by id, name and status)."""
+    experiments = compared_experiments(session, principal, settings, ids)
+    rows = report.comparison(session, [(e.name or e.id, [e]) for e in experiments])
+    runs = list(zip(experiments, rows, strict=True))
+    if format == "csv":
+        return Response(report.runs_csv(runs), media_type="text/csv")
+    if format == "markdown":
+        return PlainTextResponse(report.runs_markdown(runs), media_type="text/markdown")
+    return Comparison(table=rows)
+
+
+def compared_experiments(
+    session: Session, principal: Principal | None, settings: Settings, ids: str
+) -> list[Experiment]:
+    """The experiments named in a comparison's ``ids``, each once, in order (422 for none or
+    over ``MAX_COMPARED``; 404 for one not found or not visible)."""
+    wanted = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
     if not 1 <= len(wanted) <= MAX_COMPARED:
         message = f"give at most {MAX_COMPARED} experiment ids (and at least one)"
         raise RequestValidationError([error_entry(("query", "ids"), message, ids)])
-    groups = []
-    for experiment_id in wanted:
-        experiment = find_experiment(session, experiment_id, principal, settings)
-        groups.append((experiment.name or experiment.id, [experiment]))
-    return _render(report.comparison(session, groups), format)
+    return [find_experiment(session, key, principal, settings) for key in wanted]
 
 
 def _base(body: StudyCreate) -> dict[str, Any]:

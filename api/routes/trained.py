@@ -2,11 +2,11 @@
 for uploaded pictures."""
 
 import hashlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import EngineDep, PrincipalDep, ReleasingRoute, SettingsDep, find_experiment
@@ -17,6 +17,8 @@ from api.schemas import ClassProbability, Prediction
 from core.config import Settings
 from models.datasets import DATASETS, DatasetInfo
 from models.errors import error_entry
+from models.spec import ExperimentSpec
+from store.best_models import best_model
 from store.handles import Engine, Session
 from store.runs import trained_model
 from store.tables import ACTIVE, Experiment
@@ -30,6 +32,15 @@ router = APIRouter(
     route_class=ReleasingRoute,
 )
 
+Weights = Literal["last", "best"]
+WeightsQuery = Annotated[
+    Weights | None,
+    Query(
+        description="last: the newest checkpoint; best: the epoch with the best monitored value "
+        "(early stopping's monitor, else val_loss). Default: best with restore_best_weights, "
+        "else last."
+    ),
+]
 KERAS_FILE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/octet-stream": {}},
@@ -39,9 +50,14 @@ KERAS_FILE: dict[int | str, dict[str, Any]] = {
 
 
 def _finished_model(
-    engine: Engine, experiment_id: str, principal: Principal | None, settings: Settings
+    engine: Engine,
+    experiment_id: str,
+    principal: Principal | None,
+    settings: Settings,
+    weights: Weights | None,
 ) -> tuple[Experiment, int, bytes]:
-    """The experiment and its newest checkpoint; 404 or 409 with a sentence otherwise."""
+    """The experiment and its chosen model (by default its best with restore_best_weights,
+    else its newest checkpoint); 404 or 409 with a sentence otherwise."""
     with Session(engine) as session:
         experiment = find_experiment(session, experiment_id, principal, settings)
     if experiment.status in ACTIVE:
@@ -50,11 +66,15 @@ def _finished_model(
             f"Experiment {experiment.id} is {experiment.status}; its model can be had once it "
             "has finished.",
         )
-    model = trained_model(engine, experiment.id)
+    training = ExperimentSpec.model_validate(experiment.spec).training
+    if (weights or ("best" if training.restores_best() else "last")) == "best":
+        model = best_model(engine, experiment.id)
+        missing = "no best model kept: it finished no epoch, or ran before they were kept"
+    else:
+        model = trained_model(engine, experiment.id)
+        missing = "no trained model: it finished no epoch"
     if model is None:
-        raise HTTPException(
-            404, f"Experiment {experiment.id} has no trained model: it finished no epoch."
-        )
+        raise HTTPException(404, f"Experiment {experiment.id} has {missing}.")
     return experiment, *model
 
 
@@ -62,11 +82,15 @@ def _finished_model(
     "/{experiment_id}/model", response_class=Response, responses=KERAS_FILE | documented(404, 409)
 )
 def download_model(
-    experiment_id: str, engine: EngineDep, principal: PrincipalDep, settings: SettingsDep
+    experiment_id: str,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    weights: WeightsQuery = None,
 ) -> Response:
-    """The trained model of a finished experiment (its last checkpoint), for
-    ``keras.models.load_model``."""
-    experiment, epoch, data = _finished_model(engine, experiment_id, principal, settings)
+    """The trained model of a finished experiment (its last checkpoint, or its best epoch's),
+    for ``keras.models.load_model``."""
+    experiment, epoch, data = _finished_model(engine, experiment_id, principal, settings, weights)
     filename = f"convlab-{experiment.id}-epoch{epoch}.keras"
     return Response(
         data,
@@ -97,6 +121,7 @@ async def predict(
     engine: EngineDep,
     principal: PrincipalDep,
     settings: SettingsDep,
+    weights: WeightsQuery = None,
 ) -> Prediction:
     """Class probabilities for one picture from a finished experiment's model. The picture is
     converted to the dataset's channels, resized to its shape and scaled as in training; it
@@ -104,7 +129,7 @@ async def predict(
     slots: PredictionSlots = request.app.state.prediction_slots
     with slots.slot(_user(principal, request)):
         experiment, epoch, data = await anyio.to_thread.run_sync(
-            _finished_model, engine, experiment_id, principal, settings
+            _finished_model, engine, experiment_id, principal, settings, weights
         )
         dataset = DATASETS[experiment.spec["dataset"]["name"]]
         pixels = await _pixels(file, dataset, settings.max_upload_pixels)

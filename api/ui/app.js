@@ -2,7 +2,7 @@
 // request carries the token (kept for this browser tab) when the server asks for one.
 
 const TOKEN_KEY = "convlab-token";
-const ACTIVE = new Set(["queued", "running"]);
+const ACTIVE = new Set(["queued", "running", "paused"]);
 const page = document.getElementById("page");
 
 // ---- talking to the API ----------------------------------------------------------------
@@ -142,27 +142,64 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
 
 // ---- pages -----------------------------------------------------------------------------
 
+const STATUSES = ["", "queued", "running", "paused", "succeeded", "failed", "cancelled"];
+const SORTS = [["-created_at", "newest first"], ["created_at", "oldest first"]].concat(
+  ["final", "best"].flatMap((section) => ["val_accuracy", "val_loss", "accuracy", "loss"].flatMap((metric) => [
+    [`-${section}.${metric}`, `${section} ${metric}, highest first`],
+    [`${section}.${metric}`, `${section} ${metric}, lowest first`],
+  ])),
+);
+
+function filtersOf(params) {
+  // The listing's filters from the page's hash: status, tags (all must match), dataset,
+  // text in the name or notes, and the order.
+  const filters = new URLSearchParams();
+  for (const key of ["status", "dataset", "q", "sort"]) if (params.get(key)) filters.set(key, params.get(key));
+  for (const tag of params.getAll("tag")) filters.append("tag", tag);
+  return filters;
+}
+
+function filterBar(params) {
+  // Changing a select or submitting the form shows the first page of the new listing.
+  const apply = (form) => {
+    const chosen = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) {
+      if (key === "tag") value.split(",").map((tag) => tag.trim()).filter(Boolean).forEach((tag) => chosen.append("tag", tag));
+      else if (value) chosen.set(key, value);
+    }
+    location.hash = `#/?${chosen}`;
+  };
+  const submit = (event) => apply(event.target.form);
+  const sort = params.get("sort") || "-created_at";
+  return h("form", { id: "filters", class: "toolbar", onsubmit: (event) => { event.preventDefault(); apply(event.target); } },
+    h("select", { id: "status-filter", name: "status", onchange: submit },
+      STATUSES.map((value) => h("option", { value, selected: value === (params.get("status") || "") }, value || "any status"))),
+    h("input", { id: "tag-filter", name: "tag", placeholder: "tags, comma-separated", value: params.getAll("tag").join(", ") }),
+    h("input", { id: "dataset-filter", name: "dataset", placeholder: "dataset", value: params.get("dataset") || "" }),
+    h("input", { id: "text-filter", name: "q", type: "search", placeholder: "name or notes", value: params.get("q") || "" }),
+    h("select", { id: "sort", name: "sort", onchange: submit },
+      SORTS.map(([value, label]) => h("option", { value, selected: value === sort }, label))),
+    h("button", { type: "submit" }, "Filter"));
+}
+
+const tagLink = (tag) => h("a", { class: "tag", href: `#/?${new URLSearchParams({ tag })}` }, tag);
+
 async function experimentsPage(params, signal) {
-  const status = params.get("status") || "";
-  const cursor = params.get("cursor") || "";
-  const query = new URLSearchParams({ limit: "25" });
-  if (status) query.set("status", status);
-  if (cursor) query.set("cursor", cursor);
-  const filter = h(
-    "select",
-    { id: "status-filter", onchange: (e) => (location.hash = `#/?status=${e.target.value}`) },
-    ["", "queued", "running", "succeeded", "failed", "cancelled"].map((value) =>
-      h("option", { value, selected: value === status }, value || "any status"),
-    ),
-  );
+  const filters = filtersOf(params);
+  const query = new URLSearchParams(filters);
+  query.set("limit", "25");
+  if (params.get("cursor")) query.set("cursor", params.get("cursor"));
   const body = h("tbody");
+  const problems = h("div", { id: "list-errors" });
   const next = h("a", { hidden: true }, "Next page");
   page.replaceChildren(
     h("h1", {}, "Experiments"),
-    h("div", { class: "toolbar" }, filter, cursor ? h("a", { href: `#/?status=${status}` }, "First page") : null, next),
+    filterBar(params),
+    h("div", { class: "toolbar" }, params.get("cursor") ? h("a", { href: `#/?${filters}` }, "First page") : null, next),
+    problems,
     h("table", { id: "experiments" },
       h("thead", {}, h("tr", {},
-        h("th", {}, "Name"), h("th", {}, "Preset"), h("th", {}, "Status"), h("th", {}, "Epochs"),
+        h("th", {}, "Name"), h("th", {}, "Tags"), h("th", {}, "Preset"), h("th", {}, "Status"), h("th", {}, "Epochs"),
         h("th", { class: "number" }, "Test accuracy"), h("th", {}, "Created"))),
       body),
   );
@@ -170,17 +207,60 @@ async function experimentsPage(params, signal) {
     const listing = await request("GET", `/experiments?${query}`);
     body.replaceChildren(...listing.items.map((experiment) => h("tr", { "data-id": experiment.id },
       h("td", {}, h("a", { href: `#/experiments/${experiment.id}` }, experiment.name || experiment.id.slice(0, 8))),
+      h("td", { class: "tags" }, experiment.tags.map(tagLink)),
       h("td", {}, experiment.spec.preset),
       h("td", {}, statusBadge(experiment.status)),
       h("td", {}, progressOf(experiment.epochs_done, experiment.epochs_total)),
       h("td", { class: "number" }, fixed(experiment.final?.val_accuracy)),
       h("td", {}, new Date(experiment.created_at).toLocaleString()))));
     next.hidden = !listing.next_cursor;
-    if (listing.next_cursor) next.href = `#/?status=${status}&cursor=${encodeURIComponent(listing.next_cursor)}`;
+    if (listing.next_cursor) next.href = `#/?${filters}&${new URLSearchParams({ cursor: listing.next_cursor })}`;
   };
-  await refresh();
+  try {
+    await refresh();
+  } catch (error) {
+    problems.replaceChildren(errorBox(error)); // a refused filter: the bar stays to fix it
+    return;
+  }
   const timer = setInterval(() => refresh().catch(() => {}), 3000);
   signal.addEventListener("abort", () => clearInterval(timer));
+}
+
+function labelsEditor(id, experiment, onChange) {
+  // The experiment's tags (each removable, new ones added) and notes, saved with PATCH.
+  const tags = h("span", { id: "tags" });
+  const newTag = h("input", { id: "new-tag", placeholder: "new tag", maxlength: 64 });
+  const notes = h("textarea", { id: "notes", rows: 4, maxlength: 10000, placeholder: "Notes" }, experiment.notes || "");
+  const saved = h("span", { id: "notes-saved" });
+  const problems = h("div", { id: "label-errors" });
+  const save = async (changes) => {
+    try {
+      experiment = await request("PATCH", `/experiments/${id}`, changes);
+    } catch (error) {
+      problems.replaceChildren(errorBox(error));
+      return false;
+    }
+    problems.replaceChildren();
+    showTags();
+    onChange(experiment);
+    return true;
+  };
+  const showTags = () => tags.replaceChildren(...experiment.tags.map((tag) => h("span", { class: "tag", "data-tag": tag }, tag,
+    h("button", { type: "button", class: "remove-tag", title: `Remove ${tag}`,
+      onclick: () => save({ tags: experiment.tags.filter((other) => other !== tag) }) }, "×"))));
+  showTags();
+  return [
+    h("form", { id: "tag-form", class: "toolbar", onsubmit: async (event) => {
+      event.preventDefault();
+      const tag = newTag.value.trim();
+      if (tag && (await save({ tags: [...experiment.tags, tag] }))) newTag.value = "";
+    } }, tags, newTag, h("button", { type: "submit" }, "Add tag")),
+    h("form", { id: "notes-form", onsubmit: async (event) => {
+      event.preventDefault();
+      saved.textContent = (await save({ notes: notes.value || null })) ? "Saved." : "";
+    } }, notes, h("div", { class: "toolbar" }, h("button", { type: "submit", id: "save-notes" }, "Save notes"), saved)),
+    problems,
+  ];
 }
 
 async function experimentPage(id, signal) {
@@ -217,6 +297,7 @@ async function experimentPage(id, signal) {
     h("div", { class: "toolbar" }, status, cancel, download),
     plot,
     h("h2", {}, "Summary"), summary,
+    h("h2", {}, "Tags and notes"), ...labelsEditor(id, experiment, (changed) => { experiment = changed; }),
     h("h2", {}, "History"),
     h("table", {}, h("thead", {}, h("tr", {},
       ["Epoch", "Loss", "Accuracy", "Test loss", "Test accuracy", "Seconds"].map((name) => h("th", { class: "number" }, name)))), rows),

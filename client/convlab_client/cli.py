@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
@@ -195,9 +196,13 @@ def submit(
     name: Name = None,
     seed: Annotated[int | None, typer.Option(help="Seeds Python, NumPy, TensorFlow.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Show epochs until it ends.")] = False,
+    parent: Annotated[
+        str | None,
+        typer.Option("--from", help="Rerun this experiment's spec with the --set changes."),
+    ] = None,
 ) -> None:
     """Submit an experiment and print its id; with --follow, exit 0 only if it succeeds."""
-    body = _overrides(sets) | _given(preset=preset, name=name, seed=seed)
+    body = _overrides(sets) | _given(preset=preset, name=name, seed=seed, **{"from": parent})
     with _api() as api:
         experiment = api.submit(body)
         typer.echo(experiment["id"])
@@ -210,11 +215,33 @@ def list_experiments(
     status: Annotated[Status | None, typer.Option()] = None,
     preset: Annotated[str | None, typer.Option()] = None,
     study_id: Annotated[str | None, typer.Option("--study", help="A study's id.")] = None,
+    tags: Annotated[
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="Only those with this tag; repeatable: all."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    text: Annotated[
+        str | None, typer.Option("--query", "-q", help="Only those with it in name or notes.")
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(help="created_at, final.<metric> or best.<metric>; a '-' first: descending."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 20,
 ) -> None:
-    """Experiments, newest first."""
+    """Experiments, newest first or sorted, filtered by status, preset, study, tags, dataset and
+    text."""
     with _api() as api:
-        items = api.experiments(status=status, preset=preset, study_id=study_id, limit=limit)
+        items = api.experiments(
+            status=status,
+            preset=preset,
+            study_id=study_id,
+            tags=tags or (),
+            dataset=dataset,
+            q=text,
+            sort=sort,
+            limit=limit,
+        )
     table = Table("id", "name", "preset", "status", "epoch", "val_accuracy")
     table.columns[0].no_wrap = True
     for item in items:
@@ -248,6 +275,8 @@ def show(experiment_id: str) -> None:
     for label, value in [
         ("id", experiment["id"]),
         ("name", experiment["name"] or "-"),
+        ("tags", ", ".join(experiment["tags"]) or "-"),
+        ("notes", experiment["notes"] or "-"),
         ("status", f"{experiment['status']} (attempts {experiment['attempts']})"),
         ("progress", f"epoch {experiment['epochs_done']}/{experiment['epochs_total']}"),
         ("error", experiment["error"] or "-"),
@@ -257,6 +286,34 @@ def show(experiment_id: str) -> None:
     ]:
         facts.add_row(label, value)
     console.print(facts)
+
+
+@app.command()
+def tag(
+    experiment_id: str,
+    tags: Annotated[list[str], typer.Argument(metavar="TAG...")],
+    remove: Annotated[bool, typer.Option("--remove", help="Remove these tags instead.")] = False,
+) -> None:
+    """Add tags to an experiment (or remove them), and print the tags it has then."""
+    with _api() as api:
+        had = api.experiment(experiment_id)["tags"]
+        kept = [name for name in had if name not in tags] if remove else [*had, *tags]
+        experiment = api.update(experiment_id, {"tags": kept})
+    typer.echo(f"{experiment_id} tags: {', '.join(experiment['tags']) or '-'}")
+
+
+@app.command()
+def note(experiment_id: str, text: Annotated[str, typer.Argument(metavar="TEXT")]) -> None:
+    """Set an experiment's notes (an empty TEXT removes them)."""
+    with _api() as api:
+        api.update(experiment_id, {"notes": text or None})
+
+
+@app.command()
+def rename(experiment_id: str, name: Annotated[str, typer.Argument(metavar="NAME")]) -> None:
+    """Set an experiment's name (an empty NAME removes it)."""
+    with _api() as api:
+        api.update(experiment_id, {"name": name or None})
 
 
 @app.command()
@@ -284,6 +341,37 @@ def cancel(experiment_id: str) -> None:
         experiment = api.cancel(experiment_id)
     note = "" if experiment["status"] in TERMINAL else " (stops at its next batch)"
     typer.echo(f"{experiment_id} {experiment['status']}{note}")
+
+
+@app.command()
+def pause(experiment_id: str) -> None:
+    """Pause an experiment: a queued one at once, a running one at its next batch."""
+    with _api() as api:
+        experiment = api.pause(experiment_id)
+    note = "" if experiment["status"] == "paused" else " (pauses at its next batch)"
+    typer.echo(f"{experiment_id} {experiment['status']}{note}")
+
+
+@app.command()
+def resume(experiment_id: str) -> None:
+    """Put a paused experiment back in the queue; it goes on from its checkpoint."""
+    with _api() as api:
+        experiment = api.resume(experiment_id)
+    typer.echo(f"{experiment_id} {experiment['status']}")
+
+
+@app.command("continue")
+def continue_experiment(
+    experiment_id: str,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs to train after the last one.")],
+    follow: Annotated[bool, typer.Option("--follow", help="Show epochs until it ends.")] = False,
+) -> None:
+    """Train an ended experiment on from its last checkpoint as a new one; print its id."""
+    with _api() as api:
+        experiment = api.continue_experiment(experiment_id, epochs)
+        typer.echo(experiment["id"])
+        if follow:
+            _follow(api, experiment)
 
 
 @study.command("submit")
@@ -348,3 +436,35 @@ def study_table(
             typer.echo(json.dumps(api.study_table(study_id), indent=2))
         else:
             typer.echo(api.study_table(study_id, format), nl=False)
+
+
+@app.command()
+def compare(
+    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Experiment ids.")],
+    format: Annotated[Literal["markdown", "csv"], typer.Option()] = "markdown",
+    plot: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Also save their test curves (.png, or .svg)."),
+    ] = None,
+) -> None:
+    """A row per experiment: last and best epochs' metrics, epochs run, speed."""
+    with _api() as api:
+        typer.echo(api.compare(ids, format), nl=False)
+        if plot is not None:
+            plot.write_bytes(api.compare_plot(ids, "svg" if plot.suffix == ".svg" else "png"))
+
+
+@app.command()
+def evaluation(experiment_id: str) -> None:
+    """An ended run's test set by class: images, right, accuracy; then the overall accuracy."""
+    with _api() as api:
+        result = api.evaluation(experiment_id)
+    table = Table("class", "images", "right", "accuracy")
+    confusion = result["confusion"]
+    for index, (name, row) in enumerate(zip(result["classes"], confusion, strict=True)):
+        accuracy = result["per_class_accuracy"][index]
+        table.add_row(name, str(sum(row)), str(row[index]), _number(accuracy))
+    console.print(table)
+    right = sum(row[index] for index, row in enumerate(confusion))
+    total = sum(map(sum, confusion))
+    typer.echo(f"{right} of {total} right with the {result['weights']} weights")

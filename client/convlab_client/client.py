@@ -9,7 +9,7 @@
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 DEFAULT_URL = "http://127.0.0.1:8000"
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "paused"]
 """An experiment's (or a study's) status, as the API names it."""
 TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "cancelled"})
 """Statuses an experiment (or a study) never leaves."""
@@ -117,13 +117,22 @@ class Client:
         status: Status | None = None,
         preset: str | None = None,
         study_id: str | None = None,
+        tags: Sequence[str] = (),
+        dataset: str | None = None,
+        q: str | None = None,
+        spec: Mapping[str, str] | None = None,
+        sort: str | None = None,
         limit: int | None = 50,
         page_size: int = MAX_PAGE,
     ) -> list[Json]:
-        """Experiments, newest first, following ``next_cursor`` pages up to ``limit`` (None:
-        all)."""
-        filters = {"status": status, "preset": preset, "study_id": study_id}
+        """Experiments, newest first or in ``sort``'s order (``created_at``, ``final.<metric>``,
+        ``best.<metric>``; ``-`` descending), following ``next_cursor`` pages up to ``limit``
+        (None: all). Filters: every one of ``tags``, ``q`` in the name or notes, and ``spec``
+        fields by dotted path, valued as a query writes them: ``{"model.batch_norm": "true"}``."""
+        filters = {"status": status, "preset": preset, "study_id": study_id, "tag": list(tags)}
+        filters |= {"dataset": dataset, "q": q, "sort": sort}
         params: dict[str, Any] = {key: value for key, value in filters.items() if value}
+        params |= {f"spec.{path}": value for path, value in (spec or {}).items()}
         found: list[Json] = []
         while limit is None or len(found) < limit:
             params["limit"] = page_size if limit is None else min(page_size, limit - len(found))
@@ -133,6 +142,10 @@ class Client:
                 break
             params["cursor"] = page["next_cursor"]
         return found
+
+    def update(self, experiment_id: str, changes: Json) -> Json:
+        """Change an experiment's ``name``, ``tags`` (replaced) or ``notes``; the Experiment."""
+        return self._json("PATCH", f"/experiments/{experiment_id}", json=changes)
 
     def history(self, experiment_id: str, since: int = 0) -> list[Json]:
         """The finished epochs after ``since``: epoch, loss, accuracy, val_loss, val_accuracy,
@@ -159,6 +172,21 @@ class Client:
     def cancel(self, experiment_id: str) -> Json:
         """Cancel: a queued experiment never runs, a running one stops at its next batch."""
         return self._json("POST", f"/experiments/{experiment_id}/cancel")
+
+    def pause(self, experiment_id: str) -> Json:
+        """Pause: a queued experiment at once, a running one checkpoints at its next batch and
+        frees its worker."""
+        return self._json("POST", f"/experiments/{experiment_id}/pause")
+
+    def resume(self, experiment_id: str) -> Json:
+        """Put a paused experiment back in the queue; it goes on from its checkpoint."""
+        return self._json("POST", f"/experiments/{experiment_id}/resume")
+
+    def continue_experiment(self, experiment_id: str, epochs: int) -> Json:
+        """A new queued experiment that trains an ended one ``epochs`` more epochs from its last
+        checkpoint (weights and optimizer state), numbering them after the parent's."""
+        path = f"/experiments/{experiment_id}/continue"
+        return self._json("POST", path, json={"epochs": epochs})
 
     def follow(self, experiment_id: str, *, poll_seconds: float = 1.0) -> Iterator[Json]:
         """Yield each epoch as it finishes, until the experiment has ended (then
@@ -214,3 +242,27 @@ class Client:
         """The comparison table: rows of mean and std over seeds (json), or the text."""
         response = self._send("GET", f"/studies/{study_id}/table", params={"format": format})
         return response.json()["table"] if format == "json" else response.text
+
+    # Comparing and evaluating
+
+    @overload
+    def compare(self, ids: list[str], format: Literal["json"] = "json") -> list[Json]: ...
+
+    @overload
+    def compare(self, ids: list[str], format: Literal["csv", "markdown"]) -> str: ...
+
+    def compare(
+        self, ids: list[str], format: Literal["json", "csv", "markdown"] = "json"
+    ) -> list[Json] | str:
+        """The comparison table of any experiments, a row each (json), or the text."""
+        params = {"ids": ",".join(ids), "format": format}
+        response = self._send("GET", "/compare", params=params)
+        return response.json()["table"] if format == "json" else response.text
+
+    def compare_plot(self, ids: list[str], fmt: Literal["png", "svg"] = "png") -> bytes:
+        """The experiments' test curves overlaid (one spec's seeds as a mean ± std band)."""
+        return self._send("GET", f"/compare/plot.{fmt}", params={"ids": ",".join(ids)}).content
+
+    def evaluation(self, experiment_id: str) -> Json:
+        """An ended run's test set by class: classes, per_class_accuracy, confusion, weights."""
+        return self._json("GET", f"/experiments/{experiment_id}/evaluation")

@@ -1,0 +1,141 @@
+"""Iterating on an experiment: continue a finished one for more epochs, pause and resume one."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+
+from api.deps import (
+    CeleryDep,
+    EngineDep,
+    PrincipalDep,
+    ReleasingRoute,
+    SessionDep,
+    SettingsDep,
+    find_experiment,
+    limit_submissions,
+    require_owner,
+)
+from api.errors import documented
+from api.limits import check_active_cap
+from api.schemas import ContinueCreate, ExperimentPublic
+from jobs.queueing import publish
+from models.budget import check_budget
+from models.errors import SpecError, error_entry
+from models.presets import merge, resolve
+from models.spec import MAX_EPOCHS, ExperimentSpec
+from store import lifecycle
+from store.experiments import Conflict
+from store.runs import trained_model
+
+router = APIRouter(
+    prefix="/experiments",
+    tags=["experiments"],
+    responses=documented(400, 401),
+    route_class=ReleasingRoute,
+)
+
+
+@router.post(
+    "/{experiment_id}/continue",
+    status_code=201,
+    response_model=ExperimentPublic,
+    dependencies=[Depends(limit_submissions)],
+    responses=documented(404, 409, 413, 429),
+)
+def continue_experiment(
+    experiment_id: str,
+    body: ContinueCreate,
+    session: SessionDep,
+    engine: EngineDep,
+    celery: CeleryDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    response: Response,
+) -> ExperimentPublic:
+    """Train an ended experiment on from its last checkpoint (weights and optimizer state) as
+    a new experiment, whose epochs are numbered after the parent's."""
+    parent = find_experiment(session, experiment_id, principal, settings)
+    try:
+        lifecycle.check_continuable(parent)
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    checkpoint = trained_model(engine, parent.id)
+    if checkpoint is None:
+        raise HTTPException(
+            409, f"Experiment {parent.id} has no checkpoint to continue from: it finished no epoch."
+        )
+    spec = _continued_spec(parent.spec, after=checkpoint[0], epochs=body.epochs)
+    check_budget(spec, settings)
+    check_active_cap(session, principal, settings, adding=1)
+    child = lifecycle.continue_experiment(
+        session,
+        parent,
+        checkpoint,
+        spec=spec.model_dump(mode="json"),
+        owner=principal.user if principal else None,
+    )
+    session.commit()
+    publish(engine, celery, child.id)  # a miss is left to the sweeper
+    response.headers["Location"] = f"/experiments/{child.id}"
+    return ExperimentPublic.model_validate(child)
+
+
+@router.post(
+    "/{experiment_id}/pause",
+    status_code=202,
+    response_model=ExperimentPublic,
+    responses=documented(403, 404, 409),
+)
+def pause_experiment(
+    experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> ExperimentPublic:
+    """Pause: a queued experiment at once; a running one checkpoints at its next batch and
+    frees its worker."""
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    require_owner(principal, experiment.owner, "pause this experiment")
+    try:
+        return ExperimentPublic.model_validate(lifecycle.pause(session, experiment))
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.post(
+    "/{experiment_id}/resume",
+    status_code=202,
+    response_model=ExperimentPublic,
+    responses=documented(403, 404, 409),
+)
+def resume_experiment(
+    experiment_id: str,
+    session: SessionDep,
+    engine: EngineDep,
+    celery: CeleryDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> ExperimentPublic:
+    """Put a paused experiment back in the queue; it goes on from its checkpoint."""
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    require_owner(principal, experiment.owner, "resume this experiment")
+    try:
+        lifecycle.resume(session, experiment)
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    publish(engine, celery, experiment.id)  # a miss is left to the sweeper
+    return ExperimentPublic.model_validate(experiment)
+
+
+def _continued_spec(spec: dict[str, Any], *, after: int, epochs: int) -> ExperimentSpec:
+    """``spec`` trained to epoch ``after + epochs``; a SpecError (422) past the epoch limit."""
+    total = after + epochs
+    if total > MAX_EPOCHS:
+        raise SpecError(
+            [
+                error_entry(
+                    ("epochs",),
+                    f"the parent has trained {after} epochs; at most {MAX_EPOCHS - after} more "
+                    f"fit in the limit of {MAX_EPOCHS}",
+                    epochs,
+                )
+            ]
+        )
+    return resolve(spec["preset"], merge(spec, {"training": {"epochs": total}}))

@@ -1,0 +1,163 @@
+"""A run's results once it ends, end to end on a real worker: its test set evaluated class by
+class (the confusion matrix as JSON and as a picture), and its model as of its last epoch or
+its best one."""
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.services import Stack, running_stack, wait_for_status
+from tests.test_cli import convlab
+
+pytestmark = pytest.mark.slow
+
+DIGITS = {"dataset": {"name": "digits"}, "training": {"epochs": 4, "batch_size": 64}}
+EARLY = {"monitor": "val_accuracy", "patience": 1, "min_delta": 1.0, "restore_best_weights": True}
+"""No epoch can improve on the first by 1.0: the run stops after epoch 2 with epoch 1's weights."""
+TERMINAL = {"succeeded", "failed", "cancelled"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("evaluation")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def early_stopped(client: httpx.Client, stack: Stack) -> dict[str, Any]:
+    """A run that early stopping ended, its best weights restored."""
+    training = {**DIGITS["training"], "epochs": 10, "early_stopping": EARLY}
+    body = {**DIGITS, "training": training, "name": "early"}
+    experiment_id = client.post("/experiments", json=body).json()["id"]
+    experiment = wait_for_status(client, experiment_id, TERMINAL)
+    assert experiment["status"] == "succeeded", stack.log_tail()
+    return experiment
+
+
+@pytest.fixture(scope="module")
+def plain(client: httpx.Client) -> str:
+    """A run without early stopping, submitted (ended only once a test waits for it)."""
+    return str(client.post("/experiments", json={**DIGITS, "name": "plain"}).json()["id"])
+
+
+def _test_size(client: httpx.Client) -> int:
+    catalogue = client.get("/datasets").json()
+    return int(next(item for item in catalogue if item["name"] == "digits")["test_size"])
+
+
+def _accuracy(confusion: list[list[int]]) -> float:
+    return sum(row[index] for index, row in enumerate(confusion)) / sum(map(sum, confusion))
+
+
+def _epoch_of_model(client: httpx.Client, experiment_id: str, **params: str) -> int:
+    response = client.get(f"/experiments/{experiment_id}/model", params=params)
+    assert response.status_code == 200, response.text
+    filename = response.headers["content-disposition"].split('filename="')[1]
+    return int(filename.removesuffix('.keras"').rsplit("-epoch", 1)[1])
+
+
+def _predicted_epoch(client: httpx.Client, experiment_id: str, **params: str) -> int:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="PNG")
+    files = {"file": ("blank.png", buffer.getvalue())}
+    response = client.post(f"/experiments/{experiment_id}/predict", params=params, files=files)
+    assert response.status_code == 200, response.text
+    return int(response.json()["epoch"])
+
+
+def test_evaluation_is_404_until_the_run_ends_then_adds_up(
+    client: httpx.Client, stack: Stack, plain: str
+) -> None:
+    experiment_id = plain
+    for path in ("evaluation", "evaluation.png"):
+        early = client.get(f"/experiments/{experiment_id}/{path}")
+        assert early.status_code == 404
+        assert "no evaluation yet" in early.json()["detail"]
+    assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+    evaluation = client.get(f"/experiments/{experiment_id}/evaluation").json()
+    assert evaluation["classes"] == [str(digit) for digit in range(10)]
+    assert evaluation["weights"] == "last"
+    confusion = evaluation["confusion"]
+    total = sum(map(sum, confusion))
+    assert total == _test_size(client)
+    assert evaluation["per_class_accuracy"] == pytest.approx(
+        [row[index] / sum(row) for index, row in enumerate(confusion)]
+    )
+    last = client.get(f"/experiments/{experiment_id}/history").json()["epochs"][-1]
+    assert abs(_accuracy(confusion) - last["val_accuracy"]) < 1 / total  # the same predictions
+
+
+def test_an_early_stopped_run_is_evaluated_with_its_restored_best_weights(
+    client: httpx.Client, early_stopped: dict[str, Any]
+) -> None:
+    assert early_stopped["epochs_done"] == 2
+    epochs = client.get(f"/experiments/{early_stopped['id']}/history").json()["epochs"]
+    assert epochs[0]["val_accuracy"] != epochs[1]["val_accuracy"]
+    evaluation = client.get(f"/experiments/{early_stopped['id']}/evaluation").json()
+    assert evaluation["weights"] == "best"
+    total = sum(map(sum, evaluation["confusion"]))
+    assert abs(_accuracy(evaluation["confusion"]) - epochs[0]["val_accuracy"]) < 1 / total
+
+
+def test_the_model_is_the_last_epoch_s_or_the_best_and_restored_best_is_the_default(
+    client: httpx.Client, early_stopped: dict[str, Any]
+) -> None:
+    experiment_id = early_stopped["id"]  # epoch 1 is its best; early stopping restores it
+    assert _epoch_of_model(client, experiment_id) == 1
+    assert _epoch_of_model(client, experiment_id, weights="best") == 1
+    assert _epoch_of_model(client, experiment_id, weights="last") == 2
+    assert _predicted_epoch(client, experiment_id) == 1
+    assert _predicted_epoch(client, experiment_id, weights="last") == 2
+    wrong = client.get(f"/experiments/{experiment_id}/model", params={"weights": "middle"})
+    assert wrong.status_code == 422
+
+
+def test_the_best_model_without_early_stopping_has_the_lowest_val_loss(
+    client: httpx.Client, plain: str
+) -> None:
+    assert wait_for_status(client, plain, TERMINAL)["status"] == "succeeded"
+    epochs = client.get(f"/experiments/{plain}/history").json()["epochs"]
+    lowest = min(epochs, key=lambda row: row["val_loss"])["epoch"]
+    assert _epoch_of_model(client, plain) == len(epochs)  # last, by default
+    assert _epoch_of_model(client, plain, weights="best") == lowest
+    assert _predicted_epoch(client, plain, weights="best") == lowest
+
+
+def test_the_confusion_matrix_is_drawn_as_png_or_svg(
+    client: httpx.Client, early_stopped: dict[str, Any]
+) -> None:
+    url = f"/experiments/{early_stopped['id']}/evaluation"
+    png = client.get(f"{url}.png")
+    assert png.headers["content-type"] == "image/png"
+    assert png.content.startswith(PNG_SIGNATURE)
+    svg = client.get(f"{url}.svg")
+    assert svg.headers["content-type"] == "image/svg+xml"
+    for text in ("early: test set, best weights", "true class", "predicted class"):
+        assert text in svg.text, text
+    for name in client.get(url).json()["classes"]:
+        assert svg.text.count(f">{name}<") >= 2, name  # on both axes
+    assert client.get(f"{url}.gif").status_code == 422
+
+
+def test_convlab_evaluation_prints_each_class(stack: Stack, early_stopped: dict[str, Any]) -> None:
+    done = convlab(stack, "evaluation", early_stopped["id"])
+    assert done.returncode == 0, done.stderr
+    assert "accuracy" in done.stdout
+    assert done.stdout.splitlines()[-1].endswith("right with the best weights")
+
+
+def test_evaluation_of_an_unknown_experiment_is_404(client: httpx.Client) -> None:
+    response = client.get("/experiments/nope/evaluation")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Experiment nope not found."
