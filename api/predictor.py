@@ -4,6 +4,7 @@ API process itself never imports TensorFlow."""
 import asyncio
 import importlib
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -29,7 +30,9 @@ class Predictor:
     ) -> list[float]:
         if self._pool is None:
             spawn = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=spawn, initializer=_leave_interrupts_to_the_api
+            )
         future = self._pool.submit(_call, *PREDICT, checkpoint, digest, pixels, pixel_max)
         try:
             return await asyncio.wrap_future(future)
@@ -43,6 +46,12 @@ class Predictor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+def _leave_interrupts_to_the_api() -> None:
+    """In the child: Ctrl-C reaches the whole process group; the API stops this process
+    itself, so a KeyboardInterrupt here would only print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _call(module: str, name: str, *args: Any) -> Any:
