@@ -23,10 +23,7 @@ class Problem(BaseModel):
 
 
 _REASONS = {
-    400: (
-        "The body is not valid JSON, the URL holds a NUL character, or the Host header names "
-        "none of this server's names."
-    ),
+    400: "The URL holds a NUL character, or the Host header names none of this server's names.",
     401: "No token, or an unknown or revoked one (only when auth is on).",
     403: "Only the owner or an admin may do this.",
     404: "No such experiment or study (with owner-only reads, also someone else's).",

@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="convlab",
         summary="Train the CIFAR-10 chapter's CNN variants as queued jobs; read their histories.",
+        description="The HTTP contract, every endpoint with its answers and limits, is the "
+        "repository's docs/API.md.",
         version="0.1.0",
         lifespan=lifespan,
     )
@@ -98,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every answer

@@ -5,11 +5,15 @@ is away are each a 4xx or 503 with a sentence, never a 500 or a leaked address."
 import base64
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from api.main import create_app
+from core.config import Settings
 from tests.services import Stack, free_port, running_stack, wait_for
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
@@ -108,7 +112,7 @@ def test_names_are_drawn_letter_for_letter_not_as_mathtext(client: httpx.Client)
         ("POST", "/datasets", "GET"),
         ("DELETE", "/presets", "GET"),
         ("PUT", "/experiments", "GET, POST"),
-        ("PATCH", "/experiments/0123", "DELETE, GET"),
+        ("PUT", "/experiments/0123", "DELETE, GET, PATCH"),
         ("POST", "/health", "GET"),
         ("POST", "/", "GET"),
         ("POST", "/ui/app.js", "GET, HEAD"),
@@ -161,3 +165,15 @@ def test_ready_names_the_broker_that_is_away_but_not_its_address(
         timeout=10,
         what="the broker's failure in the API's log",
     )
+
+
+def test_a_page_on_a_listed_origin_may_edit_experiments(tmp_path: Path) -> None:
+    """The dashboard's PATCH (tags, notes, names) from an origin in CONVLAB_CORS_ORIGINS."""
+    settings = Settings(home=tmp_path, cors_origins=["http://lab.example"])
+    with TestClient(create_app(settings)) as client:
+        preflight = client.options(
+            "/experiments/any",
+            headers={"Origin": "http://lab.example", "Access-Control-Request-Method": "PATCH"},
+        )
+    assert preflight.status_code == 200, preflight.text
+    assert "PATCH" in preflight.headers["access-control-allow-methods"]

@@ -110,7 +110,7 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
             assert _exit_status(process, tmp_path) == 0
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
     stopped = (tmp_path / "up.log").read_text()
-    assert "interrupted by shutdown; back in the queue" in stopped
+    assert "interrupted by shutdown; its weights kept" in stopped
     assert "Traceback" not in stopped
 
     with up(tmp_path) as (process, client):

@@ -393,13 +393,14 @@ def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter
     saver = Checkpointer(job.settings.checkpoint_seconds)
     try:
         fit(spec, job, (epoch, model), saver, trial)
-    except Interrupted:
+    except Interrupted as stopped:
         reached = saver.at_stop()
         job.durably(
             "handing the run back",
             lambda: release(job.engine, job.experiment_id, job.owner, reached),
         )
-        log.info("experiment %s stopped (shutdown or pause); handed back", job.experiment_id)
+        how = "paused" if isinstance(stopped, Paused) else "interrupted by shutdown"
+        log.info("experiment %s %s; its weights kept, its worker free", job.experiment_id, how)
         return
     except (LeaseLost, DatabaseUnavailable):
         raise

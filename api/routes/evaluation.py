@@ -1,7 +1,7 @@
 """A finished run's test set, class by class: per-class accuracy and the confusion matrix, as
 JSON or drawn."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel
@@ -38,12 +38,19 @@ class EvaluationPublic(BaseModel):
 def read_evaluation(
     experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
 ) -> EvaluationPublic:
-    """The test set's per-class accuracy and confusion matrix; 404 until the run has ended."""
+    """The test set's per-class accuracy and confusion matrix; 404 until the run has
+    succeeded (a failed or cancelled run has none)."""
     _, evaluation = _find(session, experiment_id, principal, settings)
     return EvaluationPublic.model_validate(evaluation, from_attributes=True)
 
 
-@router.get("/{experiment_id}/evaluation.{fmt}", response_class=Response, responses=IMAGE)
+DRAWN: dict[int | str, dict[str, Any]] = {
+    200: {"content": IMAGE[200]["content"], "description": "The matrix as an image."}
+}
+"""Drawn on each request: no ETag, so never a 304 (unlike the curves)."""
+
+
+@router.get("/{experiment_id}/evaluation.{fmt}", response_class=Response, responses=DRAWN)
 def evaluation_plot(
     experiment_id: str,
     fmt: FormatPath,
