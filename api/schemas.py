@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP contract (../shared/API.md)."""
+"""Request and response bodies of the HTTP contract (docs/API.md)."""
 
 import math
 import unicodedata
