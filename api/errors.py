@@ -89,6 +89,11 @@ def _methods_of_path(scope: Scope) -> set[str]:
     }
 
 
+async def status_conflict(request: Request, exc: Exception) -> JSONResponse:
+    """409 with the store's sentence: the experiment's status does not allow what was asked."""
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
 async def database_unreachable(request: Request, exc: Exception) -> JSONResponse:
     """503 with a sentence, not a 500 with a traceback, while the database is away; any other
     database error is a bug and stays a 500."""

@@ -22,6 +22,7 @@ from api.errors import (
     invalid_request,
     invalid_spec,
     method_not_allowed,
+    status_conflict,
 )
 from api.limits import BodySizeLimit, HostCheck, MinuteRate, NulInUrl, PredictionSlots, ReadRate
 from api.metrics import ApiMetrics, RequestMetrics
@@ -43,7 +44,7 @@ from jobs.broker import make_celery
 from jobs.sweeper import sweep
 from models.errors import SpecError
 from store.db import get_engine, migrate
-from store.experiments import InvalidCursor
+from store.experiments import Conflict, InvalidCursor
 from store.handles import Engine
 from store.outages import DATABASE_ERRORS
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(SpecError, invalid_spec)
     app.add_exception_handler(InvalidCursor, invalid_cursor)
+    app.add_exception_handler(Conflict, status_conflict)
     for error in DATABASE_ERRORS:
         app.add_exception_handler(error, database_unreachable)
     app.state.settings = settings

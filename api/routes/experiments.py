@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from cachetools import LRUCache, cached
 from cachetools.keys import hashkey
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from api.deps import (
     CeleryDep,
@@ -233,10 +233,7 @@ def cancel_experiment(
     """Cancel: a queued experiment never runs; a running one stops at its next batch."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "cancel this experiment")
-    try:
-        return ExperimentPublic.model_validate(experiments.cancel(session, experiment))
-    except experiments.Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    return ExperimentPublic.model_validate(experiments.cancel(session, experiment))
 
 
 @router.delete("/{experiment_id}", status_code=204, responses=documented(403, 404, 409))
@@ -246,10 +243,7 @@ def delete_experiment(
     """Delete a finished experiment and its history."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "delete this experiment")
-    try:
-        experiments.delete(session, experiment)
-    except experiments.Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    experiments.delete(session, experiment)
     return Response(status_code=204)
 
 

@@ -24,7 +24,6 @@ from models.errors import SpecError, error_entry
 from models.presets import merge, resolve
 from models.spec import MAX_EPOCHS, ExperimentSpec
 from store import lifecycle
-from store.experiments import Conflict
 from store.runs import trained_model
 
 router = APIRouter(
@@ -55,10 +54,7 @@ def continue_experiment(
     """Train an ended experiment on from its last checkpoint (weights and optimizer state) as
     a new experiment, whose epochs are numbered after the parent's."""
     parent = find_experiment(session, experiment_id, principal, settings)
-    try:
-        lifecycle.check_continuable(parent)
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    lifecycle.check_continuable(parent)
     checkpoint = trained_model(engine, parent.id)
     if checkpoint is None:
         raise HTTPException(
@@ -93,10 +89,7 @@ def pause_experiment(
     frees its worker."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "pause this experiment")
-    try:
-        return ExperimentPublic.model_validate(lifecycle.pause(session, experiment))
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    return ExperimentPublic.model_validate(lifecycle.pause(session, experiment))
 
 
 @router.post(
@@ -116,10 +109,7 @@ def resume_experiment(
     """Put a paused experiment back in the queue; it goes on from its checkpoint."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "resume this experiment")
-    try:
-        lifecycle.resume(session, experiment)
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    lifecycle.resume(session, experiment)
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     return ExperimentPublic.model_validate(experiment)
 
