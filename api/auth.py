@@ -40,9 +40,9 @@ class BearerAuth:
             scope.setdefault("state", {})["principal"] = None
             await self.app(scope, receive, send)
             return
-        presented = _bearer(scope)
+        presented = bearer(scope)
         principal = (
-            await anyio.to_thread.run_sync(self._lookup, presented, limiter=self.lookups)
+            await anyio.to_thread.run_sync(lookup, self.engine, presented, limiter=self.lookups)
             if presented
             else None
         )
@@ -63,12 +63,15 @@ class BearerAuth:
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
-    def _lookup(self, presented: str) -> Principal | None:
-        with Session(self.engine) as session:
-            return authenticate(session, presented)
+
+def lookup(engine: Engine, presented: str) -> Principal | None:
+    """The live token's principal (None: unknown or revoked), read in a short session."""
+    with Session(engine) as session:
+        return authenticate(session, presented)
 
 
-def _bearer(scope: Scope) -> str | None:
+def bearer(scope: Scope) -> str | None:
+    """The token an ``Authorization: Bearer`` header presents, if any."""
     headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
     for name, value in headers:
         if name == b"authorization":

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,31 +85,52 @@ class ReadRate:
         await self.app(scope, receive, send)
 
 
-class PredictionSlots:
-    """At most ``per_user`` predictions per user running at once, in this process. Slots are
+def requester(principal: Principal | None, request: Request) -> str:
+    """Whose slots a request takes: the token's user, or with auth off the client."""
+    if principal is not None:
+        return principal.user
+    return f"The client at {request.client.host if request.client else '?'}"
+
+
+class Slots:
+    """Things held at once, counted per key (a ``requester``), in this process. Slots are
     taken and given back on the event loop only, so a plain counter needs no lock."""
 
-    def __init__(self, per_user: int) -> None:
-        self.per_user = per_user
-        self.running: Counter[str] = Counter()
+    retry_after_s = 1
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self.held: Counter[str] = Counter()
+
+    def refusal(self, key: str) -> str | None:
+        """Why ``key`` may not take a slot now (None: it may)."""
+        raise NotImplementedError
 
     @contextmanager
-    def slot(self, user: str) -> Iterator[None]:
-        """Hold one of ``user``'s slots for the block; 429 when all are taken."""
-        if self.running[user] >= self.per_user:
-            raise HTTPException(
-                429,
-                f"{user} already has {self.running[user]} predictions running, the cap "
-                "(CONVLAB_MAX_PREDICTIONS_PER_USER); send the next when one has answered.",
-                headers={"Retry-After": "1"},
-            )
-        self.running[user] += 1
+    def slot(self, key: str) -> Iterator[None]:
+        """Hold one of ``key``'s slots for the block; a 429 saying ``refusal`` when refused."""
+        refused = self.refusal(key)
+        if refused is not None:
+            raise HTTPException(429, refused, headers={"Retry-After": str(self.retry_after_s)})
+        self.held[key] += 1
         try:
             yield
         finally:
-            self.running[user] -= 1
-            if not self.running[user]:
-                del self.running[user]
+            self.held[key] -= 1
+            if not self.held[key]:
+                del self.held[key]
+
+
+class PredictionSlots(Slots):
+    """At most ``per_key`` predictions per user running at once."""
+
+    def refusal(self, key: str) -> str | None:
+        if self.held[key] < self.per_key:
+            return None
+        return (
+            f"{key} already has {self.held[key]} predictions running, the cap "
+            "(CONVLAB_MAX_PREDICTIONS_PER_USER); send the next when one has answered."
+        )
 
 
 class BodySizeLimit:

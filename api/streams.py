@@ -2,63 +2,46 @@
 open, threads of their own for their reads, and the end of a stream whose token is revoked."""
 
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
+from api.auth import bearer, lookup
 from api.deps import EngineDep, PrincipalDep, SettingsDep
+from api.limits import Slots, requester
 from core.config import Settings
-from store.handles import Engine, Session
-from store.tokens import authenticate
+from store.handles import Engine
 
 T = TypeVar("T")
 
-RETRY_AFTER_S = 10
-"""What a refused client is told to wait: streams end at no predictable time."""
 
+class EventStreams(Slots):
+    """The event streams open in this process, counted per requester and in all, and the
+    threads their reads run in: apart from the sync routes' threads, so that neither can
+    starve the other."""
 
-class EventStreams:
-    """The event streams open in this process, counted per key (a user, or a client address
-    while auth is off) and in all, and the threads their reads run in: apart from the sync
-    routes' threads, so that neither can starve the other."""
+    retry_after_s = 10
+    """What a refused client is told to wait: streams end at no predictable time."""
 
     def __init__(self, settings: Settings) -> None:
-        self.per_key = settings.max_event_streams_per_user
+        super().__init__(settings.max_event_streams_per_user)
         self.total = settings.max_event_streams
-        self.open: Counter[str] = Counter()
         self.reads = anyio.CapacityLimiter(settings.events_threads)
 
-    @contextmanager
-    def slot(self, key: str) -> Iterator[None]:
-        """Hold one of ``key``'s slots for the block, or 429 when a cap is reached."""
-        self._check(key)
-        self.open[key] += 1
-        try:
-            yield
-        finally:
-            self.open[key] -= 1
-            if not self.open[key]:
-                del self.open[key]
-
-    def _check(self, key: str) -> None:
-        if self.open.total() >= self.total:
-            raise _refused(
+    def refusal(self, key: str) -> str | None:
+        if self.held.total() >= self.total:
+            return (
                 f"The server has {self.total} event streams open, its cap "
                 f"(CONVLAB_MAX_EVENT_STREAMS); try again in a while."
             )
-        if self.open[key] >= self.per_key:
-            raise _refused(
+        if self.held[key] >= self.per_key:
+            return (
                 f"{key} has {self.per_key} event streams open, the cap for one user "
                 f"(CONVLAB_MAX_EVENT_STREAMS_PER_USER); close one first."
             )
-
-
-def _refused(detail: str) -> HTTPException:
-    return HTTPException(429, detail, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return None
 
 
 class OpenStream:
@@ -93,13 +76,9 @@ class OpenStream:
 
 def _token_check(request: Request, engine: Engine) -> Callable[[], bool]:
     """Whether the token the request presented (auth let it through) is still live."""
-    presented = request.headers["authorization"].partition(" ")[2].strip()
-
-    def live() -> bool:
-        with Session(engine) as session:
-            return authenticate(session, presented) is not None
-
-    return live
+    presented = bearer(request.scope)
+    assert presented is not None
+    return lambda: lookup(engine, presented) is not None
 
 
 async def open_stream(
@@ -107,11 +86,8 @@ async def open_stream(
 ) -> AsyncIterator[OpenStream]:
     """A slot for the request's stream, held until the response ends for any reason."""
     streams: EventStreams = request.app.state.streams
-    if principal is None:
-        key, live = f"The client at {request.client.host if request.client else '?'}", None
-    else:
-        key, live = principal.user, _token_check(request, engine)
-    with streams.slot(key):
+    live = None if principal is None else _token_check(request, engine)
+    with streams.slot(requester(principal, request)):
         yield OpenStream(
             streams.reads, settings.events_poll_seconds, live, settings.events_token_check_seconds
         )

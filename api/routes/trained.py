@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 
 from api.deps import EngineDep, PrincipalDep, ReleasingRoute, SettingsDep, find_experiment
 from api.errors import documented
-from api.limits import PredictionSlots
+from api.limits import PredictionSlots, requester
 from api.predictor import Predictor, PredictorGone
 from api.schemas import ClassProbability, Prediction
 from core.config import Settings
@@ -127,7 +127,7 @@ async def predict(
     converted to the dataset's channels, resized to its shape and scaled as in training; it
     should look like the dataset's (light strokes on dark for MNIST and digits)."""
     slots: PredictionSlots = request.app.state.prediction_slots
-    with slots.slot(_user(principal, request)):
+    with slots.slot(requester(principal, request)):
         experiment, epoch, data = await anyio.to_thread.run_sync(
             _finished_model, engine, experiment_id, principal, settings, weights
         )
@@ -150,13 +150,6 @@ async def predict(
     return Prediction(
         experiment_id=experiment.id, epoch=epoch, top=ranked[0].label, probabilities=ranked
     )
-
-
-def _user(principal: Principal | None, request: Request) -> str:
-    """Whose slots a prediction takes: the token's user, or with auth off the client's address."""
-    if principal is not None:
-        return principal.user
-    return request.client.host if request.client else "anonymous"
 
 
 async def _pixels(file: UploadFile, dataset: DatasetInfo, max_pixels: int) -> np.ndarray:
