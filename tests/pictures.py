@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+"""The eight bytes every PNG file starts with."""
+
 
 def blank_png(width: int, height: int) -> bytes:
     """A valid all-black 1-bit PNG, compressed row by row (never whole in memory here): a
@@ -20,7 +23,7 @@ def blank_png(width: int, height: int) -> bytes:
     rows = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     chunks = chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + chunks
+    return PNG_SIGNATURE + chunks
 
 
 def peak_rss_kb(pid: int) -> int:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from store.tables import EpochMetrics
+from tests.pictures import PNG_SIGNATURE
 from tests.services import Stack, running_stack, wait_for_status
 from tests.test_cli import convlab
 from views.plots import overlay_plot, series_styles
@@ -18,7 +19,6 @@ from views.report import COLUMNS
 
 DIGITS = {"dataset": {"name": "digits"}, "training": {"epochs": 2, "batch_size": 64}}
 TERMINAL = {"succeeded", "failed", "cancelled"}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

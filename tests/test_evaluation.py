@@ -10,6 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.pictures import PNG_SIGNATURE
 from tests.services import Stack, running_stack, wait_for_status
 from tests.test_cli import convlab
 
@@ -19,7 +20,6 @@ DIGITS = {"dataset": {"name": "digits"}, "training": {"epochs": 4, "batch_size":
 EARLY = {"monitor": "val_accuracy", "patience": 1, "min_delta": 1.0, "restore_best_weights": True}
 """No epoch can improve on the first by 1.0: the run stops after epoch 2 with epoch 1's weights."""
 TERMINAL = {"succeeded", "failed", "cancelled"}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

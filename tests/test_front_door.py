@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.config import Settings
+from tests.pictures import PNG_SIGNATURE
 from tests.services import Stack, free_port, running_stack, wait_for
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
@@ -93,7 +94,7 @@ def test_names_are_drawn_letter_for_letter_not_as_mathtext(client: httpx.Client)
     experiment = client.post("/experiments", json={**RUN, "name": r"$\foo$"}).json()
     png = client.get(f"/experiments/{experiment['id']}/plot.png")
     assert png.status_code == 200
-    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png.content.startswith(PNG_SIGNATURE)
     svg = client.get(f"/experiments/{experiment['id']}/plot.svg")
     assert svg.status_code == 200
     assert r">$\foo$: queued, 0/1 epochs<" in svg.text

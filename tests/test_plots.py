@@ -4,10 +4,10 @@ the history does."""
 from fastapi.testclient import TestClient
 
 from store.tables import Status
+from tests.pictures import PNG_SIGNATURE
 from tests.services import Trainer
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 4}}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _epoch(trainer: Trainer, experiment_id: str, epoch: int) -> None:
