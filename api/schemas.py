@@ -282,6 +282,20 @@ class History(BaseModel):
     epochs: list[EpochMetrics]
 
 
+class LineagePart(BaseModel):
+    experiment_id: str
+    first_epoch: int
+    last_epoch: int
+
+
+class JoinedHistory(History):
+    """A continued experiment's history joined to its parents' (``lineage=true``)."""
+
+    lineage: list[LineagePart] = Field(
+        description="The runs whose epochs ``epochs`` joins, oldest first (this one last)."
+    )
+
+
 class ClassProbability(BaseModel):
     label: str = Field(description="The class name (its index when the dataset names none).")
     index: int

@@ -209,15 +209,42 @@ def _after(key: Any, row_id: Any, descending: bool, last_key: Any, last_id: str)
 METRIC_COLUMNS = tuple(getattr(EpochRecord, field.name) for field in fields(EpochMetrics))
 
 
-def history(session: Session, experiment_id: str, *, since: int = 0) -> list[EpochMetrics]:
-    """The experiment's finished epochs after ``since``, in order (read as columns, not ORM
-    objects: half the time, and this is the API's busiest read)."""
+def history(
+    session: Session, experiment_id: str, *, since: int = 0, until: int | None = None
+) -> list[EpochMetrics]:
+    """The experiment's finished epochs after ``since`` (and up to ``until``), in order (read
+    as columns, not ORM objects: half the time, and this is the API's busiest read)."""
     query = (
         select(*METRIC_COLUMNS)
         .where(EpochRecord.experiment_id == experiment_id, EpochRecord.epoch > since)
         .order_by(col(EpochRecord.epoch))
     )
+    if until is not None:
+        query = query.where(EpochRecord.epoch <= until)
     return [EpochMetrics(*row) for row in session.exec(query)]
+
+
+def ancestry(session: Session, experiment: Experiment) -> list[tuple[str, int | None]]:
+    """The runs a continued experiment's curves join, oldest first, each with the last epoch
+    it contributes (None: all of them, for ``experiment`` itself). A child resumes at its
+    parent's checkpoint (its ``epoch_offset``), so the parent's epochs up to that one are the
+    child's past; a rerun (offset 0) or a deleted parent ends the chain."""
+    chain: list[tuple[str, int | None]] = [(experiment.id, None)]
+    child = experiment
+    while child.epoch_offset > 0 and child.parent_id is not None:
+        parent = session.get(Experiment, child.parent_id)
+        if parent is None:
+            break
+        chain.append((parent.id, child.epoch_offset))
+        child = parent
+    return chain[::-1]
+
+
+def lineage(session: Session, experiment: Experiment) -> list[tuple[str, list[EpochMetrics]]]:
+    """Each run of the experiment's ``ancestry`` with the epochs it contributes."""
+    return [
+        (run, history(session, run, until=until)) for run, until in ancestry(session, experiment)
+    ]
 
 
 def newest_epoch_at(session: Session, *, experiment_ids: list[str]) -> datetime | None:

@@ -139,6 +139,46 @@ def test_continue_numbers_epochs_after_the_parent_and_trains_on_from_its_weights
     assert _epochs(client, parent["id"]) == before  # the parent is left as it was
 
 
+def test_a_continued_runs_curves_join_its_parents_up_to_where_each_continued(
+    stack: Stack, client: httpx.Client
+) -> None:
+    parent = _submit(client, SHORT_RUN)
+    _succeeded(stack, client, parent["id"])
+    child = _post(client, parent["id"], "continue", epochs=2).json()
+    _succeeded(stack, client, child["id"])
+    grandchild = _post(client, child["id"], "continue", epochs=1).json()
+    _succeeded(stack, client, grandchild["id"])
+    url = f"/experiments/{grandchild['id']}/history"
+
+    joined = client.get(url, params={"lineage": "true"}).json()
+    rows = [*_epochs(client, parent["id"]), *_epochs(client, child["id"])]
+    assert joined["epochs"] == [*rows, *_epochs(client, grandchild["id"])]
+    assert [row["epoch"] for row in joined["epochs"]] == [1, 2, 3, 4, 5, 6]
+    assert joined["lineage"] == [
+        {"experiment_id": parent["id"], "first_epoch": 1, "last_epoch": 3},
+        {"experiment_id": child["id"], "first_epoch": 4, "last_epoch": 5},
+        {"experiment_id": grandchild["id"], "first_epoch": 6, "last_epoch": 6},
+    ]
+    later = client.get(url, params={"lineage": "true", "since": 4}).json()["epochs"]
+    assert [row["epoch"] for row in later] == [5, 6]
+    csv = client.get(url, params={"lineage": "true", "format": "csv"}).text.splitlines()
+    assert [line.split(",")[0] for line in csv[1:]] == ["1", "2", "3", "4", "5", "6"]
+    assert "lineage" not in client.get(url).json()  # only asked for
+
+    plot = f"/experiments/{grandchild['id']}/plot.svg"
+    drawn, alone = client.get(plot, params={"lineage": "true"}), client.get(plot)
+    assert drawn.headers["etag"] != alone.headers["etag"]
+    for metric in ("accuracy", "loss"):
+        for epoch in (4, 6):
+            assert f'id="{metric}-continued-at-{epoch}"' in drawn.text
+        assert "continued-at" not in alone.text
+
+    rerun = _submit(client, {"from": parent["id"]})  # a rerun starts afresh: nothing joined
+    _succeeded(stack, client, rerun["id"])
+    own = client.get(f"/experiments/{rerun['id']}/history", params={"lineage": "true"}).json()
+    assert [part["experiment_id"] for part in own["lineage"]] == [rerun["id"]]
+
+
 def test_continue_refuses_active_unstarted_and_oversized_runs(
     stack: Stack, client: httpx.Client
 ) -> None:

@@ -32,6 +32,13 @@ def test_an_experiment_plot_is_a_png_or_svg_of_both_panels(
     assert client.get("/experiments/nope/plot.png").status_code == 404
 
 
+def test_a_run_without_epochs_says_so_instead_of_drawing_empty_axes(client: TestClient) -> None:
+    experiment_id = client.post("/experiments", json=RUN).json()["id"]
+    svg = client.get(f"/experiments/{experiment_id}/plot.svg").text
+    assert svg.count(">No finished epoch<") == 2
+    assert ">train<" not in svg
+
+
 def test_a_plot_is_rendered_again_only_when_the_history_changes(
     client: TestClient, trainer: Trainer
 ) -> None:

@@ -37,17 +37,34 @@ MAX_WRITTEN_CLASSES = 30
 """A confusion matrix with more classes shows colours only: counts would not fit."""
 
 
-def experiment_plot(title: str, epochs: Sequence[EpochMetrics], fmt: ImageFormat) -> bytes:
-    """The chapter's two panels for one run: train and test curves per epoch."""
+def experiment_plot(
+    title: str, epochs: Sequence[EpochMetrics], fmt: ImageFormat, *, joins: Sequence[int] = ()
+) -> bytes:
+    """The chapter's two panels for one run: train and test curves per epoch, with a dotted
+    line before each epoch in ``joins`` (where a continued run takes over from its parent)."""
     figure, axes = _panels(title)
     numbers = [row.epoch for row in epochs]
     for axis, (metric, _) in zip(axes, PANELS, strict=True):
+        if not epochs:
+            _say_empty(axis, "No finished epoch")
+            continue
         axis.plot(numbers, [getattr(row, metric) for row in epochs], marker=".", label="train")
         validation = [getattr(row, f"val_{metric}") for row in epochs]
         if any(value is not None for value in validation):
             axis.plot(numbers, validation, marker=".", label="test")
+        for epoch in joins:
+            axis.axvline(
+                epoch - 0.5, color="grey", linestyle=":", gid=f"{metric}-continued-at-{epoch}"
+            )
         axis.legend()
     return _encode(figure, fmt)
+
+
+def _say_empty(axis: "Axes", sentence: str) -> None:
+    """An axis with a sentence in place of curves (and no meaningless ticks)."""
+    axis.text(0.5, 0.5, sentence, ha="center", va="center", transform=axis.transAxes)
+    axis.set_xticks([])
+    axis.set_yticks([])
 
 
 def overlay_plot(

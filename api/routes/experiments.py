@@ -31,6 +31,8 @@ from api.schemas import (
     ExperimentPublic,
     ExperimentUpdate,
     History,
+    JoinedHistory,
+    LineagePart,
     spec_filters,
 )
 from core.config import Settings
@@ -41,7 +43,7 @@ from models.presets import PRESETS, merge, resolve
 from models.spec import MAX_EPOCHS, ExperimentSpec
 from store import experiments
 from store.handles import Session
-from store.tables import ACTIVE, EpochMetrics, Status
+from store.tables import ACTIVE, EpochMetrics, Experiment, Status
 from store.tokens import Principal
 
 router = APIRouter(
@@ -177,7 +179,7 @@ def read_experiment(
 
 @router.get(
     "/{experiment_id}/history",
-    response_model=History,
+    response_model=History | JoinedHistory,
     responses=documented(404) | {200: {"content": {"text/csv": {}}}},
 )
 def read_history(
@@ -190,12 +192,24 @@ def read_history(
         int, Query(ge=0, le=MAX_EPOCHS, description="Only epochs after this one.")
     ] = 0,
     format: Literal["json", "csv"] | None = None,
-) -> History | Response:
+    lineage: Annotated[
+        bool,
+        Query(
+            description="A continued experiment's epochs joined after its parents' (up to "
+            "the checkpoint each child started from), with the runs they come from."
+        ),
+    ] = False,
+) -> History | JoinedHistory | Response:
     """Per-epoch metrics, written as each epoch ends (also while the experiment runs)."""
-    status = experiment_status(session, experiment_id, principal, settings)
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )
+    if lineage:
+        experiment = find_experiment(session, experiment_id, principal, settings)
+        joined = _joined_history(session, experiment)
+        joined.epochs = [row for row in joined.epochs if row.epoch > since]
+        return Response(_csv(joined.epochs), media_type="text/csv") if wants_csv else joined
+    status = experiment_status(session, experiment_id, principal, settings)
     if not wants_csv and status not in ACTIVE and since == 0:
         body = _finished_history(session, experiment_id, status)
         return Response(body, media_type="application/json")
@@ -203,6 +217,19 @@ def read_history(
     if wants_csv:
         return Response(_csv(epochs), media_type="text/csv")
     return History(experiment_id=experiment_id, status=status, epochs=epochs)
+
+
+def _joined_history(session: Session, experiment: Experiment) -> JoinedHistory:
+    parts = [(run, epochs) for run, epochs in experiments.lineage(session, experiment) if epochs]
+    return JoinedHistory(
+        experiment_id=experiment.id,
+        status=experiment.status,
+        epochs=[row for _, epochs in parts for row in epochs],
+        lineage=[
+            LineagePart(experiment_id=run, first_epoch=epochs[0].epoch, last_epoch=epochs[-1].epoch)
+            for run, epochs in parts
+        ],
+    )
 
 
 @cached(

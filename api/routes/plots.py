@@ -5,7 +5,7 @@ import hashlib
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from api.deps import (
     EngineDep,
@@ -19,7 +19,7 @@ from api.deps import (
 from api.errors import documented
 from api.routes.studies import IdsQuery, compared_experiments
 from store.db import session_scope
-from store.experiments import history, newest_epoch_at
+from store.experiments import ancestry, history, lineage, newest_epoch_at
 from store.handles import Engine, Session
 from store.lookups import experiment_by_id, study_by_id
 from store.studies import by_variant, first_within, study_experiments
@@ -52,10 +52,20 @@ def experiment_plot(
     principal: PrincipalDep,
     settings: SettingsDep,
     if_none_match: IfNoneMatch = None,
+    lineage: Annotated[
+        bool,
+        Query(
+            description="A continued experiment's curves joined after its parents', a dotted "
+            "line where each run continues the one before."
+        ),
+    ] = False,
 ) -> Response:
     """The chapter's two panels: accuracy and val_accuracy, loss and val_loss per epoch."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     version = _version(session, [experiment])
+    if lineage:
+        joined = (*version, tuple(ancestry(session, experiment)))
+        return _image(if_none_match, fmt, joined, _render_lineage, engine, experiment.id)
     return _image(if_none_match, fmt, version, _render_experiment, engine, experiment.id)
 
 
@@ -126,11 +136,28 @@ def _render_experiment(
         experiment = experiment_by_id(session, experiment_id=experiment_id)
         assert experiment is not None
         epochs = history(session, experiment_id)
-        title = (
-            f"{experiment.name or experiment.preset}: {experiment.status}, "
-            f"{experiment.epochs_done}/{experiment.epochs_total} epochs"
-        )
+        title = _title(experiment)
     return plots.experiment_plot(title, epochs, fmt)
+
+
+@lru_cache(maxsize=32)
+def _render_lineage(
+    engine: Engine, experiment_id: str, version: tuple[Any, ...], fmt: plots.ImageFormat
+) -> bytes:
+    with session_scope(engine) as session:
+        experiment = experiment_by_id(session, experiment_id=experiment_id)
+        assert experiment is not None
+        parts = [rows for _, rows in lineage(session, experiment) if rows]
+        title = _title(experiment)
+    epochs = [row for rows in parts for row in rows]
+    return plots.experiment_plot(title, epochs, fmt, joins=[rows[0].epoch for rows in parts[1:]])
+
+
+def _title(experiment: Experiment) -> str:
+    return (
+        f"{experiment.name or experiment.preset}: {experiment.status}, "
+        f"{experiment.epochs_done}/{experiment.epochs_total} epochs"
+    )
 
 
 @lru_cache(maxsize=32)
