@@ -1,5 +1,5 @@
-"""Each run's best model so far (``/model?weights=best``): replaced by its worker whenever an
-epoch beats it on the run's monitored value."""
+"""Reading each run's best model so far (``/model?weights=best``); its worker stores it under
+its lease (``store.runs.keep_best``)."""
 
 import hashlib
 
@@ -8,23 +8,6 @@ from sqlmodel import select
 
 from store.db import session_scope
 from store.tables import BestCheckpoint
-
-
-def save_best(
-    engine: Engine, experiment_id: str, *, epoch: int, monitor: str, value: float, data: bytes
-) -> None:
-    """Keep ``data`` (a ``.keras`` archive) as the run's best model, after ``epoch``."""
-    digest = hashlib.sha256(data).hexdigest()
-    row = BestCheckpoint(
-        experiment_id=experiment_id,
-        epoch=epoch,
-        monitor=monitor,
-        value=value,
-        data=data,
-        sha256=digest,
-    )
-    with session_scope(engine) as session:
-        session.merge(row)
 
 
 def best_so_far(engine: Engine, experiment_id: str) -> tuple[int, float] | None:

@@ -15,7 +15,15 @@ from sqlmodel import Session, col, select
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
 from store.leases import is_gone
-from store.tables import Checkpoint, EpochMetrics, EpochRecord, Experiment, Status, utcnow
+from store.tables import (
+    BestCheckpoint,
+    Checkpoint,
+    EpochMetrics,
+    EpochRecord,
+    Experiment,
+    Status,
+    utcnow,
+)
 
 RELEASED_STATUS = case((col(Experiment.pause_requested), Status.paused), else_=Status.queued)
 """Where a run goes when its process lets go of it (or is gone): paused if a pause was asked,
@@ -137,6 +145,33 @@ def record_epoch(
                     col(Checkpoint.epoch).not_in(kept.scalar_subquery()),
                 )
             )
+
+
+def keep_best(
+    engine: Engine,
+    experiment_id: str,
+    owner: str,
+    *,
+    epoch: int,
+    monitor: str,
+    value: float,
+    data: bytes,
+) -> None:
+    """Store ``data`` (a ``.keras`` archive) as the run's best model, after ``epoch``."""
+    with session_scope(engine) as session:
+        now = _fence(session, experiment_id, owner, lease_seconds=None)
+        if now is None:
+            raise LeaseLost(experiment_id)
+        values = {
+            "experiment_id": experiment_id,
+            "epoch": epoch,
+            "monitor": monitor,
+            "value": value,
+            "data": data,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "created_at": now,
+        }
+        _upsert(session, BestCheckpoint, values, keys=("experiment_id",))
 
 
 def checkpoints(engine: Engine, experiment_id: str) -> list[tuple[int, bytes | None]]:

@@ -4,14 +4,17 @@ its best one."""
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
+from store.best_models import best_so_far
+from store.db import get_engine
 from tests.pictures import PNG_SIGNATURE
-from tests.services import Stack, running_stack, wait_for_status
+from tests.services import Stack, running_stack, wait_for, wait_for_status
 from tests.test_cli import convlab
 
 pytestmark = pytest.mark.slow
@@ -24,7 +27,8 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("evaluation")) as running:
+    # Checkpoints (and best models) only when a run stops, whatever the machine's speed.
+    with running_stack(tmp_path_factory.mktemp("evaluation"), checkpoint_seconds="3600") as running:
         yield running
 
 
@@ -67,13 +71,18 @@ def _epoch_of_model(client: httpx.Client, experiment_id: str, **params: str) -> 
     return int(filename.removesuffix('.keras"').rsplit("-epoch", 1)[1])
 
 
-def _predicted_epoch(client: httpx.Client, experiment_id: str, **params: str) -> int:
+def _prediction(client: httpx.Client, experiment_id: str, **params: str) -> dict[str, Any]:
     buffer = io.BytesIO()
-    Image.new("L", (8, 8)).save(buffer, format="PNG")
-    files = {"file": ("blank.png", buffer.getvalue())}
+    Image.new("L", (8, 8), color=128).save(buffer, format="PNG")
+    files = {"file": ("grey.png", buffer.getvalue())}
     response = client.post(f"/experiments/{experiment_id}/predict", params=params, files=files)
     assert response.status_code == 200, response.text
-    return int(response.json()["epoch"])
+    prediction: dict[str, Any] = response.json()
+    return prediction
+
+
+def _predicted_epoch(client: httpx.Client, experiment_id: str, **params: str) -> int:
+    return int(_prediction(client, experiment_id, **params)["epoch"])
 
 
 def test_evaluation_is_404_until_the_run_ends_then_adds_up(
@@ -119,6 +128,9 @@ def test_the_model_is_the_last_epoch_s_or_the_best_and_restored_best_is_the_defa
     assert _epoch_of_model(client, experiment_id, weights="last") == 2
     assert _predicted_epoch(client, experiment_id) == 1
     assert _predicted_epoch(client, experiment_id, weights="last") == 2
+    # The last model holds epoch 2's own weights, saved before early stopping restored epoch 1's.
+    best, last = (_prediction(client, experiment_id, weights=w) for w in ("best", "last"))
+    assert best["probabilities"] != last["probabilities"]
     wrong = client.get(f"/experiments/{experiment_id}/model", params={"weights": "middle"})
     assert wrong.status_code == 422
 
@@ -161,3 +173,25 @@ def test_evaluation_of_an_unknown_experiment_is_404(client: httpx.Client) -> Non
     response = client.get("/experiments/nope/evaluation")
     assert response.status_code == 404
     assert response.json()["detail"] == "Experiment nope not found."
+
+
+def test_the_best_model_is_stored_at_the_checkpoints_pace_not_at_every_improving_epoch(
+    client: httpx.Client, stack: Stack
+) -> None:
+    body = {**DIGITS, "training": {"epochs": 12, "batch_size": 16}, "name": "paced"}
+    experiment_id = client.post("/experiments", json=body).json()["id"]
+
+    def improved_while_running() -> bool:
+        epochs = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
+        losses = [row["val_loss"] for row in epochs]
+        return len(losses) >= 3 and min(losses[1:]) < losses[0]
+
+    wait_for(improved_while_running, timeout=120, what="an improving epoch while running")
+    engine = get_engine(f"sqlite:///{Path(stack.env['CONVLAB_HOME']) / 'convlab.sqlite'}")
+    running = client.get(f"/experiments/{experiment_id}").json()
+    assert running["status"] == "running"
+    assert best_so_far(engine, experiment_id) is None  # kept in memory, not written yet
+    assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
+    epochs = client.get(f"/experiments/{experiment_id}/history").json()["epochs"]
+    lowest = min(epochs, key=lambda row: row["val_loss"])
+    assert best_so_far(engine, experiment_id) == (lowest["epoch"], lowest["val_loss"])

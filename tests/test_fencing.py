@@ -24,6 +24,7 @@ from store.runs import (
     checkpoints,
     claim,
     finish,
+    keep_best,
     record_epoch,
     release,
     renew_lease,
@@ -105,6 +106,10 @@ def _rows(engine: Engine, experiment_id: str) -> dict[str, Any]:
                 "SELECT epoch, sha256, created_at FROM checkpoints "
                 "WHERE experiment_id = :id ORDER BY epoch"
             ),
+            "best": read(
+                "SELECT epoch, value, sha256, created_at FROM best_checkpoints "
+                "WHERE experiment_id = :id"
+            ),
         }
 
 
@@ -120,6 +125,8 @@ def _assert_every_write_refused(engine: Engine, experiment_id: str, owner: str) 
         rewind(engine, experiment_id, owner, to_epoch=0)
     with pytest.raises(LeaseLost):
         release(engine, experiment_id, owner, b"old-weights")
+    with pytest.raises(LeaseLost):
+        keep_best(engine, experiment_id, owner, epoch=2, monitor="val_loss", value=0, data=b"x")
     for status in (Status.succeeded, Status.failed):
         with pytest.raises(LeaseLost):
             finish(engine, experiment_id, owner, status, "old holder")
@@ -134,6 +141,7 @@ def test_writes_of_an_expired_holder_are_refused_after_a_takeover(
     or the sweeper requeued it first; the new holder's rows stay as it wrote them."""
     experiment_id = _claimed(engine, OLD)
     _record(engine, experiment_id, OLD, 1, b"old-1")
+    keep_best(engine, experiment_id, OLD, epoch=1, monitor="val_loss", value=1, data=b"best-1")
     _record(engine, experiment_id, OLD, 2, b"old-2")
     _expire(engine, experiment_id)
     if taken_by == "sweeper":

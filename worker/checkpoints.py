@@ -56,6 +56,7 @@ class Checkpointer:
         self.model: keras.Model | None = None
         self.saved_at = time.monotonic()
         self.unsaved = False
+        self.held: bytes | None = None
 
     def watch(self, model: keras.Model) -> None:
         """Save ``model``, which starts where the newest checkpoint left off."""
@@ -72,8 +73,16 @@ class Checkpointer:
             return self._save()
         return None
 
+    def at_train_end(self) -> None:
+        """Training ended: hold the weights it reached for ``at_stop``, before a callback after
+        this one (EarlyStopping's ``restore_best_weights``) puts older ones in the model."""
+        self.held = self.at_stop()
+
     def at_stop(self) -> bytes | None:
         """The weights reached, if training moved them since the last save."""
+        held, self.held = self.held, None
+        if held is not None:
+            return held
         return self._save() if self.unsaved else None
 
     def _save(self) -> bytes:

@@ -173,6 +173,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self.started = time.perf_counter()
         self.saver.epoch_began()
 
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.saver.at_train_end()  # before early stopping restores its best weights
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         number = epoch + 1
@@ -264,6 +267,7 @@ def fit(
     job: Job,
     resume_from: tuple[int, keras.Model | None],
     saver: Checkpointer,
+    keeper: BestKeeper,
     trial: TrialReporter | None = None,
 ) -> None:
     """Train ``spec`` the chapter's way (seeded, test set as validation unless told otherwise),
@@ -285,14 +289,15 @@ def fit(
         )
         model = build_model(spec, speed)
     saver.watch(model)
+    keeper.watch(model, initial_epoch)
     pixel_max = DATASETS[spec.dataset.name].pixel_max
     x_train, x_test = (as_input(model, x, pixel_max) for x in (data.x_train, data.x_test))
     inputs = feed(model, x_train, x_test, on_device=wanted(job.settings.train_data_on_device))
     callbacks: list[keras.callbacks.Callback] = [
         StopCheck(job),
         EpochRecorder(job, saver, spec, trial),
-        BestKeeper(job, spec, model, initial_epoch),
-    ]
+        keeper,
+    ]  # in this order: the recorder and the keeper see the last weights before a restore
     if spec.training.early_stopping is not None:
         past = _past_logs(job, initial_epoch)
         callbacks.append(ResumableEarlyStopping(past, **spec.training.early_stopping.model_dump()))
@@ -391,9 +396,11 @@ def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter
     if epoch:
         log.info("experiment %s resumes after epoch %d", job.experiment_id, epoch)
     saver = Checkpointer(job.settings.checkpoint_seconds)
+    keeper = BestKeeper(job, spec)
     try:
-        fit(spec, job, (epoch, model), saver, trial)
+        fit(spec, job, (epoch, model), saver, keeper, trial)
     except Interrupted as stopped:
+        keeper.store()
         reached = saver.at_stop()
         job.durably(
             "handing the run back",
