@@ -107,34 +107,52 @@ def visible_owner(principal: Principal | None, settings: Settings) -> str | None
     return principal.user
 
 
+AMBIGUOUS = {409: "An id prefix starts several ids (the answer names them); give more of it."}
+"""The 409 of a route that takes an id, for ``api.errors.documented``'s ``reasons``."""
+
+
 def find_experiment(
     session: Session,
     experiment_id: str,
     principal: Principal | None = None,
     settings: Settings | None = None,
 ) -> Experiment:
-    """The experiment named in the path, or 404 (also when reads are owner-only and it is
+    """The experiment named in the path by its id or a unique prefix of it (6 hex characters
+    or more; 409 when several start so), or 404 (also when reads are owner-only and it is
     someone else's).
 
     Called inside the handlers rather than as a dependency: a sync dependency runs in its own
     worker thread, and a request must not hold a pooled connection while it waits for the
     next thread.
     """
-    experiment = experiment_by_id(session, experiment_id=experiment_id)
+    owner = None if settings is None else visible_owner(principal, settings)
+    experiment = experiment_by_id(session, experiment_id=experiment_id, owner=owner)
     if experiment is None:
         raise _not_found(experiment_id)
     _visible_or_404(experiment_id, experiment.owner, principal, settings)
     return experiment
 
 
-def experiment_status(
+def experiment_id_and_status(
     session: Session, experiment_id: str, principal: Principal | None, settings: Settings
-) -> Status:
-    """The status of the experiment named in the path, or 404 as ``find_experiment``: one
-    row's two columns, read without the ORM, for reads that need no more (the history)."""
+) -> tuple[str, Status]:
+    """The full id and status of the experiment named in the path by its id or a unique
+    prefix, or 404 as ``find_experiment``: for an exact id, one row's two columns read without
+    the ORM, for reads that need no more (the history)."""
+    status = _exact_status(session, experiment_id, principal, settings)
+    if status is not None:
+        return experiment_id, status
+    experiment = find_experiment(session, experiment_id, principal, settings)
+    return experiment.id, experiment.status
+
+
+def _exact_status(
+    session: Session, experiment_id: str, principal: Principal | None, settings: Settings
+) -> Status | None:
+    """The status of the experiment with exactly this id (404 if it is not visible), or None."""
     row = status_and_owner(session, experiment_id=experiment_id)
     if row is None:
-        raise _not_found(experiment_id)
+        return None
     status, owner = row
     _visible_or_404(experiment_id, owner, principal, settings)
     return status
@@ -155,9 +173,10 @@ def _not_found(experiment_id: str) -> HTTPException:
 def find_study(
     session: Session, study_id: str, principal: Principal | None, settings: Settings
 ) -> Study:
-    """The study, or 404 if there is none or the caller may not see it."""
-    study = study_by_id(session, study_id=study_id)
+    """The study named by its id or a unique prefix (409 when several start so), or 404 if
+    there is none or the caller may not see it."""
     owner = visible_owner(principal, settings)
+    study = study_by_id(session, study_id=study_id, owner=owner)
     if study is None or owner not in (None, study.owner):
         raise HTTPException(404, f"Study {study_id} not found.")
     return study

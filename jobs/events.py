@@ -1,11 +1,13 @@
 """What the event streams read: an experiment's or a study's state and the epochs finished
 after the position a client has seen. A position is what SSE calls the last event id: an
-epoch number for an experiment, ``<id prefix>:<epochs seen>`` pairs for a study."""
+epoch number for an experiment; for a study, the newest epoch it sent, in the order a study
+stream sends them (``StudyPosition``): a bounded id, however many experiments the study has."""
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, or_
+from sqlalchemy import Engine, and_, func, or_
 from sqlmodel import col, select
 
 from jobs.search import trials_to_come
@@ -14,12 +16,33 @@ from store.experiments import METRIC_COLUMNS, history
 from store.studies import progress, status_of, study_experiments
 from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, Study
 
-ID_PREFIX = 12
-"""Hex characters of an experiment id that name it in a study position (ids are uuid4 hex)."""
 MAX_COUNT = 2**31 - 1
 """The largest epoch number a position may hold."""
 _DIGITS = re.compile(f"[0-9]{{1,{len(str(MAX_COUNT))}}}")
-_PREFIX = re.compile(f"[0-9a-f]{{{ID_PREFIX}}}")
+_STUDY_POSITION = re.compile(r"([0-9]{1,16})-([0-9a-f]{32})-([0-9]{1,10})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, order=True)
+class StudyPosition:
+    """An epoch row's place in a study stream's order: when it was recorded (the database's
+    clock), then its experiment's id, then its number. Written as the event id
+    ``<microseconds since 1970>-<experiment id>-<epoch>``."""
+
+    recorded_at: datetime
+    experiment_id: str
+    epoch: int
+
+    @classmethod
+    def of(cls, recorded_at: datetime, experiment_id: str, epoch: int) -> "StudyPosition":
+        """The position of a row as read (SQLite hands back naive UTC timestamps)."""
+        aware = recorded_at if recorded_at.tzinfo else recorded_at.replace(tzinfo=UTC)
+        return cls(aware, experiment_id, epoch)
+
+    def text(self) -> str:
+        micros = (self.recorded_at - _EPOCH) // _MICROSECOND
+        return f"{micros}-{self.experiment_id}-{self.epoch}"
 
 
 @dataclass(frozen=True)
@@ -49,12 +72,13 @@ class RunState:
 
 @dataclass(frozen=True)
 class StudyState:
-    """A study's status, counts, its experiments' states and the epochs not yet seen."""
+    """A study's status, counts, its experiments' states and the epochs not yet seen (each
+    with its position, in stream order)."""
 
     status: Status
     progress: dict[str, int]
     runs: list[RunState]
-    epochs: list[tuple[str, EpochMetrics]]
+    epochs: list[tuple[StudyPosition, EpochMetrics]]
 
     @property
     def finished(self) -> bool:
@@ -73,9 +97,16 @@ def experiment_state(
         return RunState.of(experiment), history(session, experiment_id, since=after_epoch)
 
 
+_STREAM_ORDER = (  # StudyPosition's
+    col(EpochRecord.recorded_at),
+    col(EpochRecord.experiment_id),
+    col(EpochRecord.epoch),
+)
+
+
 def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudyState | None:
     """The study's state and, per experiment, the epochs after those in ``seen`` (keyed by
-    id prefix); None once it is gone."""
+    experiment id); None once it is gone."""
     with session_scope(engine) as session:
         study = session.get(Study, study_id)
         if study is None:
@@ -84,20 +115,22 @@ def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudySta
         behind = {
             experiment.id: after
             for experiment in experiments
-            if experiment.epochs_done > (after := seen.get(experiment.id[:ID_PREFIX], 0))
+            if experiment.epochs_done > (after := seen.get(experiment.id, 0))
         }
-        epochs: list[tuple[str, EpochMetrics]] = []
+        epochs: list[tuple[StudyPosition, EpochMetrics]] = []
         if behind:
             newer = (
                 and_(col(EpochRecord.experiment_id) == key, col(EpochRecord.epoch) > after)
                 for key, after in behind.items()
             )
             rows = session.exec(
-                select(EpochRecord.experiment_id, *METRIC_COLUMNS)
+                select(EpochRecord.recorded_at, EpochRecord.experiment_id, *METRIC_COLUMNS)
                 .where(or_(*newer))
-                .order_by(col(EpochRecord.recorded_at), col(EpochRecord.epoch))
+                .order_by(*_STREAM_ORDER)
             )
-            epochs = [(experiment_id, EpochMetrics(*metrics)) for experiment_id, *metrics in rows]
+            for at, key, *values in rows:
+                metrics = EpochMetrics(*values)
+                epochs.append((StudyPosition.of(at, key, metrics.epoch), metrics))
         return StudyState(
             status=status_of(experiments, trials_to_come(study)),
             progress=progress(experiments),
@@ -106,9 +139,37 @@ def study_state(engine: Engine, study_id: str, seen: dict[str, int]) -> StudySta
         )
 
 
-def study_position(seen: dict[str, int]) -> str:
-    """The last event id that stands for ``seen``."""
-    return ".".join(f"{prefix}:{count}" for prefix, count in seen.items() if count)
+def seen_at(engine: Engine, study_id: str, position: StudyPosition | None) -> dict[str, int]:
+    """What a client that saw ``position`` has seen: per experiment of the study, its newest
+    epoch at or before ``position`` in stream order.
+
+    Each experiment's epochs are stamped in the order they commit; two experiments' can
+    commit out of stamp order within one transaction's time. A live stream still sends such
+    a late epoch (it goes by each experiment's newest epoch sent); a client that reconnects
+    in that instant, holding a position past the late epoch's stamp, would not get it."""
+    if position is None:
+        return {}
+    at, key = position.recorded_at, position.experiment_id
+    not_after = or_(
+        col(EpochRecord.recorded_at) < at,
+        and_(
+            col(EpochRecord.recorded_at) == at,
+            or_(
+                col(EpochRecord.experiment_id) < key,
+                and_(
+                    col(EpochRecord.experiment_id) == key, col(EpochRecord.epoch) <= position.epoch
+                ),
+            ),
+        ),
+    )
+    members = select(Experiment.id).where(Experiment.study_id == study_id)
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(EpochRecord.experiment_id, func.max(EpochRecord.epoch))
+            .where(col(EpochRecord.experiment_id).in_(members), not_after)
+            .group_by(col(EpochRecord.experiment_id))
+        )
+        return {experiment_id: newest for experiment_id, newest in rows}
 
 
 def parse_experiment_position(text: str | None) -> int:
@@ -116,17 +177,15 @@ def parse_experiment_position(text: str | None) -> int:
     return _count(text or "") or 0
 
 
-def parse_study_position(text: str | None) -> dict[str, int]:
-    """``seen`` from a Last-Event-ID; one that ``study_position`` cannot have written counts
-    as nothing seen."""
-    seen: dict[str, int] = {}
-    for pair in text.split(".") if text else ():
-        prefix, _, written = pair.partition(":")
-        count = _count(written)
-        if count is None or not _PREFIX.fullmatch(prefix):
-            return {}
-        seen[prefix] = count
-    return seen
+def parse_study_position(text: str | None) -> StudyPosition | None:
+    """The position a Last-Event-ID names; one that ``StudyPosition.text`` cannot have
+    written counts as nothing seen (None)."""
+    match = _STUDY_POSITION.fullmatch(text or "")
+    epoch = _count(match.group(3)) if match else None
+    if match is None or epoch is None:
+        return None
+    at = _EPOCH + int(match.group(1)) * _MICROSECOND
+    return StudyPosition(at, match.group(2), epoch)
 
 
 def _count(text: str) -> int | None:

@@ -25,15 +25,14 @@ from models.spec import ExperimentSpec
 from models.studies import SECTIONS
 from store.db import session_scope
 from store.experiments import create_experiment
-from store.studies import study_experiments
+from store.studies import PRUNED as PRUNED  # the worker's Pruned names trials with it
+from store.studies import pruned, study_experiments
 from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 
 if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
-
-PRUNED = "pruned at epoch"
 
 
 def optuna_name(study_id: str) -> str:
@@ -325,7 +324,7 @@ def _reconcile(
         )
         if value is not None:
             _tell(optuna_study, experiment.trial_number, value)
-        elif (experiment.error or "").startswith(PRUNED):
+        elif pruned(experiment):
             state = optuna.trial.TrialState.PRUNED
             _tell(optuna_study, experiment.trial_number, state=state)
         else:

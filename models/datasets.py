@@ -4,6 +4,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.errors import Loc, SpecError, error_entry
+
+_CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_KERAS_STORE = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -22,6 +27,8 @@ class DatasetInfo:
     class_names: tuple[str, ...] | None = None
     pixel_max: int = 255
     """The largest pixel value; training scales pixels by it, inside the model."""
+    source: str = ""
+    """Where the official archive files are published."""
 
     def labels(self) -> tuple[str, ...]:
         """The class names, or the class numbers as text where the dataset names none."""
@@ -33,6 +40,25 @@ class DatasetInfo:
         return all((data_dir / file).is_file() for file in self.archive_files) or all(
             (cache / file).is_file() for file in self.keras_cache_files
         )
+
+
+def unavailable_sentence(info: DatasetInfo, data_dir: Path) -> str:
+    """What to do about a dataset that is not on this machine (the worker adds why Keras'
+    download failed)."""
+    return (
+        f"Dataset {info.name} is not available: put {', '.join(info.archive_files)} "
+        f"(from {info.source}) in {data_dir.resolve()}, or give this machine "
+        "internet access so Keras can download it"
+    )
+
+
+def check_available(name: str, data_dir: Path, loc: Loc) -> None:
+    """SpecError at ``loc`` when ``data_dir`` exists (this process sees the server's data)
+    and the dataset is neither there nor in Keras' cache; nothing when the directory is
+    absent, since a worker elsewhere may have it."""
+    info = DATASETS[name]
+    if data_dir.is_dir() and not info.available(data_dir):
+        raise SpecError([error_entry(loc, unavailable_sentence(info, data_dir) + ".", name)])
 
 
 def keras_home() -> Path:
@@ -159,6 +185,7 @@ DATASETS: dict[str, DatasetInfo] = {
             test_count=10_000,
             archive_files=("cifar-10-python.tar.gz",),
             keras_cache_files=("cifar-10-batches-py-target/cifar-10-batches-py/test_batch",),
+            source=_CIFAR_PAGE,
             class_names=(
                 "airplane",
                 "automobile",
@@ -181,6 +208,7 @@ DATASETS: dict[str, DatasetInfo] = {
             test_count=10_000,
             archive_files=("cifar-100-python.tar.gz",),
             keras_cache_files=("cifar-100-python-target/cifar-100-python/test",),
+            source=_CIFAR_PAGE,
             class_names=_CIFAR100,
         ),
         DatasetInfo(
@@ -192,6 +220,7 @@ DATASETS: dict[str, DatasetInfo] = {
             test_count=10_000,
             archive_files=("mnist.npz",),
             keras_cache_files=("mnist.npz",),
+            source=_KERAS_STORE + "mnist.npz",
             class_names=_DIGITS,
         ),
         DatasetInfo(
@@ -216,6 +245,7 @@ DATASETS: dict[str, DatasetInfo] = {
                     "t10k-labels-idx1",
                 )
             ),
+            source=_KERAS_STORE,
             class_names=(
                 "T-shirt/top",
                 "Trouser",

@@ -6,8 +6,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from models.errors import Loc, SpecError, error_entry
-from models.spec import CROSS_FIELD_ERRORS, ExperimentSpec
+from models.errors import Loc, SpecError, did_you_mean, error_entry
+from models.spec import CROSS_FIELD_ERRORS, ExperimentSpec, fields_at
 
 
 @dataclass(frozen=True)
@@ -115,20 +115,27 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def resolve(preset: str, overrides: dict[str, Any]) -> ExperimentSpec:
     """The full spec for ``preset`` with a request's partial spec keys merged over it."""
     if preset not in PRESETS:
-        raise SpecError(
-            [
-                error_entry(
-                    ("preset",), f"unknown preset; choose one of {', '.join(PRESETS)}", preset
-                )
-            ]
-        )
+        hint = did_you_mean(preset, PRESETS)
+        choose = f"choose one of {', '.join(PRESETS)}"
+        message = f"unknown preset; {hint} Or {choose}" if hint else f"unknown preset; {choose}"
+        raise SpecError([error_entry(("preset",), message, preset)])
     base = PRESETS[preset].spec.model_dump(mode="json")
     try:
         return ExperimentSpec.model_validate(merge(base, overrides) | {"preset": preset})
     except ValidationError as exc:
+        errors = exc.errors()
         raise SpecError(
-            [error_entry(_public_loc(e), e["msg"], e.get("input"), e["type"]) for e in exc.errors()]
+            [error_entry(_public_loc(e), _message(e), e.get("input"), e["type"]) for e in errors]
         ) from None
+
+
+def _message(error: ErrorDetails) -> str:
+    """Pydantic's message, with the closest valid name for a key the spec does not have."""
+    if error["type"] != "extra_forbidden" or not error["loc"]:
+        return error["msg"]
+    *parent, key = error["loc"]
+    hint = did_you_mean(key, fields_at(tuple(parent)))
+    return f"{error['msg']}; {hint}" if hint else error["msg"]
 
 
 def _public_loc(error: ErrorDetails) -> Loc:

@@ -1,6 +1,6 @@
 """The experiment spec: everything a run of the chapter varies, each number bounded."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -161,3 +161,24 @@ class ExperimentSpec(StrictModel):
                 },
             )
         return self
+
+
+def fields_at(loc: tuple[str | int, ...]) -> list[str]:
+    """The field names of the spec object at ``loc``, a pydantic error location (the
+    optimizer's union tag included); empty where ``loc`` names no object of the spec."""
+    models: list[type[BaseModel]] = [ExperimentSpec]
+    for part in loc:
+        models = _inside(models, str(part))
+    return list(models[0].model_fields) if len(models) == 1 else []
+
+
+def _inside(models: list[type[BaseModel]], part: str) -> list[type[BaseModel]]:
+    """Where ``part`` leads from ``models``: the member of a union that ``part`` tags, else
+    the object types the field ``part`` may hold."""
+    if len(models) > 1:
+        return [model for model in models if model.model_fields["name"].default == part]
+    field = models[0].model_fields.get(part) if models else None
+    if field is None:
+        return []
+    members = get_args(field.annotation) or (field.annotation,)
+    return [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]

@@ -6,6 +6,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CONVLAB_HOME="${CONVLAB_HOME:-$PWD/var}"
+# The API and the worker share this machine's data directory: with it there, the API refuses
+# an experiment on a dataset that is not in it (saying where to put it) instead of queueing it.
+mkdir -p "${CONVLAB_DATA_DIR:-$CONVLAB_HOME/data}"
 host="${CONVLAB_HOST:-127.0.0.1}"
 port="${CONVLAB_PORT:-8000}"
 

@@ -15,6 +15,9 @@ from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
 
 T = TypeVar("T")
 
+PRUNED = "pruned at epoch"
+"""How a pruned trial's error begins (then the epoch it stopped after)."""
+
 
 def create_study(
     session: Session,
@@ -76,10 +79,16 @@ def study_experiments(session: Session, study_id: str) -> list[Experiment]:
     return list(session.exec(query.order_by(col(Experiment.created_at), col(Experiment.id))))
 
 
+def pruned(experiment: Experiment) -> bool:
+    """Whether a search's pruner stopped the trial: cancelled, but as the trial's outcome."""
+    return experiment.status == Status.cancelled and (experiment.error or "").startswith(PRUNED)
+
+
 def status_of(members: list[Experiment], more_to_come: bool = False) -> Status:
     """Running while any experiment may still change or more are to come (a search's next
-    trials); paused while some wait to be resumed; then failed, cancelled or succeeded."""
-    statuses = {experiment.status for experiment in members}
+    trials); paused while some wait to be resumed; then failed, cancelled or succeeded (a
+    pruned trial counts as succeeded: it ran until its pruner judged it)."""
+    statuses = {Status.succeeded if pruned(e) else e.status for e in members}
     if Status.running in statuses or (Status.queued in statuses and len(statuses) > 1):
         return Status.running
     if more_to_come and Status.queued not in statuses:

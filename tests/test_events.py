@@ -1,16 +1,20 @@
 """Event streams in process: what a finished experiment or study replays, how Last-Event-ID
 resumes, and 404s before a stream starts. The live stream is tested in test_stack.py."""
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from fastapi.testclient import TestClient
 
-from jobs.events import parse_experiment_position, parse_study_position
+from api.main import create_app
+from core.config import Settings
+from jobs.events import StudyPosition, parse_experiment_position, parse_study_position
 from store.tables import Status
 from tests.events import parse_events
-from tests.services import Trainer
+from tests.services import Trainer, postgres_database
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}
 
@@ -107,19 +111,41 @@ UNWRITTEN = ["\u00b2", "-1", "9" * 20, "9" * 5000, "2147483648", "abc", " 2", "2
 digits are over int()'s limit; 2**31 is over PostgreSQL's integer."""
 
 
+POSITION = "1764470000123456-0123456789abcdef0123456789abcdef-3"
+"""A study position as a stream writes it: microseconds, experiment id, epoch."""
+
+
 @pytest.mark.parametrize("text", UNWRITTEN)
 def test_an_unwritten_position_counts_as_nothing_seen(text: str) -> None:
     assert parse_experiment_position(text) == 0
-    assert parse_study_position(text) == {}
-    assert parse_study_position(f"0123456789ab:3.0123456789ac:{text}") == {}
+    assert parse_study_position(text) is None
+    assert parse_study_position(POSITION.rsplit("-", 1)[0] + f"-{text}") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        POSITION.upper(),
+        POSITION.replace("-", ":"),
+        POSITION[:-2],
+        "9" * 17 + POSITION[16:],
+        POSITION.replace("0123456789abcdef0", "0123456789abcdef"),
+        f"{POSITION}.{POSITION}",
+    ],
+)
+def test_a_study_position_of_another_shape_counts_as_nothing_seen(text: str) -> None:
+    assert parse_study_position(text) is None
 
 
 def test_positions_stream_writes_are_read_back() -> None:
     assert parse_experiment_position("2147483647") == 2**31 - 1
-    assert parse_study_position("0123456789ab:3.0123456789ac:2") == {
-        "0123456789ab": 3,
-        "0123456789ac": 2,
-    }
+    position = parse_study_position(POSITION)
+    assert position == StudyPosition(
+        datetime(2025, 11, 30, 2, 33, 20, 123456, tzinfo=UTC),
+        "0123456789abcdef0123456789abcdef",
+        3,
+    )
+    assert position.text() == POSITION
 
 
 def test_an_unwritten_last_event_id_replays_every_epoch(
@@ -134,7 +160,7 @@ def test_an_unwritten_last_event_id_replays_every_epoch(
     for text in unwritten:
         events = _events(client, f"/experiments/{experiment_id}/events", text.encode("latin-1"))
         assert [event.get("id") for event in events] == ["1", "2", "3", None]
-    for text in [*unwritten, f"{trial[:12]}:1.0123456789ab:-1"]:
+    for text in [*unwritten, f"{trial[:12]}:1.0123456789ab:1", f"1-{trial}-x"]:
         events = _events(client, f"/studies/{study['id']}/events", text.encode("latin-1"))
         assert [event["data"]["epoch"] for event in events if event["event"] == "epoch"] == [1, 2]
 
@@ -156,3 +182,76 @@ def test_streams_read_in_threads_of_their_own(client: TestClient, trainer: Train
         for borrower in borrowers:
             portal.call(routes.release_on_behalf_of, borrower)
     assert [event.get("id") for event in events] == ["1", "2", None]
+
+
+def _epochs_until(
+    client: TestClient, url: str, count: int, last_event_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The first ``count`` epoch events of a stream that is still going, then a disconnect."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    epochs: list[dict[str, Any]] = []
+    with client.stream("GET", url, headers=headers) as response:
+        for event in parse_events(response.iter_lines()):
+            epochs += [event] if event["event"] == "epoch" else []
+            if len(epochs) == count:
+                break
+    return epochs
+
+
+def _keys(events: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [
+        (e["data"]["experiment_id"], e["data"]["epoch"]) for e in events if e["event"] == "epoch"
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_study_stream_resumes_after_epochs_recorded_while_it_was_away(
+    client: TestClient, trainer: Trainer
+) -> None:
+    _resume_after_epochs_recorded_while_away(client, trainer)
+
+
+@pytest.mark.timeout(120)
+def test_a_study_stream_resumes_so_on_postgresql_too(tmp_path: Path) -> None:
+    """PostgreSQL's timestamps and text order, in the position's comparison."""
+    with postgres_database() as url:
+        settings = Settings(home=tmp_path, database_url=url)
+        with TestClient(create_app(settings)) as client:
+            _resume_after_epochs_recorded_while_away(client, Trainer(settings))
+
+
+def _resume_after_epochs_recorded_while_away(client: TestClient, trainer: Trainer) -> None:
+    study = client.post("/studies", json={**RUN, "presets": ["base", "dropout", "l2"]}).json()
+    first, second, third = study["experiment_ids"]
+    url = f"/studies/{study['id']}/events"
+    for experiment_id in (first, second):
+        trainer.start(experiment_id)
+    for epoch in (1, 2):
+        for experiment_id in (first, second):
+            trainer.epoch(experiment_id, epoch, 1.0, 0.5, 1.0, 0.5, 0.1)
+    before = _epochs_until(client, url, 3)  # the client goes away in the middle of a poll
+    assert len(set(_keys(before))) == 3
+    trainer.epoch(second, 3, 1.0, 0.5, 1.0, 0.5, 0.1)
+    trainer.start(third)
+    trainer.epoch(third, 1, 1.0, 0.5, 1.0, 0.5, 0.1)
+    trainer.epoch(first, 3, 1.0, 0.5, 1.0, 0.5, 0.1)
+    for experiment_id in (first, second, third):
+        trainer.finish(experiment_id, Status.succeeded)
+    after = _keys(_events(client, url, before[-1]["id"]))
+    every = {(e, n) for e in (first, second) for n in (1, 2, 3)} | {(third, 1)}
+    assert len(after) == len(set(after))  # nothing repeated within the resumed stream
+    assert sorted(_keys(before) + after) == sorted(every)  # nothing lost, nothing repeated
+
+
+def test_a_study_streams_ids_stay_short_however_many_experiments(
+    client: TestClient, trainer: Trainer
+) -> None:
+    presets = ["base", "sgd", "momentum", "rmsprop", "adam", "dropout", "l2", "tanh"]
+    study = client.post("/studies", json={**RUN, "presets": presets, "seeds": [0, 1, 2]}).json()
+    for experiment_id in study["experiment_ids"]:
+        _train(trainer, experiment_id, 2, Status.succeeded)
+    events = _events(client, f"/studies/{study['id']}/events")
+    ids = [event["id"] for event in events if event["event"] == "epoch"]
+    assert len(ids) == 2 * 24
+    assert max(len(text) for text in ids) <= 60
+    assert len(set(ids)) == len(ids)

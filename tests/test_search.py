@@ -14,10 +14,13 @@ from sqlmodel import Session, col
 
 from api.main import create_app
 from core.config import Settings
-from jobs.search import advance, optuna_name, optuna_storage
+from jobs.search import TrialReporter, advance, optuna_name, optuna_storage
 from jobs.sweeper import sweep
 from store.db import get_engine, migrate
-from store.tables import Status, Study
+from store.runs import finish
+from store.studies import PRUNED
+from store.tables import Experiment, Status, Study
+from tests.events import parse_events
 from tests.services import Trainer
 
 SPACE = {
@@ -341,3 +344,54 @@ def test_sweep_advances_the_other_searches_when_one_fails(
     assert client.get(f"/studies/{healthy['id']}").json()["progress"]["trials_started"] == 2
     assert client.get(f"/studies/{broken['id']}").json()["progress"]["trials_started"] == 1
     assert f"search {broken['id']}" in caplog.text
+
+
+def _run_trial(
+    trainer: Trainer, settings: Settings, experiment_id: str, accuracies: list[float]
+) -> None:
+    """Train a trial as the worker does: record each epoch, ask the search's pruner after it,
+    and end cancelled as pruned when it says so (else succeeded)."""
+    with Session(trainer.engine) as session:
+        trial = session.get(Experiment, experiment_id)
+        assert trial is not None and trial.study_id is not None and trial.trial_number is not None
+        study = session.get(Study, trial.study_id)
+        assert study is not None
+    reporter = TrialReporter(settings.resolved_database_url, study, trial.trial_number)
+    trainer.start(experiment_id)
+    for epoch, accuracy in enumerate(accuracies, start=1):
+        trainer.epoch(experiment_id, epoch, 1.0, accuracy, 1.0, accuracy, 0.1)
+        if reporter.should_prune(epoch, {"val_accuracy": accuracy}):
+            finish(
+                trainer.engine, experiment_id, trainer.owner, Status.cancelled, f"{PRUNED} {epoch}"
+            )
+            return
+    trainer.finish(experiment_id, Status.succeeded)
+
+
+def test_a_search_whose_pruner_stopped_trials_succeeds_with_a_best_trial(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    pruner = {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    study = _search(client, parallel=1, n_trials=3, pruner=pruner, metric="val_accuracy")
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    for accuracies in ([0.5, 0.6, 0.7], [0.1, 0.1, 0.1], [0.6, 0.7, 0.8]):
+        experiment_id = client.get(f"/studies/{study['id']}").json()["experiment_ids"][-1]
+        _run_trial(trainer, settings, experiment_id, accuracies)
+        advance(trainer.engine, celery, settings, study["id"])
+    summary = client.get(f"/studies/{study['id']}").json()
+    trials = [client.get(f"/experiments/{i}").json() for i in summary["experiment_ids"]]
+    assert [(t["status"], t["error"]) for t in trials] == [
+        ("succeeded", None),
+        ("cancelled", "pruned at epoch 1"),
+        ("succeeded", None),
+    ]
+    assert _trial_states(settings, study["id"]) == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert summary["status"] == "succeeded"
+    assert summary["best_trial"]["value"] == 0.8
+    events = _study_events(client, study["id"])
+    assert events[-1]["event"] == "status" and events[-1]["data"]["status"] == "succeeded"
+
+
+def _study_events(client: TestClient, study_id: str) -> list[dict[str, Any]]:
+    with client.stream("GET", f"/studies/{study_id}/events") as response:
+        return list(parse_events(response.iter_lines()))

@@ -6,7 +6,7 @@ import pytest
 
 from models.errors import SpecError
 from models.presets import PRESETS, merge, resolve
-from models.spec import Adam, ExperimentSpec, Momentum, RMSprop
+from models.spec import Adam, ExperimentSpec, Momentum, RMSprop, fields_at
 
 CHAPTER_VARIANTS = {
     "base", "sgd", "momentum", "rmsprop", "adam", "dropout", "l2", "early_stopping",
@@ -121,3 +121,49 @@ def test_resolve_rejects_an_unknown_preset_listing_the_known_ones() -> None:
 def test_spec_accepts_a_test_size_of_the_whole_test_set() -> None:
     spec = resolve("base", {"dataset": {"name": "digits", "train_size": 1437, "test_size": 360}})
     assert ExperimentSpec.model_validate(spec.model_dump()) == spec
+
+
+def test_resolve_suggests_the_preset_closest_to_a_typo() -> None:
+    with pytest.raises(SpecError) as raised:
+        resolve("batch_nrom", {})
+    (error,) = raised.value.errors
+    assert error["loc"] == ("preset",)
+    assert error["msg"].startswith("unknown preset; did you mean `batch_norm`? Or choose one of ")
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "loc", "meant"),
+    [
+        ("base", {"training": {"epoch": 3}}, ("training", "epoch"), "epochs"),
+        ("sgd", {"optimizer": {"learning_rte": 1}}, ("optimizer", "learning_rte"), "learning_rate"),
+        (
+            "base",
+            {"training": {"early_stopping": {"patiance": 2}}},
+            ("training", "early_stopping", "patiance"),
+            "patience",
+        ),
+        ("base", {"dataset": {"train_szie": 100}}, ("dataset", "train_szie"), "train_size"),
+        ("base", {"sed": 1}, ("sed",), "seed"),
+    ],
+)
+def test_resolve_suggests_the_field_closest_to_an_unknown_key(
+    preset: str, overrides: dict[str, Any], loc: tuple[Any, ...], meant: str
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        resolve(preset, overrides)
+    (error,) = raised.value.errors
+    assert error["loc"] == loc
+    assert error["msg"] == f"Extra inputs are not permitted; did you mean `{meant}`?"
+
+
+def test_an_unknown_key_like_no_field_gets_no_suggestion() -> None:
+    with pytest.raises(SpecError) as raised:
+        resolve("sgd", {"optimizer": {"momentum": 0.9}, "layers": ["Dense"]})
+    assert [error["msg"] for error in raised.value.errors] == ["Extra inputs are not permitted"] * 2
+
+
+def test_fields_at_walks_the_spec_and_the_optimizer_union() -> None:
+    assert fields_at(()) == list(ExperimentSpec.model_fields)
+    assert fields_at(("optimizer", "momentum")) == ["name", "learning_rate", "momentum", "nesterov"]
+    assert "patience" in fields_at(("training", "early_stopping"))
+    assert fields_at(("optimizer",)) == fields_at(("model", "conv_filters")) == []

@@ -172,14 +172,21 @@ def test_queued_experiment_cancelled_before_its_turn_never_runs(client: httpx.Cl
     assert (after["status"], after["started_at"], after["attempts"]) == ("cancelled", None, 0)
 
 
-def test_a_dataset_that_cannot_be_had_fails_with_where_to_put_it(client: httpx.Client) -> None:
-    experiment_id = client.post(
+def test_a_dataset_that_cannot_be_had_is_refused_saying_where_to_put_it(
+    client: httpx.Client, stack: Stack
+) -> None:
+    """The API sees the data directory, as under `make up`: it refuses at submit with the
+    sentence a worker would fail with (``test_cli`` sees a worker fail where it cannot)."""
+    data = Path(stack.env["CONVLAB_HOME"]) / "data"
+    data.mkdir(exist_ok=True)
+    response = client.post(
         "/experiments", json={"dataset": {"name": "mnist"}, "training": {"epochs": 1}}
-    ).json()["id"]
-    experiment = wait_for_status(client, experiment_id, TERMINAL)
-    assert experiment["status"] == "failed"
-    assert "mnist.npz" in experiment["error"]
-    assert "/data" in experiment["error"]
+    )
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "dataset", "name"]
+    assert "put mnist.npz (from https://" in error["msg"]
+    assert f"in {data.resolve()}, or give this machine internet access" in error["msg"]
 
 
 def test_diverging_training_fails_naming_the_epoch_and_learning_rate(

@@ -21,20 +21,12 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from models.datasets import DATASETS, DatasetInfo
+from models.datasets import DATASETS, DatasetInfo, unavailable_sentence
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """``(x_train, y_train, x_test, y_test)`` as read, before normalisation."""
 
-_CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
-_KERAS_STORE = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-_SOURCES = {
-    "cifar10": _CIFAR_PAGE,
-    "cifar100": _CIFAR_PAGE,
-    "mnist": _KERAS_STORE + "mnist.npz",
-    "fashion_mnist": _KERAS_STORE,
-}
-_FILE_SOURCES = {file: _SOURCES[name] for name in _SOURCES for file in DATASETS[name].archive_files}
+_FILE_SOURCES = {file: info.source for info in DATASETS.values() for file in info.archive_files}
 _PICKLE_GLOBALS = frozenset(
     {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -175,9 +167,7 @@ def _download(info: DatasetInfo, data_dir: Path) -> Arrays:
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise DatasetUnavailable(
-            f"Dataset {info.name} is not available: put {', '.join(info.archive_files)} "
-            f"(from {_SOURCES[info.name]}) in {data_dir.resolve()}, or give this machine "
-            f"internet access so Keras can download it (download failed: {reason})."
+            f"{unavailable_sentence(info, data_dir)} (download failed: {reason})."
         ) from exc
     return x_train, y_train, x_test, y_test
 
@@ -204,7 +194,7 @@ def _checked(info: DatasetInfo, arrays: Arrays, source: str) -> Split:
         if problem := _problem(info, x, y):
             raise DatasetUnavailable(
                 f"{source} does not hold {info.name} as expected ({problem}): replace it with "
-                f"the official files from {_SOURCES[info.name]}."
+                f"the official files from {info.source}."
             )
         parts += [x, y]
     return Split(*parts)

@@ -15,20 +15,26 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from api.deps import EngineDep, PrincipalDep, SettingsDep, find_experiment, find_study
+from api.deps import (
+    AMBIGUOUS,
+    EngineDep,
+    PrincipalDep,
+    SettingsDep,
+    find_experiment,
+    find_study,
+)
 from api.errors import documented
 from api.streams import OpenStream, OpenStreamDep
 from core.config import Settings
 from jobs.events import (
-    ID_PREFIX,
     experiment_state,
     parse_experiment_position,
     parse_study_position,
-    study_position,
+    seen_at,
     study_state,
 )
 from store.handles import Engine, Session
-from store.tables import Status
+from store.tables import Experiment, Status, Study
 from store.tokens import Principal
 
 REVOKED = "This stream's token is unknown or revoked now; the stream ends."
@@ -80,21 +86,22 @@ async def _stream(
 
 
 async def _visible(
-    find: Callable[..., object],
+    find: Callable[..., Experiment | Study],
     key: str,
     stream: OpenStream,
     engine: Engine,
     principal: Principal | None,
     settings: Settings,
-) -> None:
-    """404 before the stream starts (once it has a slot: the cheaper refusal comes first), on
+) -> str:
+    """The full id the path names (by id or unique prefix), or 404 (409 for an ambiguous
+    prefix) before the stream starts (once it has a slot: the cheaper refusal comes first), on
     a short-lived session: a stream must not hold a pooled connection for as long as it runs."""
 
-    def check() -> None:
+    def check() -> str:
         with Session(engine) as session:
-            find(session, key, principal, settings)
+            return find(session, key, principal, settings).id
 
-    await stream.read(check)
+    return await stream.read(check)
 
 
 async def _experiment_visible(
@@ -103,8 +110,8 @@ async def _experiment_visible(
     engine: EngineDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-) -> None:
-    await _visible(find_experiment, experiment_id, stream, engine, principal, settings)
+) -> str:
+    return await _visible(find_experiment, experiment_id, stream, engine, principal, settings)
 
 
 async def _study_visible(
@@ -113,17 +120,23 @@ async def _study_visible(
     engine: EngineDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-) -> None:
-    await _visible(find_study, study_id, stream, engine, principal, settings)
+) -> str:
+    return await _visible(find_study, study_id, stream, engine, principal, settings)
+
+
+VisibleExperimentId = Annotated[str, Depends(_experiment_visible)]
+"""The full id of the experiment the path names, once the caller may see it."""
+VisibleStudyId = Annotated[str, Depends(_study_visible)]
+"""The full id of the study the path names, once the caller may see it."""
 
 
 @router.get(
     "/experiments/{experiment_id}/events",
     response_class=EventSourceResponse,
-    dependencies=[Depends(_experiment_visible)],
+    responses=documented(409, reasons=AMBIGUOUS),
 )
 async def experiment_events(
-    experiment_id: str,
+    experiment_id: VisibleExperimentId,
     stream: OpenStreamDep,
     engine: EngineDep,
     last_event_id: LastEventId = None,
@@ -154,31 +167,35 @@ async def experiment_events(
 @router.get(
     "/studies/{study_id}/events",
     response_class=EventSourceResponse,
-    dependencies=[Depends(_study_visible)],
+    responses=documented(409, reasons=AMBIGUOUS),
 )
 async def study_events(
-    study_id: str,
+    study_id: VisibleStudyId,
     stream: OpenStreamDep,
     engine: EngineDep,
     last_event_id: LastEventId = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """``epoch`` events (data: experiment_id and the epoch's metrics), ``experiment`` events
     when one of its experiments changes status, and ``status`` events (data: the study's
-    status and progress) until the study is finished. A Last-Event-ID this stream did not
-    write (``<12 hex>:<epochs>`` pairs joined by dots, epochs below 2**31) is ignored: all
-    epochs come."""
-    seen = parse_study_position(last_event_id)
+    status and progress) until the study is finished. An epoch event's id is its position,
+    ``<microseconds>-<experiment id>-<epoch>`` (at most 60 characters); a Last-Event-ID this
+    stream did not write is ignored: all epochs come."""
+    position = parse_study_position(last_event_id)
+    seen: dict[str, int] | None = None
 
     def read() -> _Poll | None:
+        nonlocal position, seen
+        if seen is None:
+            seen = seen_at(engine, study_id, position)
         state = study_state(engine, study_id, seen)
         if state is None:
             return None
         epochs = []
-        for experiment_id, metrics in state.epochs:
-            prefix = experiment_id[:ID_PREFIX]
-            seen[prefix] = max(seen.get(prefix, 0), metrics.epoch)
-            data = {"experiment_id": experiment_id, **asdict(metrics)}
-            epochs.append(ServerSentEvent(event="epoch", id=study_position(seen), data=data))
+        for place, metrics in state.epochs:
+            seen[place.experiment_id] = max(seen.get(place.experiment_id, 0), metrics.epoch)
+            position = place if position is None else max(position, place)
+            data = {"experiment_id": place.experiment_id, **asdict(metrics)}
+            epochs.append(ServerSentEvent(event="epoch", id=position.text(), data=data))
         statuses = [
             (run.experiment_id, run.status, ServerSentEvent(event="experiment", data=asdict(run)))
             for run in state.runs

@@ -17,7 +17,7 @@ from api.deps import (
     ReleasingRoute,
     SessionDep,
     SettingsDep,
-    experiment_status,
+    experiment_id_and_status,
     find_experiment,
     limit_submissions,
     require_owner,
@@ -38,6 +38,7 @@ from api.schemas import (
 from core.config import Settings
 from jobs.queueing import publish
 from models.budget import check_budget
+from models.datasets import check_available
 from models.errors import SpecError, error_entry
 from models.presets import PRESETS, merge, resolve
 from models.spec import MAX_EPOCHS, ExperimentSpec
@@ -80,15 +81,16 @@ def submit(
 ) -> ExperimentPublic:
     """Store an experiment (a preset, or another experiment's spec, with overrides) and queue
     it for a worker."""
-    spec = _spec_of(body, session, principal, settings)
+    spec, parent_id = _spec_of(body, session, principal, settings)
     check_budget(spec, settings)
+    check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
     check_active_cap(session, principal, settings, adding=1)
     experiment = experiments.create_experiment(
         session,
         name=body.name,
         spec=spec.model_dump(mode="json"),
         owner=principal.user if principal else None,
-        parent_id=body.from_,
+        parent_id=parent_id,
     )
     session.commit()
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
@@ -98,15 +100,16 @@ def submit(
 
 def _spec_of(
     body: ExperimentCreate, session: Session, principal: Principal | None, settings: Settings
-) -> ExperimentSpec:
+) -> tuple[ExperimentSpec, str | None]:
     """The body's keys merged over its preset, or over the resolved spec of the experiment it
-    names in ``from`` (a rerun with changes); a SpecError is a 422 (api.errors.invalid_spec)."""
+    names in ``from`` (a rerun with changes; its id or a unique prefix), with that experiment's
+    full id; a SpecError is a 422 (api.errors.invalid_spec)."""
     if body.from_ is None:
-        return resolve(body.preset, body.overrides())
+        return resolve(body.preset, body.overrides()), None
     if "preset" in body.model_fields_set:
         raise SpecError([error_entry(("preset",), "give either from or preset", body.preset)])
     parent = find_experiment(session, body.from_, principal, settings)
-    return resolve(parent.spec["preset"], merge(parent.spec, body.overrides()))
+    return resolve(parent.spec["preset"], merge(parent.spec, body.overrides())), parent.id
 
 
 @router.get("", response_model=ExperimentPage)
@@ -209,7 +212,7 @@ def read_history(
         joined = _joined_history(session, experiment)
         joined.epochs = [row for row in joined.epochs if row.epoch > since]
         return Response(_csv(joined.epochs), media_type="text/csv") if wants_csv else joined
-    status = experiment_status(session, experiment_id, principal, settings)
+    experiment_id, status = experiment_id_and_status(session, experiment_id, principal, settings)
     if not wants_csv and status not in ACTIVE and since == 0:
         body = _finished_history(session, experiment_id, status)
         return Response(body, media_type="application/json")

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from api.deps import (
+    AMBIGUOUS,
     CeleryDep,
     EngineDep,
     PrincipalDep,
@@ -28,9 +29,19 @@ from core.config import Settings
 from jobs import search
 from jobs.queueing import publish
 from models.budget import check_budget
-from models.errors import error_entry
+from models.datasets import check_available
+from models.errors import Loc, error_entry
 from models.presets import resolve
-from models.studies import CHAPTER, Variant, from_grid, from_presets, from_variants, plan
+from models.search import CategoricalParam, SearchSpec
+from models.studies import (
+    CHAPTER,
+    PlannedRun,
+    Variant,
+    from_grid,
+    from_presets,
+    from_variants,
+    plan,
+)
 from store import studies
 from store.handles import Engine, Session
 from store.tables import Experiment, Study
@@ -45,7 +56,9 @@ router = APIRouter(tags=["studies"], responses=documented(400, 401), route_class
 TableFormat = Literal["json", "csv", "markdown"]
 MAX_COMPARED = 50
 """Experiments one comparison reads (each by its own lookup, then their epochs' times)."""
-TABLE_RESPONSES = documented(404) | {200: {"content": {"text/csv": {}, "text/markdown": {}}}}
+TABLE_RESPONSES = documented(404, 409, reasons=AMBIGUOUS) | {
+    200: {"content": {"text/csv": {}, "text/markdown": {}}}
+}
 
 STUDY_EXAMPLES = {
     "chapter": {
@@ -92,11 +105,16 @@ def submit_study(
     if body.search is not None:  # a SpecError: 422 (api.errors.invalid_spec)
         search.validate_space(body.preset, _base(body), body.search, body.seeds[0], settings)
         adding = min(body.search.parallel, body.search.n_trials)
+        datasets = _searched_datasets(body, body.search)
     else:
-        runs = plan(_variants(body), body.seeds)
+        variants = _variants(body)
+        runs = plan(variants, body.seeds)
         for run in runs:
             check_budget(run.spec, settings)
         adding = len(runs)
+        datasets = _planned_datasets(body, variants, runs)
+    for name, loc in datasets.items():
+        check_available(name, settings.resolved_data_dir, loc)
     check_active_cap(session, principal, settings, adding=adding)
     if body.search is not None:
         study = _start_search(body, session, engine, celery, settings, owner)
@@ -144,7 +162,11 @@ def list_studies(
     return StudyPage(items=items_public, next_cursor=next_cursor)
 
 
-@router.get("/studies/{study_id}", response_model=StudyPublic, responses=documented(404))
+@router.get(
+    "/studies/{study_id}",
+    response_model=StudyPublic,
+    responses=documented(404, 409, reasons=AMBIGUOUS),
+)
 def read_study(
     study_id: str,
     session: SessionDep,
@@ -179,7 +201,7 @@ def read_study_table(
     "/studies/{study_id}/cancel",
     status_code=202,
     response_model=StudyPublic,
-    responses=documented(403, 404),
+    responses=documented(403, 404, 409, reasons=AMBIGUOUS),
 )
 def cancel_study(
     study_id: str,
@@ -235,13 +257,15 @@ def compare(
 def compared_experiments(
     session: Session, principal: Principal | None, settings: Settings, ids: str
 ) -> list[Experiment]:
-    """The experiments named in a comparison's ``ids``, each once, in order (422 for none or
-    over ``MAX_COMPARED``; 404 for one not found or not visible)."""
+    """The experiments named in a comparison's ``ids`` (ids or unique prefixes), each once, in
+    order (422 for none or over ``MAX_COMPARED``; 404 for one not found or not visible, 409
+    for an ambiguous prefix)."""
     wanted = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
     if not 1 <= len(wanted) <= MAX_COMPARED:
         message = f"give at most {MAX_COMPARED} experiment ids (and at least one)"
         raise RequestValidationError([error_entry(("query", "ids"), message, ids)])
-    return [find_experiment(session, key, principal, settings) for key in wanted]
+    found = (find_experiment(session, key, principal, settings) for key in wanted)
+    return list({experiment.id: experiment for experiment in found}.values())
 
 
 def _base(body: StudyCreate) -> dict[str, Any]:
@@ -250,6 +274,38 @@ def _base(body: StudyCreate) -> dict[str, Any]:
     base = body.overrides()
     resolve(body.preset, base)
     return base
+
+
+BASE_DATASET: Loc = ("dataset", "name")
+
+
+def _base_dataset(body: StudyCreate) -> str:
+    """The dataset of the study's base spec (its preset with the body's keys)."""
+    return resolve(body.preset, body.overrides()).dataset.name
+
+
+def _planned_datasets(
+    body: StudyCreate, variants: list[Variant], runs: list[PlannedRun]
+) -> dict[str, Loc]:
+    """Each dataset the runs train on, located at the field that chose it: the base's, or
+    the first variant (or grid key) that names another."""
+    base = _base_dataset(body)
+    located = {variant.name: variant.loc for variant in variants}
+    used: dict[str, Loc] = {}
+    for run in runs:
+        name = run.spec.dataset.name
+        loc = located[run.variant]
+        where = ("grid", "dataset.name") if loc == ("grid",) else (*loc, *BASE_DATASET)
+        used.setdefault(name, BASE_DATASET if name == base else where)
+    return used
+
+
+def _searched_datasets(body: StudyCreate, spec: SearchSpec) -> dict[str, Loc]:
+    """Each dataset a search's trials may train on: the searched choices, else the base's."""
+    searched = spec.space.get("dataset.name")
+    if isinstance(searched, CategoricalParam):
+        return {str(choice): ("search", "space", "dataset.name") for choice in searched.choices}
+    return {_base_dataset(body): BASE_DATASET}
 
 
 def _variants(body: StudyCreate) -> list[Variant]:
