@@ -1,6 +1,7 @@
 """The ``convlab`` command and ``convlab_client`` against a real API and a real worker training
 on digits."""
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,15 +35,16 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 
 
 def convlab(
-    stack: Stack, *args: str, url: str | None = None, **env: str
+    stack: Stack, *args: str, url: str | None = None, cwd: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """The ``convlab`` command against the stack's API (or ``url``)."""
+    """The ``convlab`` command against the stack's API (or ``url``), in ``cwd``."""
     return subprocess.run(
         [str(BIN / "convlab"), *args],
         env={**stack.env, "CONVLAB_URL": url or stack.url, **env},
         capture_output=True,
         text=True,
         timeout=180,
+        cwd=cwd,
     )
 
 
@@ -54,8 +56,15 @@ def one_sentence(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr.strip()
 
 
+def usage_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The message of a usage error (exit code 2), out of its box, on one line."""
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())
+
+
 def table_rows(text: str) -> dict[str, list[str]]:
-    """The body rows of a rich table, by their first cell."""
+    """The body rows of a rich table, by their first cell ("": a wrapped cell's next line)."""
     rows = [
         [cell.strip() for cell in line.strip().strip("│").split("│")]
         for line in text.splitlines()
@@ -156,6 +165,110 @@ def test_set_values_are_json_when_they_parse_and_text_otherwise(
     assert clash.returncode == 2 and "training was set to a value, not keys" in clash.stderr
 
 
+@pytest.fixture(scope="module")
+def optioned(stack: Stack, api: httpx.Client) -> dict[str, Any]:
+    """An experiment submitted with the common options, a --set and tags."""
+    result = convlab(
+        stack,
+        "submit",
+        "dropout",
+        *("--dataset", "digits", "--epochs", "2", "--batch-size", "64"),
+        *("--optimizer", "sgd", "--lr", "0.05", "--seed", "5", "--name", "options"),
+        *("--tag", "opt", "--tag", "sgd", "--set", "model.dropout=0.3"),
+    )
+    assert result.returncode == 0, result.stderr
+    experiment: dict[str, Any] = api.get(f"/experiments/{result.stdout.strip()}").json()
+    return experiment
+
+
+@pytest.fixture(scope="module")
+def rerun(stack: Stack, api: httpx.Client, optioned: dict[str, Any]) -> dict[str, Any]:
+    """``convlab submit --from`` the optioned experiment, with one epoch and another rate."""
+    result = convlab(stack, "submit", "--from", optioned["id"], "--epochs", "1", "--lr", "0.1")
+    assert result.returncode == 0, result.stderr
+    experiment: dict[str, Any] = api.get(f"/experiments/{result.stdout.strip()}").json()
+    return experiment
+
+
+def test_submit_options_set_the_spec_fields_they_name(
+    optioned: dict[str, Any], rerun: dict[str, Any]
+) -> None:
+    spec = optioned["spec"]
+    assert spec["preset"] == "dropout" and spec["dataset"]["name"] == "digits"
+    assert (spec["training"]["epochs"], spec["training"]["batch_size"]) == (2, 64)
+    assert spec["optimizer"] == {"name": "sgd", "learning_rate": 0.05}
+    assert spec["seed"] == 5 and spec["model"]["dropout"] == 0.3
+    assert optioned["name"] == "options" and optioned["tags"] == ["opt", "sgd"]
+
+    assert rerun["parent_id"] == optioned["id"]
+    changed = {"training": spec["training"] | {"epochs": 1}}
+    changed["optimizer"] = {"name": "sgd", "learning_rate": 0.1}
+    assert rerun["spec"] == spec | changed
+    assert rerun["name"] is None and rerun["tags"] == []
+
+
+def test_a_refused_tag_says_the_experiment_was_submitted(stack: Stack, api: httpx.Client) -> None:
+    result = convlab(stack, "submit", *DIGITS, "--epochs", "1", "--tag", "x" * 65)
+    experiment_id = result.stdout.strip()
+    assert api.get(f"/experiments/{experiment_id}").json()["tags"] == []
+    assert one_sentence(result).startswith(
+        f"Experiment {experiment_id} was submitted without its tags: "
+        "The server refused the request: body.tags.0: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--epochs", "3", "--set", "training.epochs=4"),
+            "--epochs and --set training.epochs both set training.epochs; give one of them.",
+        ),
+        (
+            ("--set", 'dataset={"name": "mnist"}', "--dataset", "digits"),
+            "--dataset and --set dataset both set dataset.name; give one of them.",
+        ),
+        (("base", "--preset", "dropout"), "PRESET and --preset both set preset; give one of them."),
+    ],
+)
+def test_an_option_and_a_set_of_one_field_is_a_usage_error(
+    stack: Stack, api: httpx.Client, args: tuple[str, ...], message: str
+) -> None:
+    before = len(api.get("/experiments", params={"limit": 500}).json()["items"])
+    assert message in usage_error(convlab(stack, "submit", *args))
+    assert len(api.get("/experiments", params={"limit": 500}).json()["items"]) == before
+
+
+@pytest.mark.parametrize(
+    ("assignment", "refusal", "hint"),
+    [
+        (
+            "model.conv_filters=32,64",
+            "body.model.conv_filters: Input should be a valid list.",
+            "model.conv_filters takes a JSON list: write --set model.conv_filters=[32,64].",
+        ),
+        (
+            "model.batch_norm=yes",
+            "body.model.batch_norm: Input should be a valid boolean.",
+            "model.batch_norm takes JSON true or false: write --set model.batch_norm=true.",
+        ),
+        (
+            "model.batch_norm=Off",
+            "body.model.batch_norm: Input should be a valid boolean.",
+            "model.batch_norm takes JSON true or false: write --set model.batch_norm=false.",
+        ),
+    ],
+)
+def test_a_set_refused_for_its_json_type_hints_at_the_json_form(
+    stack: Stack, assignment: str, refusal: str, hint: str
+) -> None:
+    sentence = f"The server refused the request: {refusal} {hint}"
+    experiment = convlab(stack, "submit", *DIGITS, "--set", assignment)
+    assert one_sentence(experiment) == sentence and experiment.stdout == ""
+    study = convlab(stack, "study", "submit", "--preset", "base", *DIGITS, "--set", assignment)
+    assert one_sentence(study) == sentence
+
+
 def test_ls_lists_newest_first_with_progress_and_filters(
     stack: Stack, trained: dict[str, Any], failed: subprocess.CompletedProcess[str]
 ) -> None:
@@ -209,6 +322,81 @@ def test_history_as_a_table_and_as_the_servers_csv(
     assert len(csv.stdout.splitlines()) == 4
 
 
+def test_delete_removes_an_ended_experiment(
+    stack: Stack, api: httpx.Client, rerun: dict[str, Any]
+) -> None:
+    with Client(stack.url) as client:
+        assert client.wait(rerun["id"], poll_seconds=0.2)["status"] == "succeeded"
+    result = convlab(stack, "delete", rerun["id"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{rerun['id']} deleted\n"
+    assert api.get(f"/experiments/{rerun['id']}").status_code == 404
+    assert one_sentence(convlab(stack, "delete", rerun["id"])) == (
+        f"Experiment {rerun['id']} not found."
+    )
+
+
+def test_model_saves_the_servers_keras_file(
+    stack: Stack, trained: dict[str, Any], api: httpx.Client, tmp_path: Path
+) -> None:
+    path = f"/experiments/{trained['id']}/model"
+    default = convlab(stack, "model", trained["id"], cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    name = f"convlab-{trained['id']}-epoch3.keras"
+    assert default.stdout == f"{name}\n"
+    assert (tmp_path / name).read_bytes() == api.get(path).content
+    best = tmp_path / "best.keras"
+    chosen = convlab(stack, "model", trained["id"], "--weights", "best", "-o", str(best))
+    assert chosen.stdout == f"{best}\n"
+    assert best.read_bytes() == api.get(path, params={"weights": "best"}).content
+
+
+def test_plot_saves_the_curves_as_png_or_svg(
+    stack: Stack, trained: dict[str, Any], tmp_path: Path
+) -> None:
+    default = convlab(stack, "plot", trained["id"], cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout == f"convlab-{trained['id']}.png\n"
+    assert (tmp_path / f"convlab-{trained['id']}.png").read_bytes().startswith(b"\x89PNG")
+    svg = tmp_path / "curves.svg"
+    assert convlab(stack, "plot", trained["id"], "-o", str(svg)).returncode == 0
+    assert "<svg" in svg.read_text()
+    jpeg = usage_error(convlab(stack, "plot", trained["id"], "-o", str(tmp_path / "c.jpg")))
+    assert "c.jpg must end in .png or .svg." in jpeg
+    assert not (tmp_path / "c.jpg").exists()
+
+
+@pytest.fixture(scope="module")
+def digit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PNG of scikit-learn's first digit (a 0), light strokes on dark."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    pixels = (load_digits().images[0] * 255 / 16).astype("uint8")
+    path = tmp_path_factory.mktemp("digit") / "zero.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_predict_prints_the_most_probable_classes(
+    stack: Stack, trained: dict[str, Any], api: httpx.Client, digit: Path, tmp_path: Path
+) -> None:
+    result = convlab(stack, "predict", trained["id"], str(digit), "--top", "2")
+    assert result.returncode == 0, result.stderr
+    files = {"file": ("zero.png", digit.read_bytes())}
+    answer = api.post(f"/experiments/{trained['id']}/predict", files=files).json()
+    ranked = answer["probabilities"]
+    assert table_rows(result.stdout) == {
+        item["label"]: [f"{item['probability']:.4f}"] for item in ranked[:2]
+    }
+    assert result.stdout.endswith(f"\n{answer['top']}, by the weights of epoch 3\n")
+
+    text = tmp_path / "not-a-picture.png"
+    text.write_text("hello")
+    refused = one_sentence(convlab(stack, "predict", trained["id"], str(text)))
+    assert refused.startswith("The server refused the request: body.file: ")
+
+
 def test_cancel_stops_an_experiment_and_refuses_a_finished_one(
     stack: Stack, api: httpx.Client
 ) -> None:
@@ -230,8 +418,10 @@ def test_cancel_stops_an_experiment_and_refuses_a_finished_one(
     )
 
 
-def test_study_submit_follow_ends_with_the_table(stack: Stack, api: httpx.Client) -> None:
-    result = convlab(
+@pytest.fixture(scope="module")
+def pair(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """``convlab study submit --follow`` of base and dropout, one epoch each on digits."""
+    return convlab(
         stack,
         "study",
         "submit",
@@ -239,6 +429,12 @@ def test_study_submit_follow_ends_with_the_table(stack: Stack, api: httpx.Client
         *(*DIGITS, "--set", "training.epochs=1", "--set", "training.batch_size=256"),
         *("--name", "pair", "--follow"),
     )
+
+
+def test_study_submit_follow_ends_with_the_table(
+    pair: subprocess.CompletedProcess[str], stack: Stack, api: httpx.Client
+) -> None:
+    result = pair
     assert result.returncode == 0, result.stderr
     study_id, *lines = result.stdout.splitlines()
     study = api.get(f"/studies/{study_id}").json()
@@ -259,6 +455,39 @@ def test_study_submit_follow_ends_with_the_table(stack: Stack, api: httpx.Client
     assert '"variant": "dropout"' in as_json.stdout
 
 
+def test_study_show_and_ls_give_status_progress_and_the_table(
+    stack: Stack, pair: subprocess.CompletedProcess[str], api: httpx.Client
+) -> None:
+    study_id = pair.stdout.split()[0]
+    shown = convlab(stack, "study", "show", study_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()[:9]
+    facts = {label: value.strip() for label, value in (line.split(None, 1) for line in lines)}
+    assert facts["status"] == "succeeded" and facts["kind"] == "presets"
+    assert facts["progress"] == "2/2 experiments ended, 0 failed, 0 running"
+    assert facts["variants"] == "base, dropout" and facts["seeds"] == "3"
+    assert shown.stdout.endswith(
+        api.get(f"/studies/{study_id}/table", params={"format": "markdown"}).text
+    )
+    listed = convlab(stack, "study", "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert table_rows(listed.stdout)[study_id][:4] == ["pair", "presets", "succeeded", "2/2"]
+
+
+def test_study_cancel_cancels_what_has_not_ended(stack: Stack, api: httpx.Client) -> None:
+    long = ("--set", "training.epochs=1000", "--set", "training.batch_size=16")
+    submitted = convlab(stack, "study", "submit", "--preset", "base", *DIGITS, *long)
+    study_id = submitted.stdout.strip()
+    result = convlab(stack, "study", "cancel", study_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout in (
+        f"{study_id} cancelled\n",
+        f"{study_id} running (running experiments stop at their next batch)\n",
+    )
+    with Client(stack.url) as client:
+        assert list(client.watch_study(study_id, poll_seconds=0.2))[-1]["status"] == "cancelled"
+
+
 def test_study_follow_exits_non_zero_when_an_experiment_failed(stack: Stack) -> None:
     result = convlab(
         stack, "study", "submit", "--preset", "base", "--set", "dataset.name=cifar10", "--follow"
@@ -266,6 +495,48 @@ def test_study_follow_exits_non_zero_when_an_experiment_failed(stack: Stack) -> 
     assert result.returncode == 1
     assert "| base | 0 |" in result.stdout
     assert f"failed: {CIFAR_MISSING}" in one_sentence(result)
+
+
+def test_presets_and_datasets_list_the_catalogue(stack: Stack, api: httpx.Client) -> None:
+    presets = table_rows(convlab(stack, "presets").stdout)
+    assert {name: row[0] for name, row in presets.items()} == {
+        preset["name"]: preset["description"] for preset in api.get("/presets").json()
+    }
+    datasets = table_rows(convlab(stack, "datasets").stdout)
+    assert datasets["digits"][:5] == ["yes", "10", "8x8x1", "1437", "360"]
+    assert datasets["cifar10"][0] == "no"  # not on this machine
+    assert {name for name in datasets if name} == {
+        item["name"] for item in api.get("/datasets").json()
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (("delete", "nope"), "Experiment nope not found."),
+        (("model", "nope"), "Experiment nope not found."),
+        (("plot", "nope", "-o", "curves.svg"), "Experiment nope not found."),
+        (("predict", "nope", "DIGIT"), "Experiment nope not found."),
+        (("study", "show", "nope"), "Study nope not found."),
+        (("study", "cancel", "nope"), "Study nope not found."),
+    ],
+)
+def test_an_unknown_id_is_one_sentence(
+    stack: Stack, digit: Path, tmp_path: Path, args: tuple[str, ...], sentence: str
+) -> None:
+    args = tuple(str(digit) if arg == "DIGIT" else arg for arg in args)
+    result = convlab(stack, *args, cwd=tmp_path)
+    assert result.returncode == 1 and one_sentence(result) == sentence
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [("presets",), ("datasets",), ("study", "ls")])
+def test_listings_on_an_unreachable_server_are_one_sentence(
+    stack: Stack, command: tuple[str, ...]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    sentence = one_sentence(convlab(stack, *command, url=url))
+    assert sentence.startswith(f"Could not reach the convlab API at {url} (")
 
 
 def test_the_python_client_reads_what_the_api_serves(

@@ -2,25 +2,38 @@
 
 HTTP only. An installed server adds its own commands (``convlab token``, which talks to the
 database) as Typer apps in the ``convlab.commands`` entry-point group; they are imported only
-when one of them runs or the help lists them.
+when one of them runs or the help lists them. Commands on studies, on what experiments produced
+and on the catalogue live in ``cli_studies``, ``cli_results`` and ``cli_catalogue``.
 """
 
 import functools
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any
 
 import typer
 import typer.main
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
+from convlab_client import cli_catalogue, cli_results
+from convlab_client.cli_common import (
+    METRICS,
+    Name,
+    api,
+    console,
+    fail,
+    following,
+    metrics,
+    number,
+    print_facts,
+    print_table,
+    progress_bar,
+)
+from convlab_client.cli_spec import Sets, request_body
+from convlab_client.cli_studies import study
 from convlab_client.client import TERMINAL, ApiError, Client, Json, Status
 
 COMMANDS = "convlab.commands"
@@ -52,110 +65,10 @@ app = typer.Typer(
     help="convlab: train the chapter's CNNs on a convlab server.",
     no_args_is_help=True,
 )
-study = typer.Typer(help="Studies: variants crossed with seeds, compared.", no_args_is_help=True)
 app.add_typer(study, name="study")
-
-console = Console(markup=False, highlight=False)
-"""Tables and progress on stdout; names and errors are shown as given, never as markup."""
-if not console.is_terminal:
-    console.width = max(console.width, 160)  # piped or captured: whole ids, unsquashed tables
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-Sets = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="KEY.PATH=VALUE",
-        help="A spec override, e.g. training.epochs=10 (JSON if it parses, else text); repeatable.",
-    ),
-]
-Name = Annotated[str | None, typer.Option("--name", help="A label for people.")]
-
-
-# Every API or network error ends the command with its sentence on stderr.
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _api() -> Iterator[Client]:
-    """A client on CONVLAB_URL and CONVLAB_TOKEN whose errors end the command."""
-    try:
-        with Client() as client:
-            yield client
-    except ApiError as exc:
-        _fail(str(exc))
-
-
-@contextmanager
-def _following(what: str) -> Iterator[None]:
-    """Ctrl-C stops following, not the work."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        _fail(f"Stopped following; {what} keeps running on the server.", 130)
-
-
-def _json_value(text: str) -> Any:
-    """``text`` as JSON when it parses (10, 0.5, true, [32, 64], null), else as a string."""
-
-    def refuse(constant: str) -> NoReturn:
-        raise ValueError(f"{constant} is not a JSON number")
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except ValueError:
-        return text
-
-
-def _overrides(assignments: list[str] | None) -> Json:
-    """Nested spec overrides from ``key.path=value`` assignments, later ones winning."""
-    body: Json = {}
-    for assignment in assignments or []:
-        path, equals, text = assignment.partition("=")
-        keys = path.strip().split(".")
-        if not equals or not all(keys):
-            raise typer.BadParameter(f"{assignment!r} is not KEY.PATH=VALUE", param_hint="--set")
-        node = body
-        for depth, key in enumerate(keys[:-1], 1):
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                prefix = ".".join(keys[:depth])
-                raise typer.BadParameter(
-                    f"{prefix} was set to a value, not keys", param_hint="--set"
-                )
-        node[keys[-1]] = _json_value(text)
-    return body
-
-
-def _given(**options: Any) -> Json:
-    """The options that were given."""
-    return {key: value for key, value in options.items() if value is not None}
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def _metrics(epoch: Json) -> str:
-    """The metrics the epoch (or best epoch) has, in the chapter's order."""
-    return "  ".join(f"{name} {_number(epoch[name])}" for name in METRICS if name in epoch)
-
-
-def _progress() -> Progress:
-    """A live bar in a terminal (gone when it ends; lines printed through it stay)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[detail]}"),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
+app.add_typer(cli_results.commands)
+app.add_typer(cli_catalogue.commands)
+Follow = Annotated[bool, typer.Option("--follow", help="Show epochs until it ends.")]
 
 
 def _final_table(experiment: Json) -> Table:
@@ -163,51 +76,89 @@ def _final_table(experiment: Json) -> Table:
     final, best = experiment["final"], experiment["best"]
     table = Table("Train accuracy", "Test accuracy", "Train loss", "Test loss", "Best epoch")
     table.add_row(
-        *(_number(final[name]) for name in ("accuracy", "val_accuracy", "loss", "val_loss")),
+        *(number(final[name]) for name in ("accuracy", "val_accuracy", "loss", "val_loss")),
         str(best["epoch"]),
     )
     return table
 
 
-def _follow(api: Client, experiment: Json) -> None:
+def _follow(client: Client, experiment: Json) -> None:
     """A progress bar over the epochs, a line per epoch, then the final table; exit 1 unless
     the experiment succeeded."""
     experiment_id, total = experiment["id"], experiment["epochs_total"]
-    with _following(f"experiment {experiment_id}"), _progress() as progress:
+    with following(f"experiment {experiment_id}"), progress_bar() as progress:
         task = progress.add_task(
             f"epoch 0/{total}", total=total, detail="waiting for the first epoch"
         )
-        for epoch in api.follow(experiment_id):
-            done, metrics = f"epoch {epoch['epoch']}/{total}", _metrics(epoch)
-            progress.update(task, completed=epoch["epoch"], description=done, detail=metrics)
-            progress.console.print(f"{done}  {metrics}  {epoch['seconds']:.2f}s", soft_wrap=True)
-    ended = api.experiment(experiment_id)
+        for epoch in client.follow(experiment_id):
+            done, shown = f"epoch {epoch['epoch']}/{total}", metrics(epoch)
+            progress.update(task, completed=epoch["epoch"], description=done, detail=shown)
+            progress.console.print(f"{done}  {shown}  {epoch['seconds']:.2f}s", soft_wrap=True)
+    ended = client.experiment(experiment_id)
     if ended["final"]:
         console.print(_final_table(ended))
     if ended["status"] != "succeeded":
         reason = f": {ended['error']}" if ended["error"] else "."
-        _fail(f"Experiment {experiment_id} {ended['status']}{reason}")
+        fail(f"Experiment {experiment_id} {ended['status']}{reason}")
 
 
 @app.command()
 def submit(
-    preset: Annotated[str | None, typer.Option(help="A preset (default base).")] = None,
-    sets: Sets = None,
-    name: Name = None,
+    preset: Annotated[
+        str | None,
+        typer.Argument(metavar="PRESET", help="A preset from `convlab presets` (default base)."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset.name, e.g. digits.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="training.epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="training.batch_size.")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="optimizer.name: sgd, momentum, rmsprop or adam.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="optimizer.learning_rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seeds Python, NumPy, TensorFlow.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", help="Show epochs until it ends.")] = False,
+    name: Name = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="TAG", help="A tag to add; repeatable.")
+    ] = None,
     parent: Annotated[
         str | None,
-        typer.Option("--from", help="Rerun this experiment's spec with the --set changes."),
+        typer.Option("--from", metavar="ID", help="Rerun this experiment's spec with changes."),
     ] = None,
+    sets: Sets = None,
+    follow: Follow = False,
+    preset_option: Annotated[str | None, typer.Option("--preset", hidden=True)] = None,
 ) -> None:
-    """Submit an experiment and print its id; with --follow, exit 0 only if it succeeds."""
-    body = _overrides(sets) | _given(preset=preset, name=name, seed=seed, **{"from": parent})
-    with _api() as api:
-        experiment = api.submit(body)
+    """Submit an experiment and print its id; with --follow, exit 0 only if it succeeds.
+
+    The options set the spec fields they name; --set sets any other."""
+    options = {
+        "PRESET": ("preset", preset),
+        "--preset": ("preset", preset_option),
+        "--dataset": ("dataset.name", dataset),
+        "--epochs": ("training.epochs", epochs),
+        "--batch-size": ("training.batch_size", batch_size),
+        "--optimizer": ("optimizer.name", optimizer),
+        "--lr": ("optimizer.learning_rate", lr),
+        "--seed": ("seed", seed),
+        "--name": ("name", name),
+        "--from": ("from", parent),
+    }
+    body = request_body(sets, options)
+    with api(sets) as client:
+        experiment = client.submit(body)
         typer.echo(experiment["id"])
+        if tags:
+            _tag_new(client, experiment["id"], tags)
         if follow:
-            _follow(api, experiment)
+            _follow(client, experiment)
+
+
+def _tag_new(client: Client, experiment_id: str, tags: list[str]) -> None:
+    """Tag a just submitted experiment; a refusal says that it was submitted all the same."""
+    try:
+        client.update(experiment_id, {"tags": tags})
+    except ApiError as exc:
+        fail(f"Experiment {experiment_id} was submitted without its tags: {exc}")
 
 
 @app.command("ls")
@@ -229,10 +180,9 @@ def list_experiments(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 20,
 ) -> None:
-    """Experiments, newest first or sorted, filtered by status, preset, study, tags, dataset and
-    text."""
-    with _api() as api:
-        items = api.experiments(
+    """Experiments, newest first or sorted; filters: status, preset, study, tag, dataset, text."""
+    with api() as client:
+        items = client.experiments(
             status=status,
             preset=preset,
             study_id=study_id,
@@ -242,18 +192,20 @@ def list_experiments(
             sort=sort,
             limit=limit,
         )
-    table = Table("id", "name", "preset", "status", "epoch", "val_accuracy")
-    table.columns[0].no_wrap = True
-    for item in items:
-        table.add_row(
-            item["id"],
-            item["name"] or "",
-            item["spec"]["preset"],
-            item["status"],
-            f"{item['epochs_done']}/{item['epochs_total']}",
-            _number((item["final"] or {}).get("val_accuracy")),
-        )
-    console.print(table)
+    print_table(
+        ("id", "name", "preset", "status", "epoch", "val_accuracy"),
+        (
+            (
+                item["id"],
+                item["name"] or "",
+                item["spec"]["preset"],
+                item["status"],
+                f"{item['epochs_done']}/{item['epochs_total']}",
+                number((item["final"] or {}).get("val_accuracy")),
+            )
+            for item in items
+        ),
+    )
 
 
 def _flat(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -268,24 +220,23 @@ def _flat(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 @app.command()
 def show(experiment_id: str) -> None:
     """An experiment's status, progress, error, final and best epochs, and resolved spec."""
-    with _api() as api:
-        experiment = api.experiment(experiment_id)
+    with api() as client:
+        experiment = client.experiment(experiment_id)
     final, best = experiment["final"], experiment["best"]
-    facts = Table.grid(padding=(0, 2))
-    for label, value in [
-        ("id", experiment["id"]),
-        ("name", experiment["name"] or "-"),
-        ("tags", ", ".join(experiment["tags"]) or "-"),
-        ("notes", experiment["notes"] or "-"),
-        ("status", f"{experiment['status']} (attempts {experiment['attempts']})"),
-        ("progress", f"epoch {experiment['epochs_done']}/{experiment['epochs_total']}"),
-        ("error", experiment["error"] or "-"),
-        ("final", _metrics(final) if final else "-"),
-        ("best", f"epoch {best['epoch']}  {_metrics(best)}" if best else "-"),
-        *((f"spec {path}", json.dumps(leaf)) for path, leaf in _flat(experiment["spec"])),
-    ]:
-        facts.add_row(label, value)
-    console.print(facts)
+    print_facts(
+        [
+            ("id", experiment["id"]),
+            ("name", experiment["name"] or "-"),
+            ("tags", ", ".join(experiment["tags"]) or "-"),
+            ("notes", experiment["notes"] or "-"),
+            ("status", f"{experiment['status']} (attempts {experiment['attempts']})"),
+            ("progress", f"epoch {experiment['epochs_done']}/{experiment['epochs_total']}"),
+            ("error", experiment["error"] or "-"),
+            ("final", metrics(final) if final else "-"),
+            ("best", f"epoch {best['epoch']}  {metrics(best)}" if best else "-"),
+            *((f"spec {path}", json.dumps(leaf)) for path, leaf in _flat(experiment["spec"])),
+        ]
+    )
 
 
 @app.command()
@@ -295,25 +246,25 @@ def tag(
     remove: Annotated[bool, typer.Option("--remove", help="Remove these tags instead.")] = False,
 ) -> None:
     """Add tags to an experiment (or remove them), and print the tags it has then."""
-    with _api() as api:
-        had = api.experiment(experiment_id)["tags"]
+    with api() as client:
+        had = client.experiment(experiment_id)["tags"]
         kept = [name for name in had if name not in tags] if remove else [*had, *tags]
-        experiment = api.update(experiment_id, {"tags": kept})
+        experiment = client.update(experiment_id, {"tags": kept})
     typer.echo(f"{experiment_id} tags: {', '.join(experiment['tags']) or '-'}")
 
 
 @app.command()
 def note(experiment_id: str, text: Annotated[str, typer.Argument(metavar="TEXT")]) -> None:
     """Set an experiment's notes (an empty TEXT removes them)."""
-    with _api() as api:
-        api.update(experiment_id, {"notes": text or None})
+    with api() as client:
+        client.update(experiment_id, {"notes": text or None})
 
 
 @app.command()
 def rename(experiment_id: str, name: Annotated[str, typer.Argument(metavar="NAME")]) -> None:
     """Set an experiment's name (an empty NAME removes it)."""
-    with _api() as api:
-        api.update(experiment_id, {"name": name or None})
+    with api() as client:
+        client.update(experiment_id, {"name": name or None})
 
 
 @app.command()
@@ -322,23 +273,29 @@ def history(
     csv: Annotated[bool, typer.Option("--csv", help="The server's CSV, as it is.")] = False,
 ) -> None:
     """An experiment's finished epochs."""
-    with _api() as api:
+    with api() as client:
         if csv:
-            sys.stdout.write(api.history_csv(experiment_id))
+            sys.stdout.write(client.history_csv(experiment_id))
             return
-        epochs = api.history(experiment_id)
-    table = Table("epoch", *METRICS, "seconds")
-    for epoch in epochs:
-        metrics = (_number(epoch[name]) for name in METRICS)
-        table.add_row(str(epoch["epoch"]), *metrics, f"{epoch['seconds']:.2f}")
-    console.print(table)
+        epochs = client.history(experiment_id)
+    print_table(
+        ("epoch", *METRICS, "seconds"),
+        (
+            (
+                str(epoch["epoch"]),
+                *(number(epoch[name]) for name in METRICS),
+                f"{epoch['seconds']:.2f}",
+            )
+            for epoch in epochs
+        ),
+    )
 
 
 @app.command()
 def cancel(experiment_id: str) -> None:
     """Cancel an experiment: a queued one never runs, a running one stops at its next batch."""
-    with _api() as api:
-        experiment = api.cancel(experiment_id)
+    with api() as client:
+        experiment = client.cancel(experiment_id)
     note = "" if experiment["status"] in TERMINAL else " (stops at its next batch)"
     typer.echo(f"{experiment_id} {experiment['status']}{note}")
 
@@ -346,8 +303,8 @@ def cancel(experiment_id: str) -> None:
 @app.command()
 def pause(experiment_id: str) -> None:
     """Pause an experiment: a queued one at once, a running one at its next batch."""
-    with _api() as api:
-        experiment = api.pause(experiment_id)
+    with api() as client:
+        experiment = client.pause(experiment_id)
     note = "" if experiment["status"] == "paused" else " (pauses at its next batch)"
     typer.echo(f"{experiment_id} {experiment['status']}{note}")
 
@@ -355,8 +312,8 @@ def pause(experiment_id: str) -> None:
 @app.command()
 def resume(experiment_id: str) -> None:
     """Put a paused experiment back in the queue; it goes on from its checkpoint."""
-    with _api() as api:
-        experiment = api.resume(experiment_id)
+    with api() as client:
+        experiment = client.resume(experiment_id)
     typer.echo(f"{experiment_id} {experiment['status']}")
 
 
@@ -364,107 +321,19 @@ def resume(experiment_id: str) -> None:
 def continue_experiment(
     experiment_id: str,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs to train after the last one.")],
-    follow: Annotated[bool, typer.Option("--follow", help="Show epochs until it ends.")] = False,
+    follow: Follow = False,
 ) -> None:
     """Train an ended experiment on from its last checkpoint as a new one; print its id."""
-    with _api() as api:
-        experiment = api.continue_experiment(experiment_id, epochs)
+    with api() as client:
+        experiment = client.continue_experiment(experiment_id, epochs)
         typer.echo(experiment["id"])
         if follow:
-            _follow(api, experiment)
-
-
-@study.command("submit")
-def study_submit(
-    template: Annotated[
-        Literal["chapter"] | None, typer.Option(help="chapter: its thirteen presets.")
-    ] = None,
-    presets: Annotated[
-        list[str] | None, typer.Option("--preset", metavar="PRESET", help="A variant; repeatable.")
-    ] = None,
-    sets: Sets = None,
-    seeds: Annotated[
-        list[int] | None,
-        typer.Option("--seed", metavar="SEED", help="Run every variant with it; repeatable."),
-    ] = None,
-    name: Name = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", help="Show progress, then the table.")
-    ] = False,
-) -> None:
-    """Submit a study and print its id; with --follow, exit 0 only if no experiment failed."""
-    body = _overrides(sets) | _given(template=template, presets=presets, seeds=seeds, name=name)
-    with _api() as api:
-        created = api.submit_study(body)
-        typer.echo(created["id"])
-        if follow:
-            _follow_study(api, created["id"])
-
-
-def _follow_study(api: Client, study_id: str) -> None:
-    """One progress bar over the study's experiments, then its table; exit 1 if any failed."""
-    with _following(f"study {study_id}"), _progress() as progress:
-        task = progress.add_task("experiments", detail="")
-        reported = 0
-        for state in api.watch_study(study_id):
-            counts = state["progress"]
-            total = counts.get("trials_planned", len(state["experiment_ids"]))
-            done = sum(counts[status] for status in TERMINAL)
-            if done > reported:
-                reported = done
-                progress.console.print(
-                    f"{done}/{total} experiments ended, {counts['failed']} failed"
-                )
-            detail = f"{done}/{total}, {counts['running']} running"
-            progress.update(task, total=total, completed=done, detail=detail)
-    typer.echo(api.study_table(study_id, "markdown"), nl=False)
-    failed = api.experiments(study_id=study_id, status="failed", limit=None)
-    for experiment in failed:
-        typer.echo(f"Experiment {experiment['id']} failed: {experiment['error']}", err=True)
-    if failed:
-        raise typer.Exit(1)
-
-
-@study.command("table")
-def study_table(
-    study_id: str,
-    format: Annotated[Literal["markdown", "csv", "json"], typer.Option()] = "markdown",
-) -> None:
-    """A study's comparison table: a row per variant, mean ± std over seeds."""
-    with _api() as api:
-        if format == "json":
-            typer.echo(json.dumps(api.study_table(study_id), indent=2))
-        else:
-            typer.echo(api.study_table(study_id, format), nl=False)
+            _follow(client, experiment)
 
 
 @app.command()
-def compare(
-    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Experiment ids.")],
-    format: Annotated[Literal["markdown", "csv"], typer.Option()] = "markdown",
-    plot: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="Also save their test curves (.png, or .svg)."),
-    ] = None,
-) -> None:
-    """A row per experiment: last and best epochs' metrics, epochs run, speed."""
-    with _api() as api:
-        typer.echo(api.compare(ids, format), nl=False)
-        if plot is not None:
-            plot.write_bytes(api.compare_plot(ids, "svg" if plot.suffix == ".svg" else "png"))
-
-
-@app.command()
-def evaluation(experiment_id: str) -> None:
-    """An ended run's test set by class: images, right, accuracy; then the overall accuracy."""
-    with _api() as api:
-        result = api.evaluation(experiment_id)
-    table = Table("class", "images", "right", "accuracy")
-    confusion = result["confusion"]
-    for index, (name, row) in enumerate(zip(result["classes"], confusion, strict=True)):
-        accuracy = result["per_class_accuracy"][index]
-        table.add_row(name, str(sum(row)), str(row[index]), _number(accuracy))
-    console.print(table)
-    right = sum(row[index] for index, row in enumerate(confusion))
-    total = sum(map(sum, confusion))
-    typer.echo(f"{right} of {total} right with the {result['weights']} weights")
+def delete(experiment_id: str) -> None:
+    """Delete an ended experiment with its history, checkpoints and evaluation."""
+    with api() as client:
+        client.delete(experiment_id)
+    typer.echo(f"{experiment_id} deleted")

@@ -26,15 +26,24 @@ TERMINAL: frozenset[Status] = frozenset({"succeeded", "failed", "cancelled"})
 """Statuses an experiment (or a study) never leaves."""
 MAX_PAGE = 500
 """The most experiments the API returns a page."""
+MAX_STUDY_PAGE = 100
+"""The most studies the API returns a page."""
+Weights = Literal["best", "last"]
+"""Which of a finished experiment's models: its best epoch's or its newest checkpoint."""
+ImageFormat = Literal["png", "svg"]
 
 
 class ApiError(Exception):
     """The API answered with an error, or could not be reached; ``str()`` is a sentence."""
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, status_code: int | None = None, errors: Sequence[Json] = ()
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         """The HTTP status, or None when no answer came."""
+        self.errors = list(errors)
+        """A 422's entries (``type``, ``loc``, ``msg``, ``input``); empty for other errors."""
 
 
 def describe(detail: Any) -> str:
@@ -50,14 +59,16 @@ def describe(detail: Any) -> str:
 
 def _error(response: httpx.Response) -> ApiError:
     try:
-        detail = describe(response.json()["detail"])
+        raw = response.json()["detail"]
+        detail = describe(raw)
     except (ValueError, KeyError, TypeError):
-        detail = response.text.strip()[:200] or response.reason_phrase
+        raw, detail = None, response.text.strip()[:200] or response.reason_phrase
     if response.status_code == 422:
         detail = f"The server refused the request: {detail}"
     elif response.status_code == 401:
         detail = f"{detail} CONVLAB_TOKEN sets the token this client sends."
-    return ApiError(detail, response.status_code)
+    errors = [entry for entry in raw if isinstance(entry, dict)] if isinstance(raw, list) else []
+    return ApiError(detail, response.status_code, errors)
 
 
 class Client:
@@ -133,10 +144,16 @@ class Client:
         filters |= {"dataset": dataset, "q": q, "sort": sort}
         params: dict[str, Any] = {key: value for key, value in filters.items() if value}
         params |= {f"spec.{path}": value for path, value in (spec or {}).items()}
+        return self._pages("/experiments", params, limit, page_size)
+
+    def _pages(
+        self, path: str, params: dict[str, Any], limit: int | None, page_size: int
+    ) -> list[Json]:
+        """A listing's items, following ``next_cursor`` until ``limit`` (None: all)."""
         found: list[Json] = []
         while limit is None or len(found) < limit:
             params["limit"] = page_size if limit is None else min(page_size, limit - len(found))
-            page = self._json("GET", "/experiments", params=params)
+            page = self._json("GET", path, params=params)
             found.extend(page["items"])
             if page["next_cursor"] is None:
                 break
@@ -168,6 +185,10 @@ class Client:
                 "pip install pandas, or use Client.history for a list of dicts."
             ) from None
         return pandas.DataFrame(self.history(experiment_id)).set_index("epoch")
+
+    def delete(self, experiment_id: str) -> None:
+        """Delete an ended experiment with its history, checkpoints and evaluation."""
+        self._send("DELETE", f"/experiments/{experiment_id}")
 
     def cancel(self, experiment_id: str) -> Json:
         """Cancel: a queued experiment never runs, a running one stops at its next batch."""
@@ -216,6 +237,15 @@ class Client:
         ``variants``, ``grid`` or ``search``); the Study with its experiment ids."""
         return self._json("POST", "/studies", json=body)
 
+    def studies(self, *, limit: int | None = 20) -> list[Json]:
+        """Studies, newest first, following ``next_cursor`` pages up to ``limit`` (None: all)."""
+        return self._pages("/studies", {}, limit, MAX_STUDY_PAGE)
+
+    def cancel_study(self, study_id: str) -> Json:
+        """Cancel every experiment of the study that has not ended (a search starts no more
+        trials); the Study."""
+        return self._json("POST", f"/studies/{study_id}/cancel")
+
     def study(self, study_id: str) -> Json:
         """A study's status, progress, experiment ids and comparison table."""
         return self._json("GET", f"/studies/{study_id}")
@@ -259,10 +289,43 @@ class Client:
         response = self._send("GET", "/compare", params=params)
         return response.json()["table"] if format == "json" else response.text
 
-    def compare_plot(self, ids: list[str], fmt: Literal["png", "svg"] = "png") -> bytes:
+    def compare_plot(self, ids: list[str], fmt: ImageFormat = "png") -> bytes:
         """The experiments' test curves overlaid (one spec's seeds as a mean ± std band)."""
         return self._send("GET", f"/compare/plot.{fmt}", params={"ids": ",".join(ids)}).content
 
     def evaluation(self, experiment_id: str) -> Json:
         """An ended run's test set by class: classes, per_class_accuracy, confusion, weights."""
         return self._json("GET", f"/experiments/{experiment_id}/evaluation")
+
+    def plot(self, experiment_id: str, fmt: ImageFormat = "png") -> bytes:
+        """The chapter's two panels of an experiment: accuracy and loss per epoch."""
+        return self._send("GET", f"/experiments/{experiment_id}/plot.{fmt}").content
+
+    # Trained models
+
+    def model(self, experiment_id: str, weights: Weights | None = None) -> tuple[str, bytes]:
+        """A finished experiment's ``.keras`` file: the name the server gives it, and its bytes
+        (default weights: best with ``restore_best_weights``, else last)."""
+        params = {"weights": weights} if weights else None
+        response = self._send("GET", f"/experiments/{experiment_id}/model", params=params)
+        disposition = response.headers.get("content-disposition", "")
+        _, _, quoted = disposition.partition('filename="')
+        return quoted.rstrip('"') or f"convlab-{experiment_id}.keras", response.content
+
+    def predict(self, experiment_id: str, image: bytes, weights: Weights | None = None) -> Json:
+        """Class probabilities for one PNG or JPEG picture, most probable first:
+        ``{"epoch", "top", "probabilities": [{"label", "index", "probability"}, ...]}``."""
+        params = {"weights": weights} if weights else None
+        path = f"/experiments/{experiment_id}/predict"
+        return self._json("POST", path, params=params, files={"file": ("image", image)})
+
+    # Catalogue
+
+    def presets(self) -> list[Json]:
+        """The chapter's presets: name, description and full resolved spec."""
+        return self._json("GET", "/presets")
+
+    def datasets(self) -> list[Json]:
+        """The datasets a spec may name, each with ``available`` (its files are on the server),
+        classes, shape and sizes."""
+        return self._json("GET", "/datasets")
