@@ -2,19 +2,22 @@
 chromedriver by selenium) against a real API with auth on and a real worker. Screenshots go
 to test-artifacts/screenshots/."""
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.services import ROOT, Stack, missing, running_stack, wait_for_status
+from tests.services import ROOT, Stack, missing, running_stack, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +85,8 @@ def _shot(browser: WebDriver, name: str) -> Path:
 def test_a_bad_field_is_marked_and_named(browser: WebDriver) -> None:
     browser.get(browser.current_url.split("#")[0] + "#/submit")
     _wait(browser, lambda b: _shown(b, 'input[data-path="training.epochs"]'))
+    dataset = Select(_field(browser, "dataset.name")).first_selected_option.text
+    assert "not on this server" not in dataset  # the preset names cifar10, absent here
     _set(browser, "training.epochs", "0")
     browser.find_element(By.ID, "submit").click()
     error = _wait(browser, lambda b: _shown(b, "#errors .error"))
@@ -105,11 +110,11 @@ def test_submit_from_the_form_watch_epochs_arrive_then_cancel(browser: WebDriver
 
     _wait(browser, lambda b: "#/experiments/" in b.current_url)
     browser.execute_script("window.sameDocument = true")  # gone if the page reloads
-    first_plot = _wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src"))
     _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
+    first_plot = _wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src"))
     _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 3, 120)
     assert browser.execute_script("return window.sameDocument") is True
-    assert browser.find_element(By.ID, "plot").get_attribute("src") != first_plot
+    _wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src") != first_plot, 10)
     assert _shown(browser, "#status [data-status=running]")
     epochs = [
         row.get_attribute("data-epoch")
@@ -149,6 +154,12 @@ def test_a_study_page_shows_its_table_and_overlaid_curves(
     _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")) == 2)
     rows = browser.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")
     assert [row.find_element(By.TAG_NAME, "td").text for row in rows] == ["base", "dropout"]
+    epochs_run = browser.find_elements(By.CSS_SELECTOR, '#study-table [data-column="epochs_run"]')
+    assert [cell.text for cell in epochs_run] == ["2.0", "2.0"]
+    best = browser.find_elements(By.CSS_SELECTOR, '#study-table [data-column="best_val_accuracy"]')
+    assert all(0 < float(cell.text) <= 1 for cell in best)
+    runs = browser.find_elements(By.CSS_SELECTOR, "#study-experiments tbody tr")
+    assert {row.get_attribute("data-id") for row in runs} == set(study["experiment_ids"])
     _wait(
         browser,
         lambda b: b.execute_script("return document.getElementById('study-plot').naturalWidth") > 0,
@@ -194,3 +205,291 @@ def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
     )
     _wait(browser, lambda b: _shown(b, f'#experiments tr[data-id="{tagged["id"]}"]'))
     _shot(browser, "experiments-filtered")
+
+
+def _open(browser: WebDriver, fragment: str) -> None:
+    """Show the dashboard's page at ``fragment`` (``#/...``), rendered afresh: the page shown
+    before is emptied first, so that nothing found afterwards is left over from it."""
+    browser.execute_script("document.getElementById('page').replaceChildren()")
+    url = browser.current_url.split("#")[0] + fragment
+    if browser.current_url == url:
+        browser.refresh()
+    else:
+        browser.get(url)
+
+
+def _text(browser: WebDriver, selector: str) -> str | None:
+    """The text of the first element ``selector`` finds (None if none), read afresh."""
+    try:
+        return str(browser.find_element(By.CSS_SELECTOR, selector).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
+def _loaded(browser: WebDriver, image_id: str) -> bool:
+    script = f"return document.getElementById('{image_id}')?.naturalWidth > 0"
+    return bool(browser.execute_script(script))
+
+
+def _finished(client: httpx.Client, *ids: str) -> list[dict[str, Any]]:
+    return [wait_for_status(client, key, {"succeeded", "failed", "cancelled"}) for key in ids]
+
+
+SMALL_RUN = {
+    "preset": "base",
+    "dataset": {"name": "digits", "train_size": 300},
+    "training": {"epochs": 2, "batch_size": 64},
+}
+
+
+def test_three_runs_ticked_in_the_list_are_compared(
+    browser: WebDriver, stack: Stack, token: str
+) -> None:
+    with stack.client(token) as client:
+        runs = [
+            client.post(
+                "/experiments",
+                json=SMALL_RUN
+                | {"name": f"compare-me lr {rate}", "optimizer": {"learning_rate": rate}},
+            ).json()
+            for rate in (0.01, 0.003, 0.001)
+        ]
+        _finished(client, *(run["id"] for run in runs))
+    _open(browser, "#/?q=compare-me")
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 3)
+    compare = browser.find_element(By.ID, "compare")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")
+    listed = [
+        (row.get_attribute("data-id"), row.find_element(By.TAG_NAME, "a").text) for row in rows
+    ]
+    assert {key for key, _ in listed} == {run["id"] for run in runs}
+    for count, row in enumerate(rows, start=1):
+        assert compare.is_enabled() == (count > 2)
+        row.find_element(By.CSS_SELECTOR, "input.pick").click()
+    assert compare.is_enabled()
+    _shot(browser, "experiments-ticked")
+    compare.click()
+
+    _wait(browser, lambda b: "#/compare?ids=" in b.current_url)
+    assert browser.current_url.split("ids=")[1].split(",") == [key for key, _ in listed]
+    table = _wait(browser, lambda b: _shown(b, "#compare-table table"))
+    cells = table.find_elements(By.CSS_SELECTOR, "tbody tr td:first-child a")
+    assert [(cell.get_attribute("href").split("#")[1], cell.text) for cell in cells] == [
+        (f"/experiments/{key}", name) for key, name in listed
+    ]
+    epochs_run = table.find_elements(By.CSS_SELECTOR, '[data-column="epochs_run"]')
+    assert [cell.text for cell in epochs_run] == ["2.0"] * 3
+    _wait(browser, lambda b: _loaded(b, "compare-plot"))
+    _shot(browser, "compare")
+    cells[1].click()
+    _wait(browser, lambda b: b.current_url.endswith(f"#/experiments/{listed[1][0]}"))
+    _wait(browser, lambda b: _text(b, "h1") == listed[1][1])
+
+
+def test_rerun_with_changes_records_its_parent(
+    browser: WebDriver, stack: Stack, token: str
+) -> None:
+    with stack.client(token) as client:
+        parent = client.post("/experiments", json=SMALL_RUN | {"name": "the parent"}).json()
+        _finished(client, parent["id"])
+    _open(browser, f"#/experiments/{parent['id']}")
+    _wait(browser, lambda b: _shown(b, "#rerun")).click()
+    _wait(browser, lambda b: b.current_url.endswith(f"#/submit?from={parent['id']}"))
+    rerun_of = _wait(browser, lambda b: _shown(b, "#rerun-of"))
+    assert "the parent" in rerun_of.text
+    assert not browser.find_elements(By.ID, "preset")  # the parent's spec, not a preset's
+    assert _field(browser, "dataset.train_size").get_attribute("value") == "300"
+    _set(browser, "optimizer.learning_rate", "0.01")
+    _shot(browser, "rerun-form")
+    browser.find_element(By.ID, "submit").click()
+
+    _wait(browser, lambda b: parent["id"] not in b.current_url.split("#")[1])
+    child_id = browser.current_url.split("#/experiments/")[1]
+    link = _wait(browser, lambda b: _shown(b, "#parent a"))
+    assert (link.text, link.get_attribute("href").split("#")[1]) == (
+        "the parent",
+        f"/experiments/{parent['id']}",
+    )
+    _shot(browser, "rerun")
+    with stack.client(token) as client:
+        child = client.get(f"/experiments/{child_id}").json()
+        _finished(client, child_id)
+    assert child["parent_id"] == parent["id"]
+    assert child["spec"]["optimizer"]["learning_rate"] == 0.01
+    assert parent["spec"]["optimizer"]["learning_rate"] != 0.01
+    assert child["spec"]["dataset"] == parent["spec"]["dataset"]  # the rest as the parent's
+
+
+def test_continue_trains_on_after_the_parents_epochs(
+    browser: WebDriver, stack: Stack, token: str
+) -> None:
+    with stack.client(token) as client:
+        parent = client.post("/experiments", json=SMALL_RUN | {"name": "to continue"}).json()
+        _finished(client, parent["id"])
+    _open(browser, f"#/experiments/{parent['id']}")
+    epochs = _wait(browser, lambda b: _shown(b, "#continue-epochs"))
+    assert epochs.get_attribute("value") == "10"
+    epochs.clear()
+    epochs.send_keys("1")
+    browser.find_element(By.ID, "continue").click()
+    _wait(browser, lambda b: parent["id"] not in b.current_url)
+    _wait(browser, lambda b: _shown(b, "#parent a"))
+    _wait(browser, lambda b: _shown(b, "#status [data-status=succeeded]"), 120)
+    child_id = browser.current_url.split("#/experiments/")[1]
+    _open(browser, f"#/experiments/{child_id}")  # afresh: the plot drawn once, finished
+    _wait(browser, lambda b: _text(b, "#parent") == "to continue")
+    epochs_shown = [
+        row.get_attribute("data-epoch")
+        for row in browser.find_elements(By.CSS_SELECTOR, "#history tr")
+    ]
+    assert epochs_shown == ["3"]
+    _wait(browser, lambda b: _loaded(b, "plot"))
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((entry) => entry.name)"
+    )
+    assert any(f"/experiments/{child_id}/plot.svg?lineage=true" in url for url in fetched)
+    _shot(browser, "continued")
+
+
+def test_pause_then_resume_and_the_run_succeeds(
+    browser: WebDriver, stack: Stack, token: str
+) -> None:
+    run = {
+        "preset": "base",
+        "name": "paused in the browser",
+        "dataset": {"name": "digits"},
+        "training": {"epochs": 6, "batch_size": 8},
+    }
+    with stack.client(token) as client:
+        experiment = client.post("/experiments", json=run).json()
+    _open(browser, f"#/experiments/{experiment['id']}")
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
+    _wait(browser, lambda b: _shown(b, "#status [data-status=running]"))
+    assert "Latest test accuracy" in browser.find_element(By.CSS_SELECTOR, ".facts").text
+    assert not _shown(browser, "#resume")
+    browser.find_element(By.ID, "pause").click()
+
+    _wait(browser, lambda b: _shown(b, "#status [data-status=paused]"), 60)
+    assert _shown(browser, "#resume") and _shown(browser, "#cancel")
+    assert not _shown(browser, "#pause")
+    badge = browser.find_element(By.CSS_SELECTOR, "#status [data-status=paused]")
+    assert badge.value_of_css_property("color") != "rgba(29, 35, 48, 1)"  # its own colour
+    _shot(browser, "experiment-paused")
+    with stack.client(token) as client:
+        paused = client.get(f"/experiments/{experiment['id']}").json()
+    assert paused["status"] == "paused" and paused["epochs_done"] < 6
+
+    browser.find_element(By.ID, "resume").click()
+    _wait(browser, lambda b: not _shown(b, "#status [data-status=paused]"), 30)
+    _wait(browser, lambda b: _shown(b, "#status [data-status=succeeded]"), 180)
+    epochs = [
+        row.get_attribute("data-epoch")
+        for row in browser.find_elements(By.CSS_SELECTOR, "#history tr")
+    ]
+    assert epochs == ["1", "2", "3", "4", "5", "6"]
+    assert "Final test accuracy" in browser.find_element(By.CSS_SELECTOR, ".facts").text
+    classes = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#per-class tbody tr"))
+    assert [row.find_element(By.TAG_NAME, "td").text for row in classes] == [
+        str(d) for d in range(10)
+    ]
+    _wait(browser, lambda b: _loaded(b, "evaluation-plot"))
+    _shot(browser, "experiment-resumed-and-evaluated")
+
+
+def test_a_failed_run_says_why_and_draws_no_plot(
+    browser: WebDriver, stack: Stack, token: str
+) -> None:
+    with stack.client(token) as client:
+        absent = [d["name"] for d in client.get("/datasets").json() if not d["available"]]
+        if not absent:
+            pytest.skip("every dataset is on this machine: none fails to load")
+        run = {"preset": "base", "dataset": {"name": absent[0]}, "training": {"epochs": 1}}
+        failed = client.post("/experiments", json=run).json()
+        (ended,) = _finished(client, failed["id"])
+    assert ended["status"] == "failed"
+    _open(browser, f"#/experiments/{failed['id']}")
+    error = _wait(browser, lambda b: _shown(b, "#run-error"))
+    assert error.text == ended["error"]
+    assert error.text.startswith(f"Dataset {absent[0]} is not available")
+    assert _shown(browser, "#no-plot").text == "No epoch finished, so there are no curves to draw."
+    assert not _shown(browser, "#plot") and not browser.find_element(By.ID, "plot").get_attribute(
+        "src"
+    )
+    assert not _shown(browser, "#continue-form") and not _shown(browser, "#download")
+    _shot(browser, "experiment-failed")
+
+
+def test_a_study_is_submitted_from_the_form(browser: WebDriver, stack: Stack, token: str) -> None:
+    _open(browser, "#/submit")
+    kind = Select(_wait(browser, lambda b: _shown(b, "#kind")))
+    with stack.client(token) as client:
+        available = {d["name"] for d in client.get("/datasets").json() if d["available"]}
+        for name in ("template", "presets", "variants", "grid", "search"):
+            kind.select_by_value(name)
+            example = json.loads(browser.find_element(By.ID, "study-json").get_attribute("value"))
+            assert name in example and example["dataset"]["name"] in available
+            created = client.post("/studies", json=example)
+            assert created.status_code == 201, (name, created.text)
+            assert client.post(f"/studies/{created.json()['id']}/cancel").status_code == 202
+
+    kind.select_by_value("presets")
+    editor = browser.find_element(By.ID, "study-json")
+    example = json.loads(editor.get_attribute("value"))
+    assert example["presets"] == ["base", "dropout"]
+    _type_json(browser, editor, example | {"training": {"epochs": 0}})
+    browser.find_element(By.ID, "submit").click()
+    error = _wait(browser, lambda b: _shown(b, "#errors .error"))
+    assert "training.epochs" in error.text
+    assert "invalid" in editor.get_attribute("class")
+    _shot(browser, "submit-study-error")
+
+    _type_json(browser, editor, example | {"training": {"epochs": 1, "batch_size": 64}})
+    browser.find_element(By.ID, "name").send_keys("a study from the form")
+    browser.find_element(By.ID, "submit").click()
+    _wait(browser, lambda b: "#/studies/" in b.current_url)
+    _wait(browser, lambda b: _text(b, "h1") == "a study from the form")
+    study_id = browser.current_url.split("#/studies/")[1]
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")) == 2)
+    links = browser.find_elements(
+        By.CSS_SELECTOR, "#study-experiments tbody tr a[href*=experiments]"
+    )
+    with stack.client(token) as client:
+        study = client.get(f"/studies/{study_id}").json()
+        assert {link.get_attribute("href").split("/")[-1] for link in links} == set(
+            study["experiment_ids"]
+        )
+        _shot(browser, "study-from-the-form")
+        client.post(f"/studies/{study_id}/cancel")
+
+
+def _type_json(browser: WebDriver, editor: Any, body: dict[str, Any]) -> None:
+    editor.clear()
+    editor.send_keys(json.dumps(body))
+
+
+def test_a_search_study_names_its_best_trial(browser: WebDriver, stack: Stack, token: str) -> None:
+    space = {"optimizer.learning_rate": {"type": "float", "low": 0.001, "high": 0.01, "log": True}}
+    body = {
+        "name": "a small search",
+        "dataset": {"name": "digits", "train_size": 200},
+        "training": {"epochs": 1, "batch_size": 64},
+        "search": {"space": space, "n_trials": 2, "pruner": {"type": "none"}},
+    }
+    with stack.client(token) as client:
+        created = client.post("/studies", json=body).json()
+
+        def ended() -> dict[str, Any] | None:
+            found: dict[str, Any] = client.get(f"/studies/{created['id']}").json()
+            return found if found["status"] in {"succeeded", "failed", "cancelled"} else None
+
+        study = wait_for(ended, timeout=120, what="the search to end")
+    best = study["best_trial"]
+    _open(browser, f"#/studies/{study['id']}")
+    trial = _wait(browser, lambda b: _shown(b, "#best-trial p"))
+    assert trial.text.startswith(f"Trial {best['number']} scored {best['value']:.3f}")
+    link = trial.find_element(By.TAG_NAME, "a").get_attribute("href")
+    assert link.endswith(f"#/experiments/{best['experiment_id']}")
+    params = browser.find_elements(By.CSS_SELECTOR, "#best-trial dl > *")
+    rate = best["params"]["optimizer.learning_rate"]
+    assert [param.text for param in params] == ["optimizer.learning_rate", f"{rate:.3g}"]
+    _shot(browser, "search-study")

@@ -56,6 +56,12 @@ async function showImage(img, path) {
   img.src = url;
 }
 
+async function showDrawn(img, path) {
+  // The image once fetched, hidden until then (and if it cannot be): never a broken one.
+  await showImage(img, path);
+  img.hidden = !img.getAttribute("src");
+}
+
 async function follow(path, onEvent, signal) {
   // Server-sent events through fetch (EventSource cannot send a token); reconnects with
   // Last-Event-ID until the server ends the stream after the final status.
@@ -123,6 +129,26 @@ const statusBadge = (status) => h("span", { class: `status status-${status}`, "d
 const progressOf = (done, total) =>
   h("span", {}, h("progress", { value: done, max: total }), ` ${done}/${total}`);
 
+const shortId = (id) => id.slice(0, 8);
+const experimentLink = (experiment) => h("a", { href: `#/experiments/${experiment.id}` }, experiment.name || shortId(experiment.id));
+
+function coalesce(action, ms) {
+  // Calls action once, ms after the first of a burst of calls (a stream replaying its
+  // epochs, say); cancel() drops a call still pending.
+  let pending = null;
+  const schedule = () => {
+    pending ??= setTimeout(() => {
+      pending = null;
+      action();
+    }, ms);
+  };
+  schedule.cancel = () => {
+    clearTimeout(pending);
+    pending = null;
+  };
+  return schedule;
+}
+
 function errorBox(error) {
   return h("p", { class: "error", role: "alert" }, error.message || String(error));
 }
@@ -184,6 +210,42 @@ function filterBar(params) {
 
 const tagLink = (tag) => h("a", { class: "tag", href: `#/?${new URLSearchParams({ tag })}` }, tag);
 
+function experimentsTable(id, body, ...leading) {
+  // The experiments list's table; `leading` header cells go before its usual columns.
+  const headings = ["Name", "Tags", "Preset", "Status", "Epochs", "Test accuracy", "Created"];
+  return h("table", { id },
+    h("thead", {}, h("tr", {}, leading, headings.map((name) => h("th", { class: name === "Test accuracy" ? "number" : null }, name)))),
+    body);
+}
+
+function experimentRow(experiment, ...leading) {
+  return h("tr", { "data-id": experiment.id }, leading,
+    h("td", {}, experimentLink(experiment)),
+    h("td", { class: "tags" }, experiment.tags.map(tagLink)),
+    h("td", {}, experiment.spec.preset),
+    h("td", {}, statusBadge(experiment.status)),
+    h("td", {}, progressOf(experiment.epochs_done, experiment.epochs_total)),
+    h("td", { class: "number" }, fixed(experiment.final?.val_accuracy)),
+    h("td", {}, new Date(experiment.created_at).toLocaleString()));
+}
+
+function comparePicker() {
+  // A checkbox per row, ticks kept while the list refreshes, and the button that compares
+  // the ticked experiments (two or more), in the order they were ticked.
+  const ticked = new Set();
+  const button = h("button", { id: "compare", type: "button", disabled: true, title: "Tick two or more experiments to compare them",
+    onclick: () => { location.hash = `#/compare?ids=${[...ticked].join(",")}`; } }, "Compare");
+  const tick = (id, on) => {
+    if (on) ticked.add(id);
+    else ticked.delete(id);
+    button.disabled = ticked.size < 2;
+  };
+  const box = (experiment) => h("td", {}, h("input", {
+    type: "checkbox", class: "pick", "aria-label": `Compare ${experiment.name || experiment.id}`,
+    checked: ticked.has(experiment.id), onchange: (event) => tick(experiment.id, event.target.checked) }));
+  return { button, box };
+}
+
 async function experimentsPage(params, signal) {
   const filters = filtersOf(params);
   const query = new URLSearchParams(filters);
@@ -192,27 +254,21 @@ async function experimentsPage(params, signal) {
   const body = h("tbody");
   const problems = h("div", { id: "list-errors" });
   const next = h("a", { hidden: true }, "Next page");
+  const picker = comparePicker();
   page.replaceChildren(
     h("h1", {}, "Experiments"),
     filterBar(params),
-    h("div", { class: "toolbar" }, params.get("cursor") ? h("a", { href: `#/?${filters}` }, "First page") : null, next),
+    h("div", { class: "toolbar" }, picker.button, params.get("cursor") ? h("a", { href: `#/?${filters}` }, "First page") : null, next),
     problems,
-    h("table", { id: "experiments" },
-      h("thead", {}, h("tr", {},
-        h("th", {}, "Name"), h("th", {}, "Tags"), h("th", {}, "Preset"), h("th", {}, "Status"), h("th", {}, "Epochs"),
-        h("th", { class: "number" }, "Test accuracy"), h("th", {}, "Created"))),
-      body),
+    experimentsTable("experiments", body, h("th", {}, "Pick")),
   );
+  let shown = null;
   const refresh = async () => {
     const listing = await request("GET", `/experiments?${query}`);
-    body.replaceChildren(...listing.items.map((experiment) => h("tr", { "data-id": experiment.id },
-      h("td", {}, h("a", { href: `#/experiments/${experiment.id}` }, experiment.name || experiment.id.slice(0, 8))),
-      h("td", { class: "tags" }, experiment.tags.map(tagLink)),
-      h("td", {}, experiment.spec.preset),
-      h("td", {}, statusBadge(experiment.status)),
-      h("td", {}, progressOf(experiment.epochs_done, experiment.epochs_total)),
-      h("td", { class: "number" }, fixed(experiment.final?.val_accuracy)),
-      h("td", {}, new Date(experiment.created_at).toLocaleString()))));
+    const seen = JSON.stringify(listing);
+    if (seen === shown) return; // unchanged: the rows (and the boxes being ticked) stay
+    shown = seen;
+    body.replaceChildren(...listing.items.map((experiment) => experimentRow(experiment, picker.box(experiment))));
     next.hidden = !listing.next_cursor;
     if (listing.next_cursor) next.href = `#/?${filters}&${new URLSearchParams({ cursor: listing.next_cursor })}`;
   };
@@ -224,6 +280,39 @@ async function experimentsPage(params, signal) {
   }
   const timer = setInterval(() => refresh().catch(() => {}), 3000);
   signal.addEventListener("abort", () => clearInterval(timer));
+}
+
+const STATS = [
+  ["train_accuracy", "Train accuracy", 3], ["test_accuracy", "Test accuracy", 3],
+  ["train_loss", "Train loss", 3], ["test_loss", "Test loss", 3],
+  ["best_epoch", "Best epoch", 1], ["best_val_accuracy", "Best val_accuracy", 3],
+  ["epochs_run", "Epochs run", 1], ["seconds_per_epoch", "Seconds/epoch", 2],
+];
+
+function statsTable(heading, rows, label) {
+  // A study's or a comparison's table: each statistic as mean ± std over the row's runs;
+  // label(row, index) fills the first cell.
+  const stat = ({ mean, std }, digits) => (std === null ? fixed(mean, digits) : `${fixed(mean, digits)} ± ${fixed(std, digits)}`);
+  return h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, heading), h("th", { class: "number" }, "Runs"),
+      STATS.map(([, name]) => h("th", { class: "number" }, name)))),
+    h("tbody", {}, rows.map((row, index) => h("tr", {},
+      h("td", {}, label(row, index)), h("td", { class: "number" }, row.runs),
+      STATS.map(([key, , digits]) => h("td", { class: "number", "data-column": key }, stat(row[key], digits)))))));
+}
+
+async function comparePage(params) {
+  const ids = [...new Set((params.get("ids") || "").split(",").map((id) => id.trim()).filter(Boolean))];
+  const query = new URLSearchParams({ ids: ids.join(",") });
+  const comparison = await request("GET", `/compare?${query}`); // one row per id, in order
+  const plot = curves("compare-plot", "Test accuracy and loss of each run, overlaid");
+  page.replaceChildren(
+    h("h1", {}, `Comparing ${ids.length} experiments`),
+    ...plot.elements,
+    h("div", { id: "compare-table" }, statsTable("Experiment", comparison.table,
+      (row, index) => h("a", { href: `#/experiments/${ids[index]}` }, row.variant))),
+  );
+  plot.update(comparison.table.some((row) => row.runs > 0), false, `/compare/plot.svg?${query}`);
 }
 
 function labelsEditor(id, experiment, onChange) {
@@ -263,58 +352,158 @@ function labelsEditor(id, experiment, onChange) {
   ];
 }
 
+const fact = (term, value, attributes = {}) => [h("dt", {}, term), h("dd", attributes, value)];
+const trained = (experiment) => !ACTIVE.has(experiment.status) && experiment.epochs_done > 0;
+
+function curves(id, alt) {
+  // An image of curves, drawn from `path` once an epoch has ended; a sentence instead while
+  // none has (and for good when the run ended without one).
+  const plot = h("img", { class: "plot", id, alt, hidden: true });
+  const none = h("p", { id: `no-${id}`, class: "muted", hidden: true });
+  const update = async (drawn, active, path) => {
+    none.hidden = drawn;
+    none.textContent = active ? "The curves appear when the first epoch ends." : "No epoch finished, so there are no curves to draw.";
+    if (drawn) await showDrawn(plot, path);
+    else plot.hidden = true;
+  };
+  return { elements: [plot, none], update };
+}
+
+function evaluationPanel(id) {
+  // A succeeded run's per-class accuracy on the test set and its confusion matrix; nothing
+  // until the server has them (404).
+  const panel = h("section", { id: "evaluation", hidden: true });
+  let loaded = false;
+  const load = async () => {
+    if (loaded) return;
+    loaded = true;
+    let evaluation;
+    try {
+      evaluation = await request("GET", `/experiments/${id}/evaluation`);
+    } catch (_) {
+      loaded = false; // not evaluated yet: the next status change looks again
+      return;
+    }
+    const image = h("img", { class: "plot", id: "evaluation-plot", alt: "Confusion matrix of the test set", hidden: true });
+    panel.replaceChildren(
+      h("h2", {}, `Evaluation on the test set (${evaluation.weights} weights)`),
+      h("table", { id: "per-class" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Class"), h("th", { class: "number" }, "Accuracy"), h("th", { class: "number" }, "Test images"))),
+        h("tbody", {}, evaluation.classes.map((name, index) => h("tr", {},
+          h("td", {}, name), h("td", { class: "number" }, fixed(evaluation.per_class_accuracy[index])),
+          h("td", { class: "number" }, evaluation.confusion[index].reduce((sum, count) => sum + count, 0)))))),
+      image,
+    );
+    panel.hidden = false;
+    showDrawn(image, `/experiments/${id}/evaluation.png`);
+  };
+  return { panel, load };
+}
+
+function continueForm(id, problems) {
+  // Train an ended experiment on from its last checkpoint, as a new experiment.
+  const epochs = h("input", { id: "continue-epochs", type: "number", min: 1, max: 1000, value: 10, "aria-label": "More epochs" });
+  return h("form", { id: "continue-form", class: "inline", onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      const child = await request("POST", `/experiments/${id}/continue`, { epochs: Number(epochs.value) });
+      location.hash = `#/experiments/${child.id}`;
+    } catch (error) {
+      problems.replaceChildren(errorBox(error));
+    }
+  } }, h("button", { type: "submit", id: "continue" }, "Continue"), " for ", epochs, " more epochs");
+}
+
+function summaryOf(experiment, parent) {
+  // Only a finished run's last epoch is its final result; while it trains, the latest.
+  const result = ACTIVE.has(experiment.status) ? "Latest" : "Final";
+  return [
+    fact("Preset", experiment.spec.preset),
+    fact("Dataset", experiment.spec.dataset.name),
+    experiment.parent_id ? fact("Parent", experimentLink(parent ?? { id: experiment.parent_id }), { id: "parent" }) : [],
+    fact(`${result} test accuracy`, fixed(experiment.final?.val_accuracy), { id: "final-val-accuracy" }),
+    fact(`${result} test loss`, fixed(experiment.final?.val_loss)),
+    fact("Best epoch", experiment.best ? `${experiment.best.epoch} (${fixed(experiment.best.val_accuracy)})` : "–"),
+  ].flat();
+}
+
+function controlsFor(id, problems, show) {
+  // What can be done to the experiment, each control with the test that says when it is
+  // shown; `show` takes the experiment an action answers with.
+  const act = (verb) => async () => {
+    try {
+      show(await request("POST", `/experiments/${id}/${verb}`));
+      problems.replaceChildren();
+    } catch (error) {
+      problems.replaceChildren(errorBox(error));
+    }
+  };
+  return [
+    [h("button", { id: "pause", onclick: act("pause") }, "Pause"), (e) => e.status === "queued" || e.status === "running"],
+    [h("button", { id: "resume", onclick: act("resume") }, "Resume"), (e) => e.status === "paused"],
+    [h("button", { id: "cancel", onclick: act("cancel") }, "Cancel"), (e) => ACTIVE.has(e.status)],
+    [h("button", { id: "download", onclick: () => downloadModel(id) }, "Download model"), trained],
+    [continueForm(id, problems), trained],
+    [h("button", { id: "rerun", onclick: () => { location.hash = `#/submit?from=${id}`; } }, "Rerun with changes"), () => true],
+  ];
+}
+
 async function experimentPage(id, signal) {
   let experiment = await request("GET", `/experiments/${id}`);
-  const title = h("h1", {}, experiment.name || `Experiment ${id.slice(0, 8)}`);
+  const parent = experiment.parent_id ? await request("GET", `/experiments/${experiment.parent_id}`).catch(() => null) : null;
   const status = h("span", { id: "status" });
-  const cancel = h("button", { id: "cancel", onclick: async () => {
-    try {
-      experiment = await request("POST", `/experiments/${id}/cancel`);
-      facts();
-    } catch (error) {
-      page.append(errorBox(error));
-    }
-  } }, "Cancel");
-  const download = h("button", { id: "download", onclick: () => downloadModel(id) }, "Download model");
-  const plot = h("img", { class: "plot", id: "plot", alt: "Accuracy and loss per epoch" });
+  const failure = h("p", { id: "run-error", class: "error", role: "alert" });
+  const problems = h("div", { id: "action-errors" });
   const summary = h("dl", { class: "facts" });
   const rows = h("tbody", { id: "history" });
-  const facts = () => {
+  const plot = curves("plot", "Accuracy and loss per epoch");
+  const evaluation = evaluationPanel(id);
+  const show = (changed) => {
+    experiment = changed;
     status.replaceChildren(statusBadge(experiment.status), " ", progressOf(experiment.epochs_done, experiment.epochs_total));
-    cancel.hidden = !ACTIVE.has(experiment.status);
-    download.hidden = ACTIVE.has(experiment.status) || experiment.epochs_done === 0;
-    summary.replaceChildren(...[
-      h("dt", {}, "Preset"), h("dd", {}, experiment.spec.preset),
-      h("dt", {}, "Dataset"), h("dd", {}, experiment.spec.dataset.name),
-      h("dt", {}, "Final test accuracy"), h("dd", { id: "final-val-accuracy" }, fixed(experiment.final?.val_accuracy)),
-      h("dt", {}, "Final test loss"), h("dd", {}, fixed(experiment.final?.val_loss)),
-      h("dt", {}, "Best epoch"), h("dd", {}, experiment.best ? `${experiment.best.epoch} (${fixed(experiment.best.val_accuracy)})` : "–"),
-      experiment.error ? [h("dt", {}, "Error"), h("dd", { class: "error" }, experiment.error)] : [],
-    ].flat());
+    for (const [control, shown] of controls) control.hidden = !shown(experiment);
+    failure.hidden = !experiment.error;
+    failure.textContent = experiment.error ?? "";
+    summary.replaceChildren(...summaryOf(experiment, parent));
+    // a continued run's curves joined to its parents' (a run without a parent: its own)
+    const path = `/experiments/${id}/plot.svg${experiment.parent_id ? "?lineage=true" : ""}`;
+    plot.update(experiment.epochs_done > 0, ACTIVE.has(experiment.status), path);
+    if (experiment.status === "succeeded") evaluation.load();
   };
+  const controls = controlsFor(id, problems, show);
   page.replaceChildren(
-    title,
-    h("div", { class: "toolbar" }, status, cancel, download),
-    plot,
+    h("h1", {}, experiment.name || `Experiment ${shortId(id)}`),
+    h("div", { class: "toolbar" }, status, controls.map(([control]) => control)),
+    problems,
+    failure,
+    ...plot.elements,
     h("h2", {}, "Summary"), summary,
+    evaluation.panel,
     h("h2", {}, "Tags and notes"), ...labelsEditor(id, experiment, (changed) => { experiment = changed; }),
     h("h2", {}, "History"),
     h("table", {}, h("thead", {}, h("tr", {},
       ["Epoch", "Loss", "Accuracy", "Test loss", "Test accuracy", "Seconds"].map((name) => h("th", { class: "number" }, name)))), rows),
     h("h2", {}, "Spec"), h("pre", {}, JSON.stringify(experiment.spec, null, 2)),
   );
-  facts();
-  showImage(plot, `/experiments/${id}/plot.svg`);
-  await follow(`/experiments/${id}/events`, async (event) => {
-    if (event.event === "epoch") {
-      const e = event.data;
-      rows.append(h("tr", { "data-epoch": e.epoch }, [e.epoch, fixed(e.loss), fixed(e.accuracy), fixed(e.val_loss), fixed(e.val_accuracy), fixed(e.seconds, 2)]
-        .map((cell) => h("td", { class: "number" }, cell))));
-      showImage(plot, `/experiments/${id}/plot.svg`);
+  show(experiment);
+  // A burst of events (the history replayed on connecting) costs one read of the experiment.
+  const refresh = coalesce(async () => {
+    if (signal.aborted) return;
+    try {
+      show(await request("GET", `/experiments/${id}`));
+    } catch (_) {
+      // the next event reads it again
     }
-    experiment = await request("GET", `/experiments/${id}`);
-    facts();
+  }, 250);
+  await follow(`/experiments/${id}/events`, (event) => {
+    if (event.event === "epoch") rows.append(historyRow(event.data));
+    refresh();
   }, signal);
+}
+
+function historyRow(e) {
+  return h("tr", { "data-epoch": e.epoch }, [e.epoch, fixed(e.loss), fixed(e.accuracy), fixed(e.val_loss), fixed(e.val_accuracy), fixed(e.seconds, 2)]
+    .map((cell) => h("td", { class: "number" }, cell)));
 }
 
 async function downloadModel(id) {
@@ -331,44 +520,56 @@ async function studiesPage() {
     h("table", { id: "studies" },
       h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Kind"), h("th", {}, "Status"), h("th", {}, "Epochs"))),
       h("tbody", {}, listing.items.map((study) => h("tr", {},
-        h("td", {}, h("a", { href: `#/studies/${study.id}` }, study.name || study.id.slice(0, 8))),
+        h("td", {}, h("a", { href: `#/studies/${study.id}` }, study.name || shortId(study.id))),
         h("td", {}, study.kind),
         h("td", {}, statusBadge(study.status)),
         h("td", {}, progressOf(study.progress.epochs_done, study.progress.epochs_total)))))),
   );
 }
 
+const shownValue = (value) => String(typeof value === "number" ? Number(value.toPrecision(3)) : value);
+
+function bestTrial(study) {
+  // A search names its best finished trial and the parameters it drew.
+  if (study.kind !== "search") return [];
+  const trial = study.best_trial;
+  if (!trial) return [h("h2", {}, "Best trial"), h("p", {}, "No trial has finished yet.")];
+  return [
+    h("h2", {}, "Best trial"),
+    h("p", {}, `Trial ${trial.number} scored ${fixed(trial.value)}: `,
+      h("a", { href: `#/experiments/${trial.experiment_id}` }, "its experiment"), ", with"),
+    h("dl", { class: "facts" }, Object.entries(trial.params).flatMap(([key, value]) => fact(key, shownValue(value)))),
+  ];
+}
+
 async function studyPage(id, signal) {
-  const plot = h("img", { class: "plot", id: "study-plot", alt: "Test accuracy and loss of every variant" });
+  const plot = curves("study-plot", "Test accuracy and loss of every variant");
   const table = h("div", { id: "study-table" });
+  const best = h("div", { id: "best-trial" });
+  const runs = h("tbody");
+  const picker = comparePicker();
   const heading = h("h1");
   const status = h("div", { class: "toolbar" });
-  page.replaceChildren(heading, status, plot, h("h2", {}, "Comparison"), table);
+  page.replaceChildren(heading, status, ...plot.elements, best, h("h2", {}, "Comparison"), table,
+    h("h2", {}, "Experiments"), h("div", { class: "toolbar" }, picker.button),
+    experimentsTable("study-experiments", runs, h("th", {}, "Pick")));
   const refresh = async () => {
-    const study = await request("GET", `/studies/${id}`);
-    heading.textContent = study.name || `Study ${id.slice(0, 8)}`;
+    const [study, listing] = await Promise.all([
+      request("GET", `/studies/${id}`),
+      request("GET", `/experiments?study_id=${id}&sort=created_at&limit=500`),
+    ]);
+    heading.textContent = study.name || `Study ${shortId(id)}`;
     status.replaceChildren(statusBadge(study.status), " ", progressOf(study.progress.epochs_done, study.progress.epochs_total));
-    const stat = (value, digits = 3) => (value.std === null ? fixed(value.mean, digits) : `${fixed(value.mean, digits)} ± ${fixed(value.std, digits)}`);
-    table.replaceChildren(h("table", {},
-      h("thead", {}, h("tr", {}, ["Variant", "Runs", "Train accuracy", "Test accuracy", "Train loss", "Test loss", "Best epoch", "Seconds/epoch"]
-        .map((name) => h("th", {}, name)))),
-      h("tbody", {}, study.table.map((row) => h("tr", {},
-        h("td", {}, row.variant), h("td", { class: "number" }, row.runs),
-        h("td", { class: "number" }, stat(row.train_accuracy)), h("td", { class: "number" }, stat(row.test_accuracy)),
-        h("td", { class: "number" }, stat(row.train_loss)), h("td", { class: "number" }, stat(row.test_loss)),
-        h("td", { class: "number" }, stat(row.best_epoch, 1)), h("td", { class: "number" }, stat(row.seconds_per_epoch, 2)))))));
-    showImage(plot, `/studies/${id}/plot.svg`);
+    best.replaceChildren(...bestTrial(study));
+    table.replaceChildren(statsTable("Variant", study.table, (row) => row.variant));
+    runs.replaceChildren(...listing.items.map((experiment) => experimentRow(experiment, picker.box(experiment))));
+    plot.update(study.progress.epochs_done > 0, ACTIVE.has(study.status), `/studies/${id}/plot.svg`);
   };
   await refresh();
-  let pending = null;
-  await follow(`/studies/${id}/events`, () => {
-    pending ??= setTimeout(() => {
-      pending = null;
-      refresh().catch(() => {});
-    }, 700);
-  }, signal);
-  clearTimeout(pending);
-  await refresh();
+  const later = coalesce(() => refresh().catch(() => {}), 700);
+  await follow(`/studies/${id}/events`, later, signal);
+  later.cancel();
+  if (!signal.aborted) await refresh();
 }
 
 function fieldsFor(spec, choices, path = []) {
@@ -417,48 +618,140 @@ function setPath(target, dotted, value) {
   node[keys.at(-1)] = value;
 }
 
-async function submitPage() {
-  const [presets, datasets] = await Promise.all([request("GET", "/presets"), request("GET", "/datasets")]);
+const availableNames = (datasets) => datasets.filter((dataset) => dataset.available).map((dataset) => dataset.name);
+
+function experimentForm(presets, datasets, parent) {
+  // A preset's spec (rerunning: the parent's resolved spec) as one input per field; the
+  // body holds only the fields changed, which the server merges over the preset or parent.
+  const available = availableNames(datasets);
   const choices = {
     "dataset.name": datasets.map((d) => [d.name, `${d.name}${d.available ? "" : " (not on this server)"}`]),
   };
   const chooser = h("select", { id: "preset" }, presets.map((preset) => h("option", { value: preset.name }, `${preset.name}: ${preset.description}`)));
-  const name = h("input", { id: "name", placeholder: "optional" });
   const fields = h("div", { id: "fields" });
-  const errors = h("div", { id: "errors" });
   const original = new Map();
-  const showPreset = () => {
-    const spec = { ...presets.find((preset) => preset.name === chooser.value).spec };
-    delete spec.preset;
+  const show = ({ preset, ...spec }) => {
     fields.replaceChildren(...fieldsFor(spec, choices));
     original.clear();
     for (const input of fields.querySelectorAll("[data-path]")) original.set(input.dataset.path, JSON.stringify(readField(input)));
   };
+  const showPreset = () => {
+    show(presets.find((preset) => preset.name === chooser.value).spec);
+    const dataset = fields.querySelector('[data-path="dataset.name"]');
+    if (!available.includes(dataset.value) && available.length) dataset.value = available[0]; // one that runs here
+  };
   chooser.addEventListener("change", showPreset);
-  const form = h("form", { id: "submit-form", onsubmit: async (event) => {
-    event.preventDefault();
-    const body = { preset: chooser.value };
-    if (name.value.trim()) body.name = name.value.trim();
+  if (parent) show(parent.spec);
+  else showPreset();
+  const body = () => {
+    const body = parent ? { from: parent.id } : { preset: chooser.value };
     for (const input of fields.querySelectorAll("[data-path]")) {
       input.classList.remove("invalid");
       const value = readField(input);
       if (JSON.stringify(value) !== original.get(input.dataset.path)) setPath(body, input.dataset.path, value);
     }
+    return body;
+  };
+  const mark = (detail) => {
+    for (const item of Array.isArray(detail) ? detail : []) {
+      fields.querySelector(`[data-path="${CSS.escape(item.loc.slice(1).join("."))}"]`)?.classList.add("invalid");
+    }
+  };
+  const element = h("div", {},
+    parent
+      ? h("p", { id: "rerun-of" }, "Rerun of ", experimentLink(parent), ": its spec, with the changes made below.")
+      : h("div", { class: "toolbar" }, h("label", {}, "Preset ", chooser)),
+    fields);
+  return { element, body, mark, path: "/experiments", page: "experiments" };
+}
+
+const STUDY_KINDS = {
+  template: "the chapter's thirteen presets",
+  presets: "a list of presets",
+  variants: "named sets of changes",
+  grid: "every combination of the values given",
+  search: "an Optuna search over ranges, trials as experiments",
+};
+
+function studyExample(kind, dataset) {
+  // A small study of each kind that this server accepts and runs quickly.
+  const kinds = {
+    template: { template: "chapter" },
+    presets: { presets: ["base", "dropout"] },
+    variants: { variants: [
+      { name: "adam 0.001", optimizer: { name: "adam", learning_rate: 0.001 } },
+      { name: "sgd 0.05", optimizer: { name: "sgd", learning_rate: 0.05 } },
+    ] },
+    grid: { grid: { "optimizer.name": ["sgd", "adam"], "model.batch_norm": [false, true] } },
+    search: { search: {
+      space: {
+        "optimizer.learning_rate": { type: "float", low: 0.0001, high: 0.05, log: true },
+        "model.dropout": { type: "float", low: 0.0, high: 0.5 },
+      },
+      n_trials: 6,
+      metric: "val_accuracy",
+    } },
+  };
+  return { ...kinds[kind], dataset: { name: dataset, train_size: 500 }, training: { epochs: 3, batch_size: 64 }, seeds: [0] };
+}
+
+function studyForm(datasets) {
+  // A study's body as JSON, started from an example of the chosen kind.
+  const dataset = availableNames(datasets)[0] ?? "digits";
+  const editor = h("textarea", { id: "study-json", rows: 18, spellcheck: false, "aria-label": "The study as JSON" });
+  const hint = h("p", { id: "kind-hint", class: "muted" });
+  const show = (kind) => {
+    editor.value = JSON.stringify(studyExample(kind, dataset), null, 2);
+    hint.textContent = `A ${kind} study: ${STUDY_KINDS[kind]}. Edit the JSON: the API's /docs describes every key.`;
+  };
+  const body = () => {
+    editor.classList.remove("invalid");
     try {
-      const created = await request("POST", "/experiments", body);
-      location.hash = `#/experiments/${created.id}`;
+      return JSON.parse(editor.value);
+    } catch (error) {
+      editor.classList.add("invalid");
+      throw new Error(`The study's JSON does not parse: ${error.message}`);
+    }
+  };
+  const mark = (detail) => {
+    if (Array.isArray(detail)) editor.classList.add("invalid"); // a 422's entries name the keys
+  };
+  return { element: h("div", {}, hint, editor), show, body, mark, path: "/studies", page: "studies" };
+}
+
+async function submitPage(params) {
+  const from = params.get("from");
+  const [presets, datasets, parent] = await Promise.all([
+    request("GET", "/presets"), request("GET", "/datasets"), from ? request("GET", `/experiments/${from}`) : null,
+  ]);
+  const experiment = experimentForm(presets, datasets, parent);
+  const study = studyForm(datasets);
+  const kind = h("select", { id: "kind" }, h("option", { value: "experiment" }, "an experiment"),
+    Object.keys(STUDY_KINDS).map((name) => h("option", { value: name }, `a study: ${name}`)));
+  const part = () => (kind.value === "experiment" ? experiment : study);
+  const body = h("div", {}, experiment.element);
+  kind.addEventListener("change", () => {
+    if (kind.value !== "experiment") study.show(kind.value);
+    body.replaceChildren(part().element);
+  });
+  const name = h("input", { id: "name", placeholder: "optional" });
+  const errors = h("div", { id: "errors" });
+  const form = h("form", { id: "submit-form", onsubmit: async (event) => {
+    event.preventDefault();
+    const chosen = part();
+    try {
+      const sent = chosen.body();
+      if (name.value.trim()) sent.name = name.value.trim();
+      const created = await request("POST", chosen.path, sent);
+      location.hash = `#/${chosen.page}/${created.id}`;
     } catch (error) {
       errors.replaceChildren(errorBox(error));
-      for (const item of Array.isArray(error.detail) ? error.detail : []) {
-        const field = fields.querySelector(`[data-path="${item.loc.slice(1).join(".")}"]`);
-        field?.classList.add("invalid");
-      }
+      chosen.mark(error.detail);
     }
   } },
-    h("div", { class: "toolbar" }, h("label", {}, "Preset ", chooser), h("label", {}, "Name ", name)),
-    fields, errors, h("button", { type: "submit", id: "submit" }, "Submit"));
-  page.replaceChildren(h("h1", {}, "Submit an experiment"), form);
-  showPreset();
+    h("div", { class: "toolbar" }, parent ? null : h("label", {}, "Submit ", kind), h("label", {}, "Name ", name)),
+    body, errors, h("button", { type: "submit", id: "submit" }, "Submit"));
+  page.replaceChildren(h("h1", {}, parent ? "Rerun with changes" : "Submit an experiment or a study"), form);
 }
 
 // ---- routing ---------------------------------------------------------------------------
@@ -476,7 +769,8 @@ async function render() {
     if (parts[0] === "experiments" && parts[1]) await experimentPage(parts[1], signal);
     else if (parts[0] === "studies" && parts[1]) await studyPage(parts[1], signal);
     else if (parts[0] === "studies") await studiesPage();
-    else if (parts[0] === "submit") await submitPage();
+    else if (parts[0] === "compare") await comparePage(params);
+    else if (parts[0] === "submit") await submitPage(params);
     else await experimentsPage(params, signal);
   } catch (error) {
     if (!signal.aborted) page.replaceChildren(errorBox(error));
