@@ -256,6 +256,10 @@ class ExperimentPublic(BaseModel):
     )
     study_id: str | None
     parent_id: str | None = Field(description="The experiment it was rerun or continued from.")
+    epoch_offset: int = Field(
+        description="Epochs before its first: a continued experiment's parent's, else 0 (a rerun "
+        "starts afresh)."
+    )
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None

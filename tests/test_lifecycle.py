@@ -175,8 +175,11 @@ def test_a_continued_runs_curves_join_its_parents_up_to_where_each_continued(
 
     rerun = _submit(client, {"from": parent["id"]})  # a rerun starts afresh: nothing joined
     _succeeded(stack, client, rerun["id"])
+    runs = (parent, child, grandchild, rerun)
     own = client.get(f"/experiments/{rerun['id']}/history", params={"lineage": "true"}).json()
     assert [part["experiment_id"] for part in own["lineage"]] == [rerun["id"]]
+    offsets = [client.get(f"/experiments/{run['id']}").json()["epoch_offset"] for run in runs]
+    assert offsets == [0, 3, 5, 0]
 
 
 def test_continue_refuses_active_unstarted_and_oversized_runs(

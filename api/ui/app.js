@@ -420,7 +420,10 @@ function summaryOf(experiment, parent) {
   return [
     fact("Preset", experiment.spec.preset),
     fact("Dataset", experiment.spec.dataset.name),
-    experiment.parent_id ? fact("Parent", experimentLink(parent ?? { id: experiment.parent_id }), { id: "parent" }) : [],
+    experiment.parent_id
+      ? fact(experiment.epoch_offset ? "Continues" : "Rerun of",
+        experimentLink(parent ?? { id: experiment.parent_id }), { id: "parent" })
+      : [],
     fact(`${result} test accuracy`, fixed(experiment.final?.val_accuracy), { id: "final-val-accuracy" }),
     fact(`${result} test loss`, fixed(experiment.final?.val_loss)),
     fact("Best epoch", experiment.best ? `${experiment.best.epoch} (${fixed(experiment.best.val_accuracy)})` : "–"),
@@ -466,7 +469,7 @@ async function experimentPage(id, signal) {
     failure.textContent = experiment.error ?? "";
     summary.replaceChildren(...summaryOf(experiment, parent));
     // a continued run's curves joined to its parents' (a run without a parent: its own)
-    const path = `/experiments/${id}/plot.svg${experiment.parent_id ? "?lineage=true" : ""}`;
+    const path = `/experiments/${id}/plot.svg${experiment.epoch_offset ? "?lineage=true" : ""}`;
     plot.update(experiment.epochs_done > 0, ACTIVE.has(experiment.status), path);
     if (experiment.status === "succeeded") evaluation.load();
   };
