@@ -2,7 +2,7 @@
 (an ETag lets a browser or script revalidate for free)."""
 
 import hashlib
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -64,9 +64,9 @@ def experiment_plot(
     experiment = find_experiment(session, experiment_id, principal, settings)
     version = _version(session, [experiment])
     if lineage:
-        joined = (*version, tuple(ancestry(session, experiment)))
-        return _image(if_none_match, fmt, joined, _render_lineage, engine, experiment.id)
-    return _image(if_none_match, fmt, version, _render_experiment, engine, experiment.id)
+        version = (*version, tuple(ancestry(session, experiment)))
+    render = partial(_render_experiment, joined=lineage)
+    return _image(if_none_match, fmt, version, render, engine, experiment.id)
 
 
 @router.get("/studies/{study_id}/plot.{fmt}", response_class=Response, responses=IMAGE)
@@ -130,24 +130,20 @@ def _image(
 
 @lru_cache(maxsize=128)
 def _render_experiment(
-    engine: Engine, experiment_id: str, version: tuple[Any, ...], fmt: plots.ImageFormat
+    engine: Engine,
+    experiment_id: str,
+    version: tuple[Any, ...],
+    fmt: plots.ImageFormat,
+    joined: bool = False,
 ) -> bytes:
+    """The experiment's curves; ``joined``, after those of the runs it continues."""
     with session_scope(engine) as session:
         experiment = experiment_by_id(session, experiment_id=experiment_id)
         assert experiment is not None
-        epochs = history(session, experiment_id)
-        title = _title(experiment)
-    return plots.experiment_plot(title, epochs, fmt)
-
-
-@lru_cache(maxsize=32)
-def _render_lineage(
-    engine: Engine, experiment_id: str, version: tuple[Any, ...], fmt: plots.ImageFormat
-) -> bytes:
-    with session_scope(engine) as session:
-        experiment = experiment_by_id(session, experiment_id=experiment_id)
-        assert experiment is not None
-        parts = [rows for _, rows in lineage(session, experiment) if rows]
+        if joined:
+            parts = [rows for _, rows in lineage(session, experiment) if rows]
+        else:
+            parts = [history(session, experiment_id)]
         title = _title(experiment)
     epochs = [row for rows in parts for row in rows]
     return plots.experiment_plot(title, epochs, fmt, joins=[rows[0].epoch for rows in parts[1:]])
