@@ -22,6 +22,7 @@ from store.tables import (
     EpochRecord,
     Experiment,
     Status,
+    Study,
     utcnow,
 )
 
@@ -123,12 +124,22 @@ def record_epoch(
     keep_checkpoints: int = 2,
 ) -> None:
     """In one transaction: renew the lease, upsert the epoch's row, refresh progress and
-    summary, and store the checkpoint taken after it if one was (keeping the newest few)."""
+    summary, and store the checkpoint taken after it if one was (keeping the newest few).
+
+    In a study, the row takes the study's next ``study_seq`` first: the lock on the study's row
+    that this takes, held until the commit, makes the numbers follow the commit order. It is
+    taken before the experiment's row, as a search's advance locks its study before it touches
+    its trials."""
     with session_scope(engine) as session:
+        study_seq = _next_study_seq(session, experiment_id)
         now = _fence(session, experiment_id, owner, lease_seconds=lease_seconds)
         if now is None:
             raise LeaseLost(experiment_id)
-        values = asdict(metrics) | {"experiment_id": experiment_id, "recorded_at": now}
+        values = asdict(metrics) | {
+            "experiment_id": experiment_id,
+            "recorded_at": now,
+            "study_seq": study_seq,
+        }
         _upsert(session, EpochRecord, values, keys=("experiment_id", "epoch"))
         refresh_summary(session, experiment_id)
         if checkpoint is not None:
@@ -361,6 +372,18 @@ def _fence(
         .values(**values)
     )
     return now if held.rowcount == 1 else None
+
+
+def _next_study_seq(session: Session, experiment_id: str) -> int | None:
+    """The next number of the experiment's study's epoch rows (None outside a study)."""
+    study = select(Experiment.study_id).where(col(Experiment.id) == experiment_id)
+    taken = session.exec(
+        update(Study)
+        .where(col(Study.id) == study.scalar_subquery())
+        .values(epoch_seq=col(Study.epoch_seq) + 1)
+        .returning(col(Study.epoch_seq))
+    ).first()
+    return None if taken is None else int(taken[0])
 
 
 def _upsert(session: Session, table: Any, values: dict[str, Any], *, keys: tuple[str, ...]) -> None:

@@ -5,7 +5,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -49,6 +59,9 @@ class Study(SQLModel, table=True):
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )
     cancel_requested: bool = False
+    epoch_seq: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    """How many epoch rows its experiments have recorded: each takes the next number as its
+    ``study_seq`` (``store.runs.record_epoch``), in the order they commit."""
 
 
 def _experiment_key() -> Any:
@@ -120,6 +133,11 @@ class EpochRecord(SQLModel, table=True):
     recorded_at: datetime = Field(
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )  # the metrics scrape reads the newest rows (store.monitoring.epochs_recorded_after)
+    study_seq: int | None = Field(default=None, sa_type=BigInteger)
+    """Its place among its study's epoch rows in commit order (None outside a study): what a
+    study's event stream resumes after."""
+
+    __table_args__ = (Index("ix_epochs_experiment_id_study_seq", "experiment_id", "study_seq"),)
 
 
 @dataclass(frozen=True)

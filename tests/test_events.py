@@ -1,17 +1,19 @@
 """Event streams in process: what a finished experiment or study replays, how Last-Event-ID
 resumes, and 404s before a stream starts. The live stream is tested in test_stack.py."""
 
-from datetime import UTC, datetime
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text as sql
 
 from api.main import create_app
 from core.config import Settings
-from jobs.events import StudyPosition, parse_experiment_position, parse_study_position
+from jobs.events import parse_position, study_state
 from store.tables import Status
 from tests.events import parse_events
 from tests.services import Trainer, postgres_database
@@ -111,41 +113,14 @@ UNWRITTEN = ["\u00b2", "-1", "9" * 20, "9" * 5000, "2147483648", "abc", " 2", "2
 digits are over int()'s limit; 2**31 is over PostgreSQL's integer."""
 
 
-POSITION = "1764470000123456-0123456789abcdef0123456789abcdef-3"
-"""A study position as a stream writes it: microseconds, experiment id, epoch."""
-
-
 @pytest.mark.parametrize("text", UNWRITTEN)
 def test_an_unwritten_position_counts_as_nothing_seen(text: str) -> None:
-    assert parse_experiment_position(text) == 0
-    assert parse_study_position(text) is None
-    assert parse_study_position(POSITION.rsplit("-", 1)[0] + f"-{text}") is None
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        POSITION.upper(),
-        POSITION.replace("-", ":"),
-        POSITION[:-2],
-        "9" * 17 + POSITION[16:],
-        POSITION.replace("0123456789abcdef0", "0123456789abcdef"),
-        f"{POSITION}.{POSITION}",
-    ],
-)
-def test_a_study_position_of_another_shape_counts_as_nothing_seen(text: str) -> None:
-    assert parse_study_position(text) is None
+    assert parse_position(text) == 0
 
 
 def test_positions_stream_writes_are_read_back() -> None:
-    assert parse_experiment_position("2147483647") == 2**31 - 1
-    position = parse_study_position(POSITION)
-    assert position == StudyPosition(
-        datetime(2025, 11, 30, 2, 33, 20, 123456, tzinfo=UTC),
-        "0123456789abcdef0123456789abcdef",
-        3,
-    )
-    assert position.text() == POSITION
+    assert parse_position("2147483647") == 2**31 - 1
+    assert parse_position("7") == 7
 
 
 def test_an_unwritten_last_event_id_replays_every_epoch(
@@ -160,7 +135,7 @@ def test_an_unwritten_last_event_id_replays_every_epoch(
     for text in unwritten:
         events = _events(client, f"/experiments/{experiment_id}/events", text.encode("latin-1"))
         assert [event.get("id") for event in events] == ["1", "2", "3", None]
-    for text in [*unwritten, f"{trial[:12]}:1.0123456789ab:1", f"1-{trial}-x"]:
+    for text in [*unwritten, f"{trial[:12]}:1.0123456789ab:1", f"1764470000123456-{trial}-1"]:
         events = _events(client, f"/studies/{study['id']}/events", text.encode("latin-1"))
         assert [event["data"]["epoch"] for event in events if event["event"] == "epoch"] == [1, 2]
 
@@ -213,7 +188,7 @@ def test_a_study_stream_resumes_after_epochs_recorded_while_it_was_away(
 
 @pytest.mark.timeout(120)
 def test_a_study_stream_resumes_so_on_postgresql_too(tmp_path: Path) -> None:
-    """PostgreSQL's timestamps and text order, in the position's comparison."""
+    """PostgreSQL's row locks and commit order, in the position's numbering."""
     with postgres_database() as url:
         settings = Settings(home=tmp_path, database_url=url)
         with TestClient(create_app(settings)) as client:
@@ -252,6 +227,49 @@ def test_a_study_streams_ids_stay_short_however_many_experiments(
         _train(trainer, experiment_id, 2, Status.succeeded)
     events = _events(client, f"/studies/{study['id']}/events")
     ids = [event["id"] for event in events if event["event"] == "epoch"]
-    assert len(ids) == 2 * 24
-    assert max(len(text) for text in ids) <= 60
-    assert len(set(ids)) == len(ids)
+    assert ids == [str(number) for number in range(1, 2 * 24 + 1)]  # in the order written
+
+
+@pytest.mark.timeout(60)
+def test_an_epoch_row_committing_after_another_comes_after_it_whenever_its_write_began(
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL, where two workers write at once: while one epoch row's transaction is
+    open, another experiment's row of the same study waits for it, so the order of the numbers
+    is the order of the commits and a client resuming after the later one has seen both."""
+    with postgres_database() as url:
+        settings = Settings(home=tmp_path, database_url=url)
+        with TestClient(create_app(settings)) as client:
+            trainer = Trainer(settings)
+            study = client.post("/studies", json={**RUN, "presets": ["base", "l2"]}).json()
+            first, second = study["experiment_ids"]
+            for experiment_id in (first, second):
+                trainer.start(experiment_id)
+            with trainer.engine.connect() as slow:  # the first row's write, not committed yet
+                slow.execute(
+                    sql("UPDATE convlab_studies SET epoch_seq = epoch_seq + 1 WHERE id = :id"),
+                    {"id": study["id"]},
+                )
+                late = threading.Thread(
+                    target=trainer.epoch, args=(second, 1, 1.0, 0.5, 1.0, 0.5, 0.1)
+                )
+                late.start()
+                time.sleep(1)
+                assert late.is_alive(), "the second write did not wait for the first"
+                state = study_state(trainer.engine, study["id"], 0)
+                assert state is not None and state.epochs == []  # neither is visible yet
+                slow.execute(
+                    sql(
+                        "INSERT INTO epochs (experiment_id, epoch, loss, accuracy, seconds, "
+                        "recorded_at, study_seq) VALUES (:id, 1, 1, 0.5, 0.1, now(), 1)"
+                    ),
+                    {"id": first},
+                )
+                slow.commit()
+            late.join(timeout=10)
+            state = study_state(trainer.engine, study["id"], 0)
+            assert state is not None
+            assert [(row.study_seq, row.experiment_id) for row in state.epochs] == [
+                (1, first),
+                (2, second),
+            ]

@@ -15,7 +15,7 @@ from store.db import MIGRATIONS, downgrade, get_engine, migrate
 from store.experiments import create_experiment
 from store.leases import this_process
 from store.runs import claim, record_epoch
-from store.tables import EpochMetrics
+from store.tables import EpochMetrics, Study
 from tests.services import postgres_database
 
 HISTORY = ("experiments", "epochs", "checkpoints")
@@ -122,3 +122,50 @@ def test_migration_leaving_broken_references_fails_and_rolls_back_in_sqlite(
         version = connection.execute(text("SELECT version_num FROM convlab_alembic_version"))
         assert version.scalar_one() == _revisions()[-1]
     engine.dispose()
+
+
+def test_rows_there_before_the_study_sequence_are_numbered_in_the_order_recorded(
+    engine: Engine,
+) -> None:
+    """0008 numbers a study's epoch rows as a stream would have sent them; new rows go on."""
+    migrate(engine)
+    owner = this_process()
+    with Session(engine) as session:
+        study = Study(id="5" * 32, kind="presets", definition={}, seeds=[0])
+        session.add(study)
+        spec = PRESETS["base"].spec.model_dump(mode="json")
+        ids = [
+            create_experiment(session, name=None, spec=spec, study_id=study.id).id for _ in range(2)
+        ]
+        session.commit()
+    for experiment_id in ids:
+        assert claim(engine, experiment_id, owner, lease_seconds=60, max_lost=3)
+    for epoch in (1, 2):
+        for experiment_id in ids:  # interleaved, as two workers write
+            metrics = EpochMetrics(epoch, 2.0, 0.5, 2.1, 0.5, 1.0)
+            record_epoch(engine, experiment_id, owner, metrics, checkpoint=None, lease_seconds=60)
+    numbered = "SELECT experiment_id, epoch, study_seq FROM epochs ORDER BY study_seq"
+    with engine.connect() as connection:
+        written = connection.execute(text(numbered)).all()
+    assert [(key, epoch, seq) for key, epoch, seq in written] == [
+        (ids[0], 1, 1),
+        (ids[1], 1, 2),
+        (ids[0], 2, 3),
+        (ids[1], 2, 4),
+    ]
+    downgrade(engine, "0007")
+    migrate(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text(numbered)).all() == written
+        counted = "SELECT epoch_seq FROM convlab_studies"
+        assert connection.execute(text(counted)).scalar_one() == 4
+    record_epoch(
+        engine,
+        ids[0],
+        owner,
+        EpochMetrics(3, 2.0, 0.5, 2.1, 0.5, 1.0),
+        checkpoint=None,
+        lease_seconds=60,
+    )
+    with engine.connect() as connection:
+        assert connection.execute(text(numbered)).all()[-1] == (ids[0], 3, 5)

@@ -26,13 +26,7 @@ from api.deps import (
 from api.errors import documented
 from api.streams import OpenStream, OpenStreamDep
 from core.config import Settings
-from jobs.events import (
-    experiment_state,
-    parse_experiment_position,
-    parse_study_position,
-    seen_at,
-    study_state,
-)
+from jobs.events import experiment_state, parse_position, study_state
 from store.handles import Engine, Session
 from store.tables import Experiment, Status, Study
 from store.tokens import Principal
@@ -144,7 +138,7 @@ async def experiment_events(
     """``epoch`` events (id: the epoch number; data: its metrics) and ``status`` events (data:
     status, epochs done and total, error) until the experiment is finished. A Last-Event-ID
     that is not an epoch number (ASCII digits, below 2**31) is ignored: all epochs come."""
-    after = parse_experiment_position(last_event_id)
+    after = parse_position(last_event_id)
 
     def read() -> _Poll | None:
         nonlocal after
@@ -177,25 +171,21 @@ async def study_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """``epoch`` events (data: experiment_id and the epoch's metrics), ``experiment`` events
     when one of its experiments changes status, and ``status`` events (data: the study's
-    status and progress) until the study is finished. An epoch event's id is its position,
-    ``<microseconds>-<experiment id>-<epoch>`` (at most 60 characters); a Last-Event-ID this
-    stream did not write is ignored: all epochs come."""
-    position = parse_study_position(last_event_id)
-    seen: dict[str, int] | None = None
+    status and progress) until the study is finished. An epoch event's id is its row's number
+    among the study's epoch rows, which follow their commit order; a Last-Event-ID that is not
+    such a number is ignored: all epochs come."""
+    after = parse_position(last_event_id)
 
     def read() -> _Poll | None:
-        nonlocal position, seen
-        if seen is None:
-            seen = seen_at(engine, study_id, position)
-        state = study_state(engine, study_id, seen)
+        nonlocal after
+        state = study_state(engine, study_id, after)
         if state is None:
             return None
         epochs = []
-        for place, metrics in state.epochs:
-            seen[place.experiment_id] = max(seen.get(place.experiment_id, 0), metrics.epoch)
-            position = place if position is None else max(position, place)
-            data = {"experiment_id": place.experiment_id, **asdict(metrics)}
-            epochs.append(ServerSentEvent(event="epoch", id=position.text(), data=data))
+        for row in state.epochs:
+            after = row.study_seq
+            data = {"experiment_id": row.experiment_id, **asdict(row.metrics)}
+            epochs.append(ServerSentEvent(event="epoch", id=str(after), data=data))
         statuses = [
             (run.experiment_id, run.status, ServerSentEvent(event="experiment", data=asdict(run)))
             for run in state.runs
