@@ -6,11 +6,11 @@ This process never imports TensorFlow; it starts in well under a second.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
-from celery import Celery
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -41,11 +41,11 @@ from api.routes import (
 from api.streams import EventStreams
 from core.config import Settings, get_settings
 from jobs.broker import make_celery
+from jobs.notify import deliver_due
 from jobs.sweeper import sweep
 from models.errors import SpecError
 from store.db import get_engine, migrate
 from store.experiments import Conflict, InvalidCursor
-from store.handles import Engine
 from store.outages import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(app.state.engine)
         # Sync routes run in these threads; more of them only take turns at the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        sweeper = asyncio.create_task(_sweep_forever(app.state.engine, app.state.celery, settings))
+        engine, celery = app.state.engine, app.state.celery
+        loops = [
+            asyncio.create_task(_every_sweep(settings, "sweeper", sweep, engine, celery, settings)),
+            asyncio.create_task(_every_sweep(settings, "notifier", deliver_due, engine, settings)),
+        ]
         yield
         app.state.predictor.close()
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for loop in loops:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
 
     app = FastAPI(
         title="convlab",
@@ -119,11 +124,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _sweep_forever(engine: Engine, celery: Celery, settings: Settings) -> None:
-    """Every few seconds: requeue runs whose worker vanished, publish what the broker missed."""
+async def _every_sweep(settings: Settings, name: str, task: Callable[..., Any], *args: Any) -> None:
+    """Run ``task(*args)`` in a thread every sweep interval: the sweeper (requeue runs whose
+    worker vanished, publish what the broker missed) and, in a loop of its own so that a slow
+    receiver never delays it, the notifier (``jobs.notify``)."""
     while True:
         await asyncio.sleep(settings.sweep_interval_s)
         try:
-            await asyncio.to_thread(sweep, engine, celery, settings)
+            await asyncio.to_thread(task, *args)
         except Exception:
-            log.exception("sweeper pass failed; retrying in %ss", settings.sweep_interval_s)
+            log.exception("%s pass failed; retrying in %ss", name, settings.sweep_interval_s)

@@ -79,8 +79,25 @@ class SpecKeys(BaseModel):
         return self.model_dump(exclude_unset=True, include={*SECTIONS, "seed"})
 
 
+NotifyUrl = Annotated[
+    str | None,
+    Field(
+        max_length=2048,
+        description="A URL the server POSTs a signed JSON body to when this ends (docs/API.md, "
+        "'Notifications'); loopback and private hosts only if the server allows them.",
+    ),
+]
+
+
+class Notification(BaseModel):
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(description="Deliveries tried so far.")
+    error: str | None = Field(description="Why the last attempt failed.")
+
+
 class ExperimentCreate(SpecKeys):
     name: Label | None = Field(None, max_length=200, description="A label for people.")
+    notify: NotifyUrl = None
     seed: int | None = Field(None, description="Seeds Python, NumPy and TensorFlow.")
     from_: str | None = Field(
         None,
@@ -111,6 +128,7 @@ class StudyCreate(SpecKeys):
     variants, grid or search says what varies; each variant runs once per seed."""
 
     name: Label | None = Field(None, max_length=200)
+    notify: NotifyUrl = None
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field([0], min_length=1, max_length=20)
     template: Literal["chapter"] | None = Field(None, description="chapter: its 13 presets.")
     presets: list[str] | None = Field(None, min_length=1, max_length=100)
@@ -273,6 +291,8 @@ class ExperimentPublic(BaseModel):
     error: str | None
     final: Final | None
     best: Best | None
+    notify: str | None = Field(validation_alias="notify_url")
+    notification: Notification | None = Field(description="How announcing its end went.")
 
 
 class ExperimentPage(BaseModel):
@@ -364,6 +384,8 @@ class StudyPublic(BaseModel):
     experiment_ids: list[str]
     table: list[TableRow]
     best_trial: BestTrial | None = Field(None, description="A search's best finished trial.")
+    notify: str | None = None
+    notification: Notification | None = Field(None, description="How announcing its end went.")
 
 
 class StudyPage(BaseModel):

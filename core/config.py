@@ -4,7 +4,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -84,6 +84,26 @@ class Settings(BaseSettings):
             "400 (DNS rebinding); with auth on, Host headers are checked only when this is set."
         ),
     )
+    notify_secret: str | None = Field(
+        None,
+        min_length=16,
+        description=(
+            "The key notifications are signed with (HMAC-SHA256, header X-Convlab-Signature); "
+            "without it the server sends none and refuses 'notify'."
+        ),
+    )
+    notify_allowed_hosts: str = Field(
+        "",
+        description=(
+            "Comma-separated host names a 'notify' URL may name although they are loopback or "
+            "private addresses (refused otherwise: the server must not be a way into the LAN)."
+        ),
+    )
+    notify_attempts: int = Field(6, ge=1, le=20, description="Deliveries tried per notification.")
+    notify_retry_s: float = Field(
+        10, gt=0, description="Wait after a failed delivery, doubled after each further one."
+    )
+    notify_timeout_s: float = Field(5, gt=0, description="How long one delivery may take.")
     host: str = "127.0.0.1"
     port: int = 8000
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
@@ -221,6 +241,18 @@ class Settings(BaseSettings):
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         "off", description="16-bit compute with float32 weights and softmax (for GPUs)."
     )
+
+    @field_validator("notify_secret", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """An empty CONVLAB_NOTIFY_SECRET (as compose passes an unset one) means none."""
+        return None if value == "" else value
+
+    @property
+    def notify_hosts(self) -> frozenset[str]:
+        """The hosts of ``notify_allowed_hosts``, lower case."""
+        hosts = (host.strip().lower() for host in self.notify_allowed_hosts.split(","))
+        return frozenset(host for host in hosts if host)
 
     @property
     def resolved_data_dir(self) -> Path:

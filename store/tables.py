@@ -40,7 +40,31 @@ def _timestamp(*, index: bool = False) -> Any:
     return Field(default=None, sa_type=DateTime(timezone=True), index=index)
 
 
-class Study(SQLModel, table=True):
+class Notified(SQLModel):
+    """Where to say that a run or study has ended (``jobs.notify``), and how that went."""
+
+    notify_url: str | None = Field(default=None, max_length=2048)
+    notify_state: str | None = Field(default=None, max_length=16, index=True)
+    """pending until delivered or failed; None without a notify URL."""
+    notify_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    notify_next_at: datetime | None = _timestamp()
+    """No attempt before this (the backoff after a failed one)."""
+    notify_error: str | None = Field(default=None, sa_type=Text)
+    """Why the last attempt failed."""
+
+    @property
+    def notification(self) -> dict[str, Any] | None:
+        """How announcing its end went (None without a notify URL)."""
+        if self.notify_state is None:
+            return None
+        return {
+            "state": self.notify_state,
+            "attempts": self.notify_attempts,
+            "error": self.notify_error,
+        }
+
+
+class Study(Notified, table=True):
     """A group of experiments compared side by side: variants crossed with seeds."""
 
     __tablename__ = "convlab_studies"  # Optuna's tables share the database and own "studies"
@@ -73,7 +97,7 @@ def _experiment_key() -> Any:
     )
 
 
-class Experiment(SQLModel, table=True):
+class Experiment(Notified, table=True):
     __tablename__ = "experiments"
 
     id: str = Field(primary_key=True, max_length=32)

@@ -25,6 +25,7 @@ from api.deps import (
 )
 from api.errors import documented
 from api.limits import check_active_cap
+from api.notify import ask_to_notify, check_notify
 from api.schemas import (
     ExperimentCreate,
     ExperimentPage,
@@ -84,6 +85,7 @@ def submit(
     spec, parent_id = _spec_of(body, session, principal, settings)
     check_budget(spec, settings)
     check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
+    check_notify(body.notify, settings)
     check_active_cap(session, principal, settings, adding=1)
     experiment = experiments.create_experiment(
         session,
@@ -92,6 +94,7 @@ def submit(
         owner=principal.user if principal else None,
         parent_id=parent_id,
     )
+    ask_to_notify(experiment, body.notify)
     session.commit()
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     response.headers["Location"] = f"/experiments/{experiment.id}"

@@ -24,6 +24,7 @@ from api.deps import (
 )
 from api.errors import documented
 from api.limits import check_active_cap
+from api.notify import ask_to_notify, check_notify
 from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
 from core.config import Settings
 from jobs import search
@@ -115,6 +116,7 @@ def submit_study(
         datasets = _planned_datasets(body, variants, runs)
     for name, loc in datasets.items():
         check_available(name, settings.resolved_data_dir, loc)
+    check_notify(body.notify, settings)
     check_active_cap(session, principal, settings, adding=adding)
     if body.search is not None:
         study = _start_search(body, session, engine, celery, settings, owner)
@@ -128,6 +130,7 @@ def submit_study(
             seeds=body.seeds,
             owner=owner,
         )
+        ask_to_notify(study, body.notify)
         session.commit()
         for experiment in experiments:
             publish(engine, celery, experiment.id)  # a miss is left to the sweeper
@@ -339,6 +342,7 @@ def _start_search(
         seeds=body.seeds,
         owner=owner,
     )
+    ask_to_notify(study, body.notify)
     session.commit()
     search.create(settings.resolved_database_url, study)
     search.advance(engine, celery, settings, study.id)
@@ -367,6 +371,8 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
         experiment_ids=[experiment.id for experiment in experiments],
         table=report.study_table(session, experiments),
         best_trial=BestTrial.model_validate(best) if best else None,
+        notify=study.notify_url,
+        notification=study.notification,
     )
 
 

@@ -1,0 +1,25 @@
+"""The ``notify`` field of a submission: refused (422 at ``notify``) where the server would not
+send to it, else recorded on the new row as a pending notification (``jobs.notify`` sends it)."""
+
+from core.config import Settings
+from jobs.notify import refusal
+from models.errors import SpecError, error_entry
+from store.notifications import Delivery
+from store.tables import Experiment, Study
+
+NO_SECRET = "This server sends no notifications: CONVLAB_NOTIFY_SECRET is not set."
+
+
+def check_notify(url: str | None, settings: Settings) -> None:
+    """A SpecError at ``notify`` if the server will not notify ``url``."""
+    if url is None:
+        return
+    problem = NO_SECRET if settings.notify_secret is None else refusal(url, settings.notify_hosts)
+    if problem is not None:
+        raise SpecError([error_entry(("notify",), problem, url)])
+
+
+def ask_to_notify(row: Experiment | Study, url: str | None) -> None:
+    """Record ``url`` (already checked) as where ``row``'s end is announced."""
+    if url is not None:
+        row.notify_url, row.notify_state = url, Delivery.pending
