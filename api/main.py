@@ -37,6 +37,7 @@ from api.routes import (
     studies,
     trained,
     ui,
+    workers,
 )
 from api.streams import EventStreams
 from core.config import Settings, get_settings
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plots.router)
     app.include_router(evaluation.router)
     app.include_router(trained.router)
+    app.include_router(workers.router)
     app.include_router(ui.router)
     app.mount("/ui", ui.assets, name="ui")
     return app

@@ -388,6 +388,21 @@ class StudyPublic(BaseModel):
     notification: Notification | None = Field(None, description="How announcing its end went.")
 
 
+class AcceleratorPublic(BaseModel):
+    name: str = Field(description='The GPU as its driver names it, or "cpu".')
+    memory_mb: int | None
+
+
+class WorkerPublic(BaseModel):
+    name: str = Field(description="The process, host/pid/start: an Experiment's worker.")
+    host: str
+    pid: int
+    accelerator: AcceleratorPublic
+    experiment_id: str | None = Field(description="The experiment it is training now.")
+    started_at: Timestamp
+    heartbeat_at: Timestamp
+
+
 class StudyPage(BaseModel):
     items: list[StudyPublic]
     next_cursor: str | None

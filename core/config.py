@@ -216,6 +216,16 @@ class Settings(BaseSettings):
             "name); workers that share a name must share a machine."
         ),
     )
+    heartbeat_seconds: float = Field(
+        10, gt=0, description="How often each training process tells the database it is alive."
+    )
+    workers_seen_s: float = Field(
+        60, gt=0, description="GET /workers lists the processes heard from this recently."
+    )
+    require_gpu: bool = Field(
+        False,
+        description="A worker that sees no GPU (through NVIDIA's driver) refuses to start.",
+    )
     worker_max_jobs: int = Field(
         50, ge=1, description="A training process is replaced after this many jobs."
     )

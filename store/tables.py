@@ -230,3 +230,19 @@ class ApiToken(SQLModel, table=True):
     secret_sha256: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     revoked_at: datetime | None = _timestamp()
+
+
+class WorkerRecord(SQLModel, table=True):
+    """A training process, as its last heartbeat described it."""
+
+    __tablename__ = "workers"
+
+    name: str = Field(primary_key=True, max_length=200)
+    """The process as a lease owner: ``host/pid/start`` (an experiment's ``worker``)."""
+    host: str = Field(max_length=120)
+    pid: int
+    accelerator: str = Field(max_length=200)
+    """The GPU's name as its driver reports it, or "cpu"."""
+    accelerator_memory_mb: int | None = None
+    started_at: datetime = Field(sa_type=DateTime(timezone=True))
+    heartbeat_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)

@@ -6,6 +6,8 @@ TensorFlow is never imported here: the prefork parent forks pool processes, and 
 (which never fork) load TensorFlow, on their first job, and stay warm for the next ones.
 """
 
+import os
+import sys
 from typing import Any
 
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
@@ -13,6 +15,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 from core.config import get_settings
 from jobs.broker import make_celery
 from store.db import get_engine, migrate
+from worker.heartbeat import Heartbeat, refuse_without_gpu
 from worker.stop import stop_pool_processes
 
 app = make_celery(get_settings())
@@ -20,14 +23,21 @@ app = make_celery(get_settings())
 
 @worker_init.connect
 def _migrate_before_serving(**_: Any) -> None:
-    """Bring the schema up to date before the first job (the API does the same)."""
+    """Refuse to start without a GPU if one is required; bring the schema up to date before
+    the first job (the API does the same)."""
+    refusal = refuse_without_gpu(get_settings())
+    if refusal is not None:
+        print(f"convlab worker: {refusal}", file=sys.stderr, flush=True)
+        os._exit(2)  # Celery logs and swallows a signal handler's exceptions
     migrate()
 
 
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
-    """A forked pool process must not share the parent's database connections."""
+    """A forked pool process must not share the parent's database connections; it starts
+    beating for itself (``GET /workers``)."""
     get_engine().dispose(close=False)
+    Heartbeat(get_settings()).start()
 
 
 @worker_shutting_down.connect

@@ -1,0 +1,87 @@
+"""Each training process's heartbeat (``store.workers``) and the accelerator it reports: the
+first GPU it may use as NVIDIA's driver names it (NVML, through nvidia-ml-py), or "cpu" where
+there is no driver. NVML is asked, not TensorFlow, so the prefork parent can check before
+serving (``CONVLAB_REQUIRE_GPU``) without loading TensorFlow."""
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+
+import pynvml
+
+from core.config import Settings
+from store.db import get_engine
+from store.leases import this_process
+from store.outages import is_transient
+from store.workers import beat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    memory_mb: int | None = None
+
+
+CPU = Accelerator("cpu")
+
+
+@cache
+def accelerator() -> Accelerator:
+    """The first GPU this process may use (``CUDA_VISIBLE_DEVICES``' first index), or CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    if not visible.isdigit():  # "" or "-1" hides every GPU; a UUID is not looked up here
+        return CPU
+    try:
+        pynvml.nvmlInit()
+        try:
+            device = pynvml.nvmlDeviceGetHandleByIndex(int(visible))
+            name = pynvml.nvmlDeviceGetName(device)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(device).total
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        return CPU
+    return Accelerator(name if isinstance(name, str) else name.decode(), int(memory) // 2**20)
+
+
+def refuse_without_gpu(settings: Settings) -> str | None:
+    """Why a worker with ``CONVLAB_REQUIRE_GPU`` must not start here, or None."""
+    if not settings.require_gpu or accelerator() != CPU:
+        return None
+    return (
+        "CONVLAB_REQUIRE_GPU is true but this worker sees no GPU: NVIDIA's driver (NVML) found "
+        "none it may use (check the driver, CUDA_VISIBLE_DEVICES, and that the container gets "
+        "the GPU, e.g. compose's device reservation), so it does not start."
+    )
+
+
+class Heartbeat(threading.Thread):
+    """Beats for this process every ``heartbeat_seconds`` until the process ends; a database
+    that cannot be reached only skips beats."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.every = settings.heartbeat_seconds
+
+    def run(self) -> None:
+        name, gpu = this_process(), accelerator()
+        host = name.rsplit("/", 2)[0]
+        while True:
+            try:
+                beat(
+                    get_engine(),
+                    name,
+                    host=host,
+                    pid=os.getpid(),
+                    accelerator=gpu.name,
+                    memory_mb=gpu.memory_mb,
+                )
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("heartbeat of %s failed", name)
+            time.sleep(self.every)
