@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(app.state.engine)
         # Sync routes run in these threads; more of them only take turns at the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        app.state.streams.close_on_exit_signals()  # uvicorn's handlers are in place by now
         engine, celery = app.state.engine, app.state.celery
         loops = [
             asyncio.create_task(_every_sweep(settings, "sweeper", sweep, engine, celery, settings)),

@@ -1,9 +1,14 @@
 """Limits on the server-sent event streams: how many one user and the whole server may have
-open, threads of their own for their reads, and the end of a stream whose token is revoked."""
+open, threads of their own for their reads, the end of a stream whose token is revoked, and of
+every stream when the server shuts down (a client reconnects with Last-Event-ID to the next
+one; left open, a stream would hold the shutdown up until uvicorn cancels it)."""
 
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, TypeVar
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
@@ -29,6 +34,22 @@ class EventStreams(Slots):
         super().__init__(settings.max_event_streams_per_user)
         self.total = settings.max_event_streams
         self.reads = anyio.CapacityLimiter(settings.events_threads)
+        self.closing = False
+        """Set when the server starts shutting down: each stream ends at its next poll."""
+
+    def close_on_exit_signals(self) -> None:
+        """End the streams when SIGINT or SIGTERM asks the server to stop, then let the
+        server's own handler (uvicorn's) do the rest; only the main thread has signals."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                signal.signal(signum, partial(self._closing, previous))
+
+    def _closing(self, previous: Callable[[int, Any], Any], signum: int, frame: Any) -> None:
+        self.closing = True
+        previous(signum, frame)
 
     def refusal(self, key: str) -> str | None:
         if self.held.total() >= self.total:
@@ -50,12 +71,13 @@ class OpenStream:
 
     def __init__(
         self,
-        reads: anyio.CapacityLimiter,
+        streams: EventStreams,
         poll_seconds: float,
         live: Callable[[], bool] | None,
         check_seconds: float,
     ) -> None:
-        self.reads = reads
+        self.streams = streams
+        self.reads = streams.reads
         self.poll_seconds = poll_seconds
         self.live = live
         self.check_seconds = check_seconds
@@ -73,6 +95,11 @@ class OpenStream:
         self.checked = time.monotonic()
         return await self.read(self.live)
 
+    @property
+    def server_closing(self) -> bool:
+        """Whether the server is shutting down (the stream should end now)."""
+        return self.streams.closing
+
 
 def _token_check(request: Request, engine: Engine) -> Callable[[], bool]:
     """Whether the token the request presented (auth let it through) is still live."""
@@ -89,7 +116,7 @@ async def open_stream(
     live = None if principal is None else _token_check(request, engine)
     with streams.slot(requester(principal, request)):
         yield OpenStream(
-            streams.reads, settings.events_poll_seconds, live, settings.events_token_check_seconds
+            streams, settings.events_poll_seconds, live, settings.events_token_check_seconds
         )
 
 

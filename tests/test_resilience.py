@@ -1,6 +1,7 @@
 """What happens when things break, with real processes: killed and stopped workers, a broker
 down at submit, duplicate messages, poison jobs, corrupt checkpoints, vanished machines."""
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -225,15 +226,25 @@ def _writable(database: Path) -> bool:
         return True
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` has stopped: SIGSTOP reaches them one by one, and a
+    thread still running (a heartbeat, a lease renewal) could take the write lock meanwhile."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in {"T", "t"} for state in states)
+
+
 def _stop_between_transactions(stack: Stack, pid: int) -> None:
     """SIGSTOP ``pid`` at a moment it holds no write lock: a process stopped inside a
     transaction would block every other writer, its successor included, until it runs on."""
     for _ in range(10):
         os.kill(pid, signal.SIGSTOP)
         wait_for(
-            lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
+            lambda: _all_threads_stopped(pid),
             timeout=10,
-            what=f"process {pid} to stop",
+            what=f"every thread of process {pid} to stop",
             every=0.01,
         )
         if _writable(_database(stack)):

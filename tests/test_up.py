@@ -112,6 +112,7 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
     stopped = (tmp_path / "up.log").read_text()
     assert "interrupted by shutdown; its weights kept" in stopped
     assert "Traceback" not in stopped
+    assert "timeout graceful shutdown exceeded" not in stopped  # the stream ended, not cancelled
 
     with up(tmp_path) as (process, client):
         requeued = client.get(f"/experiments/{experiment_id}").json()

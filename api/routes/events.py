@@ -59,7 +59,8 @@ async def _stream(
     """The loop of every stream: ``read`` (in a streams' thread; it keeps the stream's
     position) at ``stream``'s pace, sending its epochs and each status that changed, until
     finished; a ``deleted`` event (data: ``gone``) once ``read`` finds nothing, a ``revoked``
-    event once the stream's token is unknown or revoked."""
+    event once the stream's token is unknown or revoked; it ends at once when the server shuts
+    down."""
     reported: dict[str, Status] = {}
     while True:
         poll = await stream.read(read)
@@ -76,6 +77,8 @@ async def _stream(
             return
         if not await stream.next_poll():
             yield ServerSentEvent(event="revoked", data={"detail": REVOKED})
+            return
+        if stream.server_closing:  # the client reconnects, with Last-Event-ID, to the next one
             return
 
 
