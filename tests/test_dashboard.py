@@ -58,7 +58,12 @@ def browser(stack: Stack, token: str) -> Iterator[WebDriver]:
 
 
 def _wait(browser: WebDriver, condition: Any, timeout: float = 60) -> Any:
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
+    """Poll ``condition`` until truthy; an element the page re-rendered between finding and
+    reading it (a status badge an event replaced) is looked for again at the next poll."""
+    waiting = WebDriverWait(
+        browser, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return waiting.until(condition)
 
 
 def _shown(browser: WebDriver, selector: str) -> Any:
