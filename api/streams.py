@@ -77,7 +77,6 @@ class OpenStream:
         check_seconds: float,
     ) -> None:
         self.streams = streams
-        self.reads = streams.reads
         self.poll_seconds = poll_seconds
         self.live = live
         self.check_seconds = check_seconds
@@ -85,7 +84,7 @@ class OpenStream:
 
     async def read(self, read: Callable[[], T]) -> T:
         """``read()`` in one of the streams' threads."""
-        return await anyio.to_thread.run_sync(read, limiter=self.reads)
+        return await anyio.to_thread.run_sync(read, limiter=self.streams.reads)
 
     async def next_poll(self) -> bool:
         """Sleep until the next poll; False once the stream's token is unknown or revoked."""

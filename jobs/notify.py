@@ -65,6 +65,8 @@ def deliver_due(engine: Engine, settings: Settings) -> int:
         status = status_of(members, trials_to_come(study))
         if status not in ACTIVE:
             bodies.append((study, _about_study(study, members, status)))
+    if not bodies:
+        return 0
     with httpx.Client(timeout=settings.notify_timeout_s, follow_redirects=False) as client:
         return sum(_attempt(engine, settings, client, row, body) for row, body in bodies)
 

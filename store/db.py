@@ -10,6 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
@@ -141,3 +142,23 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     with open(f"{database}.migrate-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def upsert(
+    session: Session,
+    table: Any,
+    values: dict[str, Any],
+    *,
+    keys: tuple[str, ...],
+    update: tuple[str, ...] | None = None,
+) -> None:
+    """Insert ``values`` into ``table``, or on a row with the same ``keys`` set its ``update``
+    columns (default: every one given but the keys), on SQLite and PostgreSQL alike."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(**values)
+    changed = update if update is not None else [key for key in values if key not in keys]
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys), set_={key: statement.excluded[key] for key in changed}
+    )
+    session.exec(statement)

@@ -9,11 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, case, delete, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from store.clock import db_now, takeover_cutoff
-from store.db import session_scope
+from store.db import session_scope, upsert
 from store.leases import is_gone
 from store.tables import (
     BestCheckpoint,
@@ -140,7 +139,7 @@ def record_epoch(
             "recorded_at": now,
             "study_seq": study_seq,
         }
-        _upsert(session, EpochRecord, values, keys=("experiment_id", "epoch"))
+        upsert(session, EpochRecord, values, keys=("experiment_id", "epoch"))
         refresh_summary(session, experiment_id)
         if checkpoint is not None:
             _store_checkpoint(session, experiment_id, metrics.epoch, checkpoint)
@@ -182,7 +181,7 @@ def keep_best(
             "sha256": hashlib.sha256(data).hexdigest(),
             "created_at": now,
         }
-        _upsert(session, BestCheckpoint, values, keys=("experiment_id",))
+        upsert(session, BestCheckpoint, values, keys=("experiment_id",))
 
 
 def checkpoints(engine: Engine, experiment_id: str) -> list[tuple[int, bytes | None]]:
@@ -386,17 +385,6 @@ def _next_study_seq(session: Session, experiment_id: str) -> int | None:
     return None if taken is None else int(taken[0])
 
 
-def _upsert(session: Session, table: Any, values: dict[str, Any], *, keys: tuple[str, ...]) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={key: statement.excluded[key] for key in values if key not in keys},
-    )
-    session.exec(statement)
-
-
 def _store_checkpoint(session: Session, experiment_id: str, epoch: int, data: bytes) -> None:
     values = {
         "experiment_id": experiment_id,
@@ -405,4 +393,4 @@ def _store_checkpoint(session: Session, experiment_id: str, epoch: int, data: by
         "sha256": hashlib.sha256(data).hexdigest(),
         "created_at": utcnow(),
     }
-    _upsert(session, Checkpoint, values, keys=("experiment_id", "epoch"))
+    upsert(session, Checkpoint, values, keys=("experiment_id", "epoch"))

@@ -5,11 +5,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import Engine, delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from store.clock import db_now
-from store.db import session_scope
+from store.db import session_scope, upsert
 from store.tables import Experiment, Status, WorkerRecord
 
 FORGOTTEN_AFTER = timedelta(days=1)
@@ -31,13 +30,12 @@ def beat(
             "started_at": now,
             "heartbeat_at": now,
         }
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(WorkerRecord).values(**values)
-        session.exec(
-            statement.on_conflict_do_update(
-                index_elements=["name"], set_={"heartbeat_at": now, "accelerator": accelerator}
-            )
+        upsert(
+            session,
+            WorkerRecord,
+            values,
+            keys=("name",),
+            update=("heartbeat_at", "accelerator"),
         )
         session.exec(
             delete(WorkerRecord).where(col(WorkerRecord.heartbeat_at) < now - FORGOTTEN_AFTER)
