@@ -12,9 +12,13 @@ up: $(STAMP)
 	$(BIN)/python -m store.migrate
 	PATH="$(abspath $(BIN)):$$PATH" exec scripts/up.sh
 
+# The suite in TEST_PROCESSES processes, a test file to each at a time (its shared stack stays in
+# one process): most tests wait on real processes and services, so two of them fill two cores.
+TEST_PROCESSES ?= 2
+
 test: lint
 	scripts/ensure-services.sh
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses $(TEST_PROCESSES) --dist loadfile --durations 30
 
 install: $(STAMP)
 
@@ -37,6 +41,8 @@ bench: $(STAMP) $(MLFLOW)/bin/mlflow
 	$(BIN)/python bench/queries.py --seconds 5 --mlflow-python $(MLFLOW)/bin/python
 	$(BIN)/python bench/training_speed.py --rounds 1 --epochs 3
 	$(BIN)/python bench/checkpoints.py
+	$(BIN)/python bench/api_processes.py --processes 2
+	$(BIN)/python bench/improved.py --epochs 3
 
 # A soak with random faults (not in CI): `make soak SEED=N MINUTES=M`; see BENCHMARKS.md.
 SEED ?= 1

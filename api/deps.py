@@ -97,7 +97,7 @@ PrincipalDep = Annotated[Principal | None, Depends(current_principal)]
 async def limit_submissions(request: Request) -> None:
     """Count a POST against its user's rate (before the body is validated: bad ones count)."""
     rate: MinuteRate = request.app.state.submissions
-    rate.check(principal_of(request.state))
+    await rate.check(principal_of(request.state))
 
 
 def visible_owner(principal: Principal | None, settings: Settings) -> str | None:
@@ -180,6 +180,16 @@ def find_study(
     if study is None or owner not in (None, study.owner):
         raise HTTPException(404, f"Study {study_id} not found.")
     return study
+
+
+def check_priority(principal: Principal | None, priority: str) -> None:
+    """403 for ``high`` unless auth is off or the caller is an admin."""
+    if priority == "high" and principal is not None and not principal.admin:
+        raise HTTPException(
+            403,
+            "Only an admin may submit at priority high; submit at normal (the default) or low, "
+            "or ask an admin to raise it.",
+        )
 
 
 def require_owner(principal: Principal | None, owner: str | None, what: str) -> None:

@@ -6,9 +6,11 @@ per-user cap on running predictions, no NUL in URLs and no Host header but this 
 import math
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
 
+import anyio
 from fastapi import HTTPException, Request
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -17,15 +19,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.config import Settings
 from store.experiments import lock_and_count_active
 from store.handles import Session
+from store.storage import stored_bytes_of
 from store.tokens import Principal
 
 
 def check_active_cap(
     session: Session, principal: Principal | None, settings: Settings, adding: int
 ) -> None:
-    """429 when a user's queued and running experiments would pass the cap. Call it first in
-    the transaction that stores the experiments: the user's submissions wait for each other
-    from here until it commits (``lock_and_count_active``), so two at once cannot both pass."""
+    """403 when the user's stored weights have reached the storage quota; 429 when their
+    queued and running experiments would pass the cap. Call it first in the transaction that
+    stores the experiments: the user's submissions wait for each other from here until it
+    commits (``lock_and_count_active``), so two at once cannot both pass."""
+    check_quota(session, principal, settings)
     if principal is None:
         return
     active = lock_and_count_active(session, owner=principal.user)
@@ -38,32 +43,113 @@ def check_active_cap(
         )
 
 
+def check_quota(session: Session, principal: Principal | None, settings: Settings) -> None:
+    """403 when the weights the user's runs hold have reached ``storage_quota_mb`` (while auth
+    is off, everyone's count as one user's)."""
+    if settings.storage_quota_mb is None:
+        return
+    user = principal.user if principal else None
+    held = stored_bytes_of(session, user)
+    if held >= settings.storage_quota_mb * 2**20:
+        raise HTTPException(
+            403,
+            f"{user or 'This server'}'s runs hold {held / 2**20:.1f} MB of weights; the storage "
+            f"quota is {settings.storage_quota_mb:g} MB. Delete runs you no longer need "
+            "(convlab delete ID), or ask an admin for more.",
+        )
+
+
+class Full(Exception):
+    """A slot refused: the ``scope``-th of the scopes asked for holds ``held``, its cap."""
+
+    def __init__(self, scope: int, held: int) -> None:
+        super().__init__(scope, held)
+        self.scope = scope
+        self.held = held
+
+
+Release = Callable[[], Awaitable[None]]
+"""Gives a slot back."""
+
+
+class Counts(Protocol):
+    """Where the per-user limits are counted: this process's memory (``LocalCounts``), or a
+    Redis every API process shares (``api.shared_counts.SharedCounts``)."""
+
+    async def count_request(self, name: str, per_minute: int) -> int:
+        """Count one request under ``name`` if it has had fewer than ``per_minute`` in the
+        last 60 seconds (0); else, counting nothing, the seconds until one is allowed."""
+        ...
+
+    async def take(self, scopes: Sequence[tuple[str, int]]) -> Release:
+        """Hold one slot in each of ``scopes`` (a name and its cap), if every one has room;
+        else ``Full`` for the first that has none."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections (at the app's shutdown)."""
+        ...
+
+
+class LocalCounts:
+    """``Counts`` in this process's memory: the embedded default's (one API process), and a
+    shared count's stand-in while its Redis does not answer. Used on the event loop only, so
+    plain containers need no lock."""
+
+    def __init__(self) -> None:
+        self.recent: dict[str, deque[float]] = defaultdict(deque)
+        self.held: Counter[str] = Counter()
+
+    async def count_request(self, name: str, per_minute: int) -> int:
+        now = time.monotonic()
+        window = self.recent[name]
+        while window and window[0] <= now - 60:
+            window.popleft()
+        if len(window) >= per_minute:
+            return math.ceil(window[0] + 60 - now)
+        window.append(now)
+        return 0
+
+    async def take(self, scopes: Sequence[tuple[str, int]]) -> Release:
+        for index, (name, cap) in enumerate(scopes):
+            if self.held[name] >= cap:
+                raise Full(index, self.held[name])
+        names = [name for name, _ in scopes]
+        self.held.update(names)
+
+        async def release() -> None:
+            self.held.subtract(names)
+            for name in names:
+                if not self.held[name]:
+                    del self.held[name]
+
+        return release
+
+    async def close(self) -> None:
+        pass
+
+
 class MinuteRate:
-    """At most ``per_minute`` requests of a kind (``what``) per user in any 60 seconds, in this
-    process. Not counted while auth is off: no user then, and one client address would lump
+    """At most ``per_minute`` requests of a kind (``what``) per user in any 60 seconds, in
+    ``counts``. Not counted while auth is off: no user then, and one client address would lump
     the dashboard and every script of a one-user box together."""
 
-    def __init__(self, per_minute: int, what: str) -> None:
+    def __init__(self, per_minute: int, what: str, counts: Counts) -> None:
         self.per_minute = per_minute
         self.what = what
-        self.recent: dict[str, deque[float]] = defaultdict(deque)
+        self.counts = counts
 
-    def check(self, principal: Principal | None) -> None:
+    async def check(self, principal: Principal | None) -> None:
         """Count one request for ``principal``'s user; 429 with Retry-After when over."""
         if principal is None:
             return
-        now = time.monotonic()
-        window = self.recent[principal.user]
-        while window and window[0] <= now - 60:
-            window.popleft()
-        if len(window) >= self.per_minute:
-            retry = math.ceil(window[0] + 60 - now)
+        retry = await self.counts.count_request(f"{self.what}:{principal.user}", self.per_minute)
+        if retry:
             raise HTTPException(
                 429,
                 f"More than {self.per_minute:,} {self.what} a minute; try again in {retry} s.",
                 headers={"Retry-After": str(retry)},
             )
-        window.append(now)
 
 
 class ReadRate:
@@ -77,7 +163,7 @@ class ReadRate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             try:
-                self.rate.check(scope.get("state", {}).get("principal"))
+                await self.rate.check(scope.get("state", {}).get("principal"))
             except HTTPException as exc:
                 answer = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
                 await answer(scope, receive, send)
@@ -93,42 +179,51 @@ def requester(principal: Principal | None, request: Request) -> str:
 
 
 class Slots:
-    """Things held at once, counted per key (a ``requester``), in this process. Slots are
-    taken and given back on the event loop only, so a plain counter needs no lock."""
+    """Things held at once, counted in ``counts`` per key (a ``requester``) and, with a
+    ``total``, in all."""
 
     retry_after_s = 1
+    kind = "slots"
+    """What is held, naming its counts."""
 
-    def __init__(self, per_key: int) -> None:
+    def __init__(self, per_key: int, counts: Counts, total: int | None = None) -> None:
         self.per_key = per_key
-        self.held: Counter[str] = Counter()
+        self.counts = counts
+        self.total = total
 
-    def refusal(self, key: str) -> str | None:
-        """Why ``key`` may not take a slot now (None: it may)."""
+    def scopes(self, key: str) -> list[tuple[str, int]]:
+        """The counts a slot of ``key``'s takes, with their caps: the total's first."""
+        own = [(f"{self.kind}:of:{key}", self.per_key)]
+        return own if self.total is None else [(f"{self.kind}:all", self.total), *own]
+
+    def refusal(self, key: str, full: Full) -> str:
+        """Why ``key`` may not take a slot now."""
         raise NotImplementedError
 
-    @contextmanager
-    def slot(self, key: str) -> Iterator[None]:
-        """Hold one of ``key``'s slots for the block; a 429 saying ``refusal`` when refused."""
-        refused = self.refusal(key)
-        if refused is not None:
-            raise HTTPException(429, refused, headers={"Retry-After": str(self.retry_after_s)})
-        self.held[key] += 1
+    @asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[None]:
+        """Hold one of ``key``'s slots for the block; a 429 saying ``refusal`` when refused.
+        The slot is given back even when the block is cancelled (a client gone)."""
+        try:
+            release = await self.counts.take(self.scopes(key))
+        except Full as full:
+            headers = {"Retry-After": str(self.retry_after_s)}
+            raise HTTPException(429, self.refusal(key, full), headers=headers) from None
         try:
             yield
         finally:
-            self.held[key] -= 1
-            if not self.held[key]:
-                del self.held[key]
+            with anyio.CancelScope(shield=True):
+                await release()
 
 
 class PredictionSlots(Slots):
     """At most ``per_key`` predictions per user running at once."""
 
-    def refusal(self, key: str) -> str | None:
-        if self.held[key] < self.per_key:
-            return None
+    kind = "predictions"
+
+    def refusal(self, key: str, full: Full) -> str:
         return (
-            f"{key} already has {self.held[key]} predictions running, the cap "
+            f"{key} already has {full.held} predictions running, the cap "
             "(CONVLAB_MAX_PREDICTIONS_PER_USER); send the next when one has answered."
         )
 

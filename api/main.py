@@ -24,30 +24,37 @@ from api.errors import (
     method_not_allowed,
     status_conflict,
 )
-from api.limits import BodySizeLimit, HostCheck, MinuteRate, NulInUrl, PredictionSlots, ReadRate
+from api.limits import HostCheck, MinuteRate, NulInUrl, PredictionSlots, ReadRate
 from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
 from api.routes import (
     catalogue,
+    datasets,
     evaluation,
     events,
     experiments,
+    exports,
     lifecycle,
     plots,
     studies,
     trained,
     ui,
+    usage,
     workers,
 )
+from api.shared_counts import counts_for
 from api.streams import EventStreams
 from core.config import Settings, get_settings
 from jobs.broker import make_celery
 from jobs.notify import deliver_due
+from jobs.retention import keep_storage
 from jobs.sweeper import sweep
+from models.datasets import DATASETS
 from models.errors import SpecError
 from store.db import get_engine, migrate
 from store.experiments import Conflict, InvalidCursor
 from store.outages import DATABASE_ERRORS
+from store.singleton import Singleton
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +70,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         app.state.streams.close_on_exit_signals()  # uvicorn's handlers are in place by now
         engine, celery = app.state.engine, app.state.celery
+        lock = Singleton(engine)  # however many API processes there are, one runs the loops
         loops = [
-            asyncio.create_task(_every_sweep(settings, "sweeper", sweep, engine, celery, settings)),
-            asyncio.create_task(_every_sweep(settings, "notifier", deliver_due, engine, settings)),
+            asyncio.create_task(
+                _every_sweep(settings, "sweeper", lock, sweep, engine, celery, settings)
+            ),
+            asyncio.create_task(
+                _every_sweep(settings, "notifier", lock, deliver_due, engine, settings)
+            ),
+            asyncio.create_task(
+                _every_sweep(settings, "retention", lock, keep_storage, engine, settings)
+            ),
         ]
+        if app.state.metrics.shared:
+            counting = _every_sweep(settings, "epoch counter", lock, _count_epochs, app, lock)
+            loops.append(asyncio.create_task(counting))
         yield
         app.state.predictor.close()
         for loop in loops:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+        lock.release()  # another process takes the loops over at its next pass
+        await app.state.counts.close()
 
     app = FastAPI(
         title="convlab",
@@ -90,18 +110,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for error in DATABASE_ERRORS:
         app.add_exception_handler(error, database_unreachable)
     app.state.settings = settings
+    DATASETS.use(settings.resolved_data_dir)  # specs may name its custom datasets
     app.state.engine = get_engine(settings.resolved_database_url)
     app.state.celery = make_celery(settings)
-    app.state.submissions = MinuteRate(settings.max_submissions_per_minute, "submissions")
-    app.state.streams = EventStreams(settings)
+    app.state.counts = counts = counts_for(settings)  # the per-user limits' counts
+    app.state.submissions = MinuteRate(settings.max_submissions_per_minute, "submissions", counts)
+    app.state.streams = EventStreams(settings, counts)
     app.state.predictor = Predictor()
-    app.state.prediction_slots = PredictionSlots(settings.max_predictions_per_user)
-    app.state.metrics = ApiMetrics(app.state.engine)
-    app.add_middleware(ReadRate, rate=MinuteRate(settings.max_reads_per_minute, "reads"))
+    app.state.prediction_slots = PredictionSlots(settings.max_predictions_per_user, counts)
+    app.state.metrics = ApiMetrics(app.state.engine, workers_seen_s=settings.workers_seen_s)
+    app.add_middleware(ReadRate, rate=MinuteRate(settings.max_reads_per_minute, "reads", counts))
     app.add_middleware(
         BearerAuth, engine=app.state.engine, enabled=settings.auth, threads=settings.auth_threads
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        datasets.UploadBodyLimit,
+        max_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_dataset_bytes,
+    )
     app.add_middleware(NulInUrl)
     if settings.allowed_hosts or not settings.auth:
         app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
@@ -117,23 +143,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lifecycle.router)
     app.include_router(studies.router)
     app.include_router(catalogue.router)
+    app.include_router(datasets.router)
     app.include_router(events.router)
     app.include_router(plots.router)
     app.include_router(evaluation.router)
     app.include_router(trained.router)
+    app.include_router(exports.router)
     app.include_router(workers.router)
+    app.include_router(usage.router)
     app.include_router(ui.router)
     app.mount("/ui", ui.assets, name="ui")
     return app
 
 
-async def _every_sweep(settings: Settings, name: str, task: Callable[..., Any], *args: Any) -> None:
+async def _every_sweep(
+    settings: Settings, name: str, lock: Singleton, task: Callable[..., Any], *args: Any
+) -> None:
     """Run ``task(*args)`` in a thread every sweep interval: the sweeper (requeue runs whose
-    worker vanished, publish what the broker missed) and, in a loop of its own so that a slow
-    receiver never delays it, the notifier (``jobs.notify``)."""
+    worker vanished, publish what the broker missed) and, each in a loop of its own so that
+    neither a slow receiver nor a long VACUUM delays it, the notifier (``jobs.notify``) and the
+    retention pass (``jobs.retention``). Only in the API process that holds ``lock``; the
+    others try to take it at every pass (a killed holder's lock is free at once, so another
+    process takes over within one interval)."""
     while True:
         await asyncio.sleep(settings.sweep_interval_s)
         try:
-            await asyncio.to_thread(task, *args)
+            await asyncio.to_thread(_when_held, lock, task, *args)
         except Exception:
             log.exception("%s pass failed; retrying in %ss", name, settings.sweep_interval_s)
+
+
+def _count_epochs(app: FastAPI, lock: Singleton) -> None:
+    """The epochs finished since the last pass, counted by the lock's holder alone (the API's
+    processes sum their counts), from when it took the lock."""
+    app.state.metrics.epochs.observe_new(counting_since=lock.taken_at)
+
+
+def _when_held(lock: Singleton, task: Callable[..., Any], *args: Any) -> None:
+    """``task(*args)`` if this process holds ``lock`` (taking it when it is free)."""
+    if lock.held():
+        task(*args)

@@ -14,7 +14,7 @@ from models.errors import error_entry
 from models.search import SearchSpec
 from models.spec import MAX_EPOCHS, ExperimentSpec
 from models.studies import SECTIONS
-from store.experiments import SpecValue
+from store.experiments import MAX_TAGS, SpecValue
 from store.tables import EpochMetrics, Status
 from views.report import TableRow
 
@@ -89,6 +89,15 @@ NotifyUrl = Annotated[
 ]
 
 
+PriorityName = Annotated[
+    Literal["low", "normal", "high"],
+    Field(
+        description="Which queued runs start first; within one, users take turns. high: admins "
+        "only."
+    ),
+]
+
+
 class Notification(BaseModel):
     state: Literal["pending", "delivered", "failed"]
     attempts: int = Field(description="Deliveries tried so far.")
@@ -98,6 +107,7 @@ class Notification(BaseModel):
 class ExperimentCreate(SpecKeys):
     name: Label | None = Field(None, max_length=200, description="A label for people.")
     notify: NotifyUrl = None
+    priority: PriorityName = "normal"
     seed: int | None = Field(None, description="Seeds Python, NumPy and TensorFlow.")
     from_: str | None = Field(
         None,
@@ -129,6 +139,7 @@ class StudyCreate(SpecKeys):
 
     name: Label | None = Field(None, max_length=200)
     notify: NotifyUrl = None
+    priority: PriorityName = "normal"
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field([0], min_length=1, max_length=20)
     template: Literal["chapter"] | None = Field(None, description="chapter: its 13 presets.")
     presets: list[str] | None = Field(None, min_length=1, max_length=100)
@@ -174,17 +185,26 @@ KINDS = ("template", "presets", "variants", "grid", "search")
 
 
 class ExperimentUpdate(BaseModel):
-    """What people change of an experiment: any subset of its name, tags and notes."""
+    """What people change of an experiment: any subset of its name, tags, notes and pin."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Label | None = Field(None, max_length=200, description="A label for people.")
     tags: list[Tag] = Field(
-        [], max_length=32, description="Replaces its tags (at most 32; repeats are dropped)."
+        [], max_length=MAX_TAGS, description="Replaces its tags (at most 32; repeats are dropped)."
+    )
+    add_tags: list[Tag] = Field(
+        [], max_length=MAX_TAGS, description="Added to its tags, in one step with any other change."
+    )
+    remove_tags: list[Tag] = Field(
+        [], max_length=MAX_TAGS, description="Removed from its tags (after add_tags)."
     )
     notes: Notes | None = Field(None, description="Free text; null removes it.")
+    pinned: bool = Field(
+        False, description="Keep its weights whatever the retention setting says (true)."
+    )
 
-    @field_validator("tags")
+    @field_validator("tags", "add_tags", "remove_tags")
     @classmethod
     def _once_each(cls, tags: list[str]) -> list[str]:
         return list(dict.fromkeys(tags))
@@ -261,6 +281,18 @@ class Best(BaseModel):
     val_loss: float | None
 
 
+class AcceleratorPublic(BaseModel):
+    name: str = Field(description='The GPU as its driver names it, or "cpu".')
+    memory_mb: int | None
+
+
+class AttemptPublic(BaseModel):
+    number: int = Field(description="1 for the first claim; a resume after a loss is the next.")
+    worker: str = Field(description="The process, host/pid/start, as GET /workers names it.")
+    accelerator: AcceleratorPublic | None = Field(description="null where it was not recorded.")
+    started_at: Timestamp
+
+
 class ExperimentPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -293,6 +325,19 @@ class ExperimentPublic(BaseModel):
     best: Best | None
     notify: str | None = Field(validation_alias="notify_url")
     notification: Notification | None = Field(description="How announcing its end went.")
+    priority: PriorityName
+    pinned: bool = Field(description="Kept whatever the retention setting says.")
+    queue_position: int | None = Field(
+        None, description="While queued: its place in line, 1 = the next run a worker starts."
+    )
+    eta_seconds: float | None = Field(
+        None,
+        description="While queued: seconds until it should start, from recent seconds per epoch "
+        "of similar runs on the workers up now (null when unknown).",
+    )
+    attempt_log: list[AttemptPublic] = Field(
+        [], description="Each attempt: the process that ran it, its accelerator, its start."
+    )
 
 
 class ExperimentPage(BaseModel):
@@ -346,11 +391,28 @@ class DatasetPublic(BaseModel):
     description: str
     available: bool
     classes: int
-    shape: tuple[int, int, int]
+    shape: list[int] = Field(
+        min_length=3, max_length=3, description="Height, width, channels of every image."
+    )
     train_size: int
     test_size: int
     class_names: list[str] | None
-    files: list[str] = Field(description="Archive files looked up in CONVLAB_DATA_DIR.")
+    files: list[str] = Field(
+        description="Archive files looked up in CONVLAB_DATA_DIR (an upload's stored .npz, a "
+        "folder dataset's folder)."
+    )
+    kind: Literal["built-in", "upload", "folder"] = Field(
+        description="Built into the server, uploaded (POST /datasets), or a folder of pictures "
+        "under CONVLAB_DATA_DIR/custom/."
+    )
+    owner: str | None = Field(description="Who uploaded it (null: auth off, or not an upload).")
+    created_at: datetime | None = Field(
+        description="When it was uploaded, or when its folder last changed."
+    )
+    bytes: int | None = Field(description="The uploaded file's size.")
+    problem: str | None = Field(
+        description="Why a folder dataset cannot be used (its layout); null when it can."
+    )
 
 
 class Health(BaseModel):
@@ -366,6 +428,8 @@ class Readiness(BaseModel):
 class BestTrial(BaseModel):
     number: int
     value: float
+    metric: str = Field(description="What ``value`` measures: val_accuracy or val_loss.")
+    direction: Literal["maximize", "minimize"]
     params: dict[str, Any]
     experiment_id: str
 
@@ -377,6 +441,7 @@ class StudyPublic(BaseModel):
     name: str | None
     kind: str
     status: Status
+    priority: PriorityName = Field(description="What its experiments (and trials) inherit.")
     created_at: Timestamp
     seeds: list[int]
     variants: list[str]
@@ -388,9 +453,13 @@ class StudyPublic(BaseModel):
     notification: Notification | None = Field(None, description="How announcing its end went.")
 
 
-class AcceleratorPublic(BaseModel):
-    name: str = Field(description='The GPU as its driver names it, or "cpu".')
-    memory_mb: int | None
+class UsagePublic(BaseModel):
+    user: str | None = Field(description="null: runs submitted while auth was off.")
+    running: int
+    queued: int
+    paused: int
+    stored_bytes: int = Field(description="Weights its runs hold: checkpoints and best epochs.")
+    quota_bytes: int | None = Field(description="CONVLAB_STORAGE_QUOTA_MB; null: no quota.")
 
 
 class WorkerPublic(BaseModel):
@@ -408,5 +477,17 @@ class StudyPage(BaseModel):
     next_cursor: str | None
 
 
-class Comparison(BaseModel):
+class ComparedRow(TableRow):
+    """A comparison's row: one experiment, named as the csv and markdown tables name it."""
+
+    experiment_id: str
+    name: str | None
+    status: Status
+
+
+class StudyTable(BaseModel):
     table: list[TableRow]
+
+
+class Comparison(BaseModel):
+    table: list[ComparedRow]

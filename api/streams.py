@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 
 from api.auth import bearer, lookup
 from api.deps import EngineDep, PrincipalDep, SettingsDep
-from api.limits import Slots, requester
+from api.limits import Counts, Full, Slots, requester
 from core.config import Settings
 from store.handles import Engine
 
@@ -23,16 +23,16 @@ T = TypeVar("T")
 
 
 class EventStreams(Slots):
-    """The event streams open in this process, counted per requester and in all, and the
+    """The event streams open, counted in ``counts`` per requester and in all, and the
     threads their reads run in: apart from the sync routes' threads, so that neither can
     starve the other."""
 
     retry_after_s = 10
     """What a refused client is told to wait: streams end at no predictable time."""
+    kind = "streams"
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings.max_event_streams_per_user)
-        self.total = settings.max_event_streams
+    def __init__(self, settings: Settings, counts: Counts) -> None:
+        super().__init__(settings.max_event_streams_per_user, counts, settings.max_event_streams)
         self.reads = anyio.CapacityLimiter(settings.events_threads)
         self.closing = False
         """Set when the server starts shutting down: each stream ends at its next poll."""
@@ -51,18 +51,16 @@ class EventStreams(Slots):
         self.closing = True
         previous(signum, frame)
 
-    def refusal(self, key: str) -> str | None:
-        if self.held.total() >= self.total:
+    def refusal(self, key: str, full: Full) -> str:
+        if full.scope == 0:  # the total's, checked first
             return (
                 f"The server has {self.total} event streams open, its cap "
                 f"(CONVLAB_MAX_EVENT_STREAMS); try again in a while."
             )
-        if self.held[key] >= self.per_key:
-            return (
-                f"{key} has {self.per_key} event streams open, the cap for one user "
-                f"(CONVLAB_MAX_EVENT_STREAMS_PER_USER); close one first."
-            )
-        return None
+        return (
+            f"{key} has {self.per_key} event streams open, the cap for one user "
+            f"(CONVLAB_MAX_EVENT_STREAMS_PER_USER); close one first."
+        )
 
 
 class OpenStream:
@@ -113,7 +111,7 @@ async def open_stream(
     """A slot for the request's stream, held until the response ends for any reason."""
     streams: EventStreams = request.app.state.streams
     live = None if principal is None else _token_check(request, engine)
-    with streams.slot(requester(principal, request)):
+    async with streams.slot(requester(principal, request)):
         yield OpenStream(
             streams, settings.events_poll_seconds, live, settings.events_token_check_seconds
         )

@@ -18,9 +18,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import numpy as np  # noqa: E402
 
-from tests.archives import write_cifar10  # noqa: E402
+from tests.archives import write_learnable_cifar10  # noqa: E402
 from tests.services import BIN, redis_server, running_stack, wait_for  # noqa: E402, F401
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -29,18 +28,9 @@ SCRIPT = ROOT / "bench" / "chapter_script.py"
 
 def cifar_shaped(data_dir: Path, train_images: int) -> Path:
     """A cifar-10-python.tar.gz of 32x32x3 pictures, ``train_images`` to train on and a fifth
-    as many to validate on, that a network can learn: each class a fixed random pattern under
-    noise (so learning curves, and how runs compare, behave as on real pictures)."""
-    rng = np.random.default_rng(0)
-    patterns = rng.integers(0, 256, size=(10, 32, 32, 3))
-
-    def draw(labels: np.ndarray) -> np.ndarray:
-        noise = rng.integers(0, 256, size=(len(labels), 32, 32, 3))
-        return (0.35 * patterns[labels] + 0.65 * noise).astype(np.uint8)
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_cifar10(data_dir, per_batch=train_images // 5, draw=draw)
-    return data_dir
+    as many to validate on, that a network can learn (so learning curves, and how runs
+    compare, behave as on real pictures)."""
+    return write_learnable_cifar10(data_dir, train_images)
 
 
 def base_spec(epochs: int, batch_size: int = 1024) -> dict[str, Any]:

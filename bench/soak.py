@@ -156,7 +156,7 @@ class Observer:
 
     def __init__(self, stack: Stack, engine: Engine) -> None:
         self.engine = engine
-        self.client = httpx.Client(base_url=stack.url, timeout=10)
+        self.client = stack.client()
         self.healthy: list[float] = []
         self.progress: list[tuple[float, str]] = []
         """(when, experiment id): an epoch row written or a job finished succeeded."""

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         ),
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    max_dataset_bytes: int = Field(
+        200_000_000,
+        ge=1024,
+        description="Largest dataset upload (POST /datasets): the body, and its arrays unpacked.",
+    )
     max_upload_pixels: int = Field(
         262_144,
         ge=1024,
@@ -116,6 +121,16 @@ class Settings(BaseSettings):
             "take turns at the GIL, and stretch the slowest answers (bench/queries.py)."
         ),
     )
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "API processes `make up` starts (uvicorn --workers; the compose stack passes its "
+            "own). They share the database; one of them at a time runs the sweeper and the "
+            "notifier, chosen by a lock on the database (store.singleton)."
+        ),
+    )
     db_pool_size: int = Field(
         40,
         ge=1,
@@ -152,7 +167,8 @@ class Settings(BaseSettings):
         500,
         ge=1,
         description=(
-            "Event streams the API process may have open in all: each holds a socket (a "
+            "Event streams the server may have open in all (with a Redis broker, across its API "
+            "processes; else in each process): each holds a socket (a "
             "process commonly may open 1024 files) and reads the database every "
             "events_poll_seconds (500 at 0.5 s: about 1000 small reads a second)."
         ),
@@ -226,6 +242,39 @@ class Settings(BaseSettings):
         False,
         description="A worker that sees no GPU (through NVIDIA's driver) refuses to start.",
     )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Runs that ended longer ago than this keep only what retention_keep says (pinned "
+            "runs keep everything); unset: every run keeps its weights for good."
+        ),
+    )
+    retention_keep: Literal["final", "best-of-study", "none"] = Field(
+        "final",
+        description=(
+            "What an old run keeps: final (its trained model, with the optimizer's state; the "
+            "best epoch's copy goes), best-of-study (as final, but in a study only its best "
+            "run's), none (no weights)."
+        ),
+    )
+    storage_quota_mb: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Weights one user's runs may hold (checkpoints and best-epoch copies) before a new "
+            "submission of theirs is refused; unset: no quota."
+        ),
+    )
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "The niceness training processes run at (0: as the worker; 19: the lowest "
+            "priority): an API on the same machine keeps answering while they train."
+        ),
+    )
     worker_max_jobs: int = Field(
         50, ge=1, description="A training process is replaced after this many jobs."
     )
@@ -275,6 +324,12 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.home.resolve() / 'broker.sqlite'}"
+
+    @property
+    def broker_is_redis(self) -> bool:
+        """Whether the broker is a Redis (the compose stack's), where the API's processes
+        count the per-user limits together."""
+        return self.resolved_broker_url.startswith(("redis://", "rediss://"))
 
 
 @cache

@@ -31,7 +31,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
     )
-    if broker_url.startswith(("redis://", "rediss://")):
+    if settings.broker_is_redis:
         app.conf.broker_transport_options = {
             "visibility_timeout": settings.redis_visibility_timeout_s
         }

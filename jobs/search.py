@@ -3,15 +3,22 @@ convlab's own database, so a search survives restarts and any worker can report 
 
 ``advance`` is the one place where Optuna hears how trials ended and new trials start: the
 worker calls it after each trial, the API after creating or cancelling the search, the sweeper
-every pass."""
+every pass.
+
+A search with several seeds runs each trial once per seed (one experiment each, sharing the
+trial's number); the trial's value is the mean of its runs' values, so that noise between seeds
+does not pick the winner. The run with the study's first seed reports each epoch to the pruner;
+the others stop at their next epoch once the trial has ended (pruned)."""
 
 import contextlib
 import logging
+import statistics
 import threading
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, distinct, func, update
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
@@ -44,12 +51,25 @@ def search_of(study: Study) -> SearchSpec:
 
 
 def params_overrides(params: dict[str, Any]) -> dict[str, Any]:
-    """Dotted ``section.field`` values as nested spec overrides."""
+    """Dotted ``section.field`` (or ``section.field.key``) values as nested spec overrides."""
     overrides: dict[str, Any] = {}
     for key, value in params.items():
-        section, field = key.split(".", 1)
-        overrides = merge(overrides, {section: {field: value}})
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        overrides = merge(overrides, nested)
     return overrides
+
+
+def _blamed(params: dict[str, Any], loc: tuple[str | int, ...]) -> str | None:
+    """The searched key an error at ``loc`` is about: one that names the same field, or a
+    field inside it, or the object holding it."""
+    path = tuple(map(str, loc))
+    for key in params:
+        parts = tuple(key.split("."))
+        if parts[: len(path)] == path[: len(parts)]:
+            return key
+    return None
 
 
 def trials_to_come(study: Study) -> bool:
@@ -68,8 +88,8 @@ def trial_spec(
         return resolve(preset, merge(base, params_overrides(params) | {"seed": seed}))
     except SpecError as exc:
         error = exc.errors[0]
-        key = ".".join(map(str, error["loc"][:2]))
-        loc = ("search", "space", key) if key in params else ("search", "space")
+        key = _blamed(params, tuple(error["loc"]))
+        loc = ("search", "space", key) if key is not None else ("search", "space")
         field = ".".join(map(str, error["loc"]))
         message = ": ".join(part for part in (_point(params), field, error["msg"]) if part)
         raise SpecError([error_entry(loc, message, error["input"])]) from None
@@ -176,10 +196,38 @@ def objective(engine: Engine, experiment_id: str, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
+def trial_value(
+    engine: Engine, runs: list[Experiment], metric: str
+) -> tuple[float | None, list[Experiment]]:
+    """A trial's value, the mean of its runs' values (one run per seed), once every run has
+    succeeded with one; else None. Also the runs still active."""
+    active = [run for run in runs if run.status in ACTIVE]
+    if active or any(run.status != Status.succeeded for run in runs):
+        return None, active
+    values = [objective(engine, run.id, metric) for run in runs]
+    if any(value is None for value in values):
+        return None, active
+    return statistics.fmean(value for value in values if value is not None), active
+
+
+def by_trial(experiments: list[Experiment]) -> dict[int, list[Experiment]]:
+    """A search's experiments grouped by trial number (one run per seed in each group)."""
+    trials: dict[int, list[Experiment]] = defaultdict(list)
+    for experiment in experiments:
+        if experiment.trial_number is not None:
+            trials[experiment.trial_number].append(experiment)
+    return trials
+
+
+def _active_trials(experiments: list[Experiment]) -> int:
+    return len({e.trial_number for e in experiments if e.status in ACTIVE})
+
+
 def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -> list[str]:
     """Tell Optuna how finished trials ended; start trials until ``parallel`` are active or
-    ``n_trials`` have started. Returns the experiments it queued (a trial whose spec is refused
-    or whose model is over the server's budget is stored as failed instead)."""
+    ``n_trials`` have started. Returns the experiments it queued, one per seed of each trial (a
+    trial whose spec is refused or whose model is over the server's budget is stored as failed
+    instead)."""
     with session_scope(engine) as session:
         study = session.get(Study, study_id)
         if study is None or study.kind != "search":
@@ -188,24 +236,26 @@ def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -
     search = search_of(study)
     optuna_study = load(settings.resolved_database_url, study)
     _reconcile(engine, optuna_study, study, experiments, search)
-    active = sum(experiment.status in ACTIVE for experiment in experiments)
+    active = _active_trials(experiments)
     started = []
     while active < search.parallel and trials_to_come(study):
-        experiment = _start_trial(engine, optuna_study, study, search, settings)
-        if experiment is None:
+        runs = _start_trial(engine, optuna_study, study, search, settings)
+        if not runs:
             break
         study.trials_started += 1  # as counted in the transaction that stored it
-        if experiment.status == Status.queued:
-            publish(engine, celery, experiment.id)
-            started.append(experiment.id)
+        if runs[0].status == Status.queued:
+            for run in runs:
+                publish(engine, celery, run.id)
+                started.append(run.id)
             active += 1
     return started
 
 
 def _claim_trial(session: Session, study_id: str, search: SearchSpec) -> bool:
     """Count one more trial, unless the search has all its trials, was cancelled or already
-    runs ``parallel`` trials. The count comes first and locks the study's row, so processes
-    advancing the search at once (a worker and the sweeper) see each other's trials."""
+    runs ``parallel`` trials (each with one run per seed). The count comes first and locks the
+    study's row, so processes advancing the search at once (a worker and the sweeper) see each
+    other's trials."""
     claimed = session.exec(
         update(Study)
         .where(
@@ -218,7 +268,7 @@ def _claim_trial(session: Session, study_id: str, search: SearchSpec) -> bool:
     if claimed.rowcount != 1:
         return False
     active = session.exec(
-        select(func.count()).where(
+        select(func.count(distinct(col(Experiment.trial_number)))).where(
             Experiment.study_id == study_id, col(Experiment.status).in_(ACTIVE)
         )
     ).one()
@@ -238,13 +288,13 @@ def _start_trial(
     study: Study,
     search: SearchSpec,
     settings: Settings,
-) -> Experiment | None:
-    """Ask Optuna for a trial, then count it and store it as an experiment in one transaction:
-    queued (not yet published), or failed with the reason when the spec refuses its point or
-    its model is over the budget. None (and the trial failed) when the search already has all
-    its trials, was cancelled or runs ``parallel`` trials. A process that dies after asking
-    leaves a trial Optuna holds as running with no experiment: ``_reconcile`` fails it once
-    the search starts no more."""
+) -> list[Experiment]:
+    """Ask Optuna for a trial, then count it and store it as experiments, one per seed, in one
+    transaction: queued (not yet published), or failed with the reason when the spec refuses
+    its point or its model is over the budget. None (and the trial failed) when the search
+    already has all its trials, was cancelled or runs ``parallel`` trials. A process that dies
+    after asking leaves a trial Optuna holds as running with no experiment: ``_reconcile``
+    fails it once the search starts no more."""
     import optuna
 
     seed = study.seeds[0]
@@ -256,35 +306,40 @@ def _start_trial(
     if search.sampler != "grid":
         optuna_study.sampler = _sampler(search, seed * 100_003 + count)
     trial = optuna_study.ask(_distributions(search))
-    spec, refusal = _trial_spec_or_refusal(study, trial.params, settings)
+    specs = [_trial_spec_or_refusal(study, trial.params, settings, seed) for seed in study.seeds]
+    refusal = next((refused for _, refused in specs if refused is not None), None)
     label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
-    experiment: Experiment | None = None
+    runs: list[Experiment] = []
     with session_scope(engine) as session:
         if _claim_trial(session, study.id, search):
-            experiment = create_experiment(
-                session,
-                name=f"trial {trial.number}: {label}",
-                spec=spec,
-                study_id=study.id,
-                variant=f"trial {trial.number}",
-                owner=study.owner,
-            )
-            experiment.trial_number = trial.number
-            if refusal is not None:
-                experiment.status, experiment.error = Status.failed, refusal
-                experiment.finished_at = experiment.created_at
-    if experiment is None or refusal is not None:
+            for seed, (spec, _) in zip(study.seeds, specs, strict=True):
+                name = f"trial {trial.number}" + (f", seed {seed}" if len(specs) > 1 else "")
+                experiment = create_experiment(
+                    session,
+                    name=f"{name}: {label}",
+                    spec=spec,
+                    study_id=study.id,
+                    variant=f"trial {trial.number}",
+                    owner=study.owner,
+                    priority=study.priority,
+                )
+                experiment.trial_number = trial.number
+                if refusal is not None:
+                    experiment.status, experiment.error = Status.failed, refusal
+                    experiment.finished_at = experiment.created_at
+                runs.append(experiment)
+    if not runs or refusal is not None:
         _tell(optuna_study, trial.number, state=optuna.trial.TrialState.FAIL)
-    return experiment
+    return runs
 
 
 def _trial_spec_or_refusal(
-    study: Study, params: dict[str, Any], settings: Settings
+    study: Study, params: dict[str, Any], settings: Settings, seed: int
 ) -> tuple[dict[str, Any], str | None]:
-    """The trial's spec as stored, and why it is not run (None: it runs). A spec refused is
-    stored as asked: the study's resolved base with the point's values merged over it."""
+    """The spec of the trial's run with ``seed`` as stored, and why it is not run (None: it
+    runs). A spec refused is stored as asked: the study's resolved base with the point's values
+    merged over it."""
     preset, base = base_of(study)
-    seed = study.seeds[0]
     try:
         spec = trial_spec(preset, base, params, seed)
     except SpecError as exc:
@@ -304,9 +359,10 @@ def _reconcile(
     experiments: list[Experiment],
     search: SearchSpec,
 ) -> None:
-    """Tell Optuna how each finished trial ended; once the search starts no more trials, fail
-    the ones it holds as running with no experiment (asked for by a process that died before
-    storing them, or deleted)."""
+    """Tell Optuna how each finished trial ended: the mean of its runs' values once all have
+    succeeded, pruned as soon as one run was pruned, failed once all have ended otherwise.
+    Once the search starts no more trials, fail the ones Optuna holds as running with no
+    experiment (asked for by a process that died before storing them, or deleted)."""
     import optuna
 
     running = {
@@ -314,22 +370,16 @@ def _reconcile(
         for trial in optuna_study.get_trials(deepcopy=False)
         if trial.state == optuna.trial.TrialState.RUNNING
     }
-    for experiment in experiments:
-        if experiment.trial_number not in running or experiment.status in ACTIVE:
+    for number, runs in by_trial(experiments).items():
+        if number not in running:
             continue
-        value = (
-            objective(engine, experiment.id, search.metric)
-            if experiment.status == Status.succeeded
-            else None
-        )
+        value, active = trial_value(engine, runs, search.metric)
         if value is not None:
-            _tell(optuna_study, experiment.trial_number, value)
-        elif pruned(experiment):
-            state = optuna.trial.TrialState.PRUNED
-            _tell(optuna_study, experiment.trial_number, state=state)
-        else:
-            state = optuna.trial.TrialState.FAIL
-            _tell(optuna_study, experiment.trial_number, state=state)
+            _tell(optuna_study, number, value)
+        elif any(pruned(run) for run in runs):
+            _tell(optuna_study, number, state=optuna.trial.TrialState.PRUNED)
+        elif not active:
+            _tell(optuna_study, number, state=optuna.trial.TrialState.FAIL)
     if not trials_to_come(study):
         orphans = running - {experiment.trial_number for experiment in experiments}
         for number in orphans:
@@ -353,13 +403,13 @@ def _tell(
 def best_trial(
     engine: Engine, study: Study, experiments: list[Experiment]
 ) -> dict[str, Any] | None:
-    """The finished trial with the best value, with its parameters and experiment."""
+    """The finished trial with the best value (the mean over its seeds), with its parameters
+    and its first seed's experiment."""
     search = search_of(study)
     scored = [
-        (value, experiment)
-        for experiment in experiments
-        if experiment.status == Status.succeeded and experiment.trial_number is not None
-        if (value := objective(engine, experiment.id, search.metric)) is not None
+        (value, next((run for run in runs if run.spec["seed"] == study.seeds[0]), runs[0]))
+        for runs in by_trial(experiments).values()
+        if (value := trial_value(engine, runs, search.metric)[0]) is not None
     ]
     if not scored:
         return None
@@ -368,6 +418,8 @@ def best_trial(
     return {
         "number": experiment.trial_number,
         "value": value,
+        "metric": search.metric,
+        "direction": search.direction,
         "params": {key: _at(experiment.spec, key) for key in search.space},
         "experiment_id": experiment.id,
     }
@@ -380,15 +432,13 @@ def validate_space(
     within the model budget, and the spec accepts every point of a grid; SpecError naming
     ``search.space.<key>`` otherwise. (A sampled point the spec refuses fails its trial.)"""
     for key, param in search.space.items():
-        section, _, field = key.partition(".")
-        if section not in SECTIONS or not field or "." in field:
-            raise SpecError(
-                [
-                    error_entry(
-                        ("search", "space", key), "keys are section.field, e.g. model.dropout", key
-                    )
-                ]
+        section, *fields = key.split(".")
+        if section not in SECTIONS or not 1 <= len(fields) <= 2 or not all(fields):
+            message = (
+                "keys are section.field or section.field.key, "
+                "e.g. model.dropout or training.lr_schedule.type"
             )
+            raise SpecError([error_entry(("search", "space", key), message, key)])
         values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
         for value in values:
             spec = trial_spec(study_preset, base, {key: value}, seed)
@@ -409,14 +459,22 @@ class TrialReporter:
         import optuna
 
         optuna_study = load(url, study)
-        storage = optuna_storage(url)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(optuna_name(study.id)), trial_number
+        self.storage = optuna_storage(url)
+        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+            self.storage.get_study_id_from_name(optuna_name(study.id)), trial_number
         )
-        self.trial = optuna.trial.Trial(optuna_study, trial_id)
+        self.trial = optuna.trial.Trial(optuna_study, self.trial_id)
         self.metric = search_of(study).metric
+        self.first_seed = study.seeds[0]
 
-    def should_prune(self, epoch: int, logs: dict[str, Any]) -> bool:
+    def should_prune(self, epoch: int, logs: dict[str, Any], *, seed: int | None = None) -> bool:
+        """The run with the study's first seed (or ``seed`` None) reports the epoch's metric and
+        asks the pruner; a run with another seed stops once its trial has ended (pruned)."""
+        import optuna
+
+        if seed is not None and seed != self.first_seed:
+            state = self.storage.get_trial(self.trial_id).state
+            return bool(state != optuna.trial.TrialState.RUNNING)
         value = logs.get(self.metric)
         if value is None:
             return False
@@ -425,8 +483,10 @@ class TrialReporter:
 
 
 def _at(spec: dict[str, Any], key: str) -> Any:
-    section, field = key.split(".", 1)
-    return spec.get(section, {}).get(field)
+    value: Any = spec
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _point(params: dict[str, Any]) -> str:

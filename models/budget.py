@@ -21,7 +21,8 @@ LAYER_ACTIVATIONS = {"leaky_relu", "prelu"}
 
 
 def parameter_count(spec: ExperimentSpec) -> int:
-    """Exactly what Keras' ``count_params`` reports for the built model."""
+    """Exactly what Keras' ``count_params`` reports for the built model (augmentation and
+    dropout layers hold no weights)."""
     model = spec.model
     height, width, channels = DATASETS[spec.dataset.name].shape
     prelu = model.activation == "prelu"
@@ -38,16 +39,25 @@ def parameter_count(spec: ExperimentSpec) -> int:
     return total + features * classes + classes
 
 
+def augmentation_layers(spec: ExperimentSpec) -> int:
+    """How many preprocessing layers augment the input (each a picture-sized output)."""
+    augmentation = spec.model.augmentation
+    if augmentation is None:
+        return 0
+    ranges = (augmentation.translate, augmentation.rotate, augmentation.zoom, augmentation.contrast)
+    return (augmentation.flip is not None) + sum(value > 0 for value in ranges)
+
+
 def activation_bytes(spec: ExperimentSpec) -> int:
     """float32 outputs of every layer for one batch, twice (kept for the backward pass)."""
     model = spec.model
-    height, width, _ = DATASETS[spec.dataset.name].shape
+    height, width, channels = DATASETS[spec.dataset.name].shape
     per_output = 1 + (model.activation in LAYER_ACTIVATIONS)
-    elements = 0
+    elements = height * width * channels * augmentation_layers(spec)
     for filters in model.conv_filters:
         elements += height * width * filters * (per_output + model.batch_norm)
         height, width = height // 2, width // 2
-        elements += height * width * filters
+        elements += height * width * filters * (1 + (model.conv_dropout > 0))
     elements += sum(model.dense_units) * per_output + DATASETS[spec.dataset.name].classes
     return 2 * 4 * elements * spec.training.batch_size
 

@@ -2,13 +2,23 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
 from keras import layers, regularizers
 
 from models.datasets import DATASETS
-from models.spec import SGD, Adam, ExperimentSpec, ModelSpec, Momentum, RMSprop
+from models.spec import (
+    SGD,
+    Adam,
+    AdamW,
+    Augmentation,
+    ExperimentSpec,
+    ModelSpec,
+    Momentum,
+    RMSprop,
+)
 
 KERAS_ACTIVATIONS = frozenset({"relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish"})
 """Activations Keras takes by name, passed as ``activation=`` like the chapter's ``'relu'``."""
@@ -19,6 +29,9 @@ LEAKY_RELU_SLOPE = 0.01
 
 METRICS = ["accuracy"]
 """What every model reports per epoch besides its loss (and ``val_`` of both)."""
+
+FLIP_MODES = {"horizontal": "horizontal", "vertical": "vertical", "both": "horizontal_and_vertical"}
+"""The spec's flip names and Keras' ``RandomFlip`` modes."""
 
 
 class UnknownComponent(ValueError):
@@ -58,9 +71,64 @@ def _hidden(
     return [make(activation=None), _activation_layer(activation, conv=conv)]
 
 
+@keras.saving.register_keras_serializable(package="convlab")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy against integer labels smoothed toward the uniform distribution: Keras'
+    sparse loss takes no ``label_smoothing``, so the labels become one-hot rows here."""
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        name: str = "smoothed_sparse_crossentropy",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        return keras.losses.categorical_crossentropy(
+            keras.ops.one_hot(labels, classes, dtype=y_pred.dtype),
+            y_pred,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def build_augmentation(augmentation: Augmentation | None) -> list[layers.Layer]:
+    """Keras preprocessing layers for the spec's augmentation, on pictures scaled to [0, 1];
+    each acts in training only (no weights: parameter counts do not change)."""
+    if augmentation is None:
+        return []
+    stack: list[layers.Layer] = []
+    if augmentation.flip is not None:
+        stack.append(layers.RandomFlip(FLIP_MODES[augmentation.flip]))
+    if augmentation.translate > 0:
+        stack.append(layers.RandomTranslation(augmentation.translate, augmentation.translate))
+    if augmentation.rotate > 0:
+        stack.append(layers.RandomRotation(augmentation.rotate))
+    if augmentation.zoom > 0:
+        stack.append(layers.RandomZoom(augmentation.zoom, augmentation.zoom))
+    if augmentation.contrast > 0:
+        # (c, c): Keras 3.15 reads one number as (0, c), which only ever raises contrast
+        contrast = (augmentation.contrast, augmentation.contrast)
+        stack.append(layers.RandomContrast(contrast, value_range=(0, 1)))
+    return stack
+
+
+def build_loss(label_smoothing: float) -> str | keras.losses.Loss:
+    """The chapter's sparse cross-entropy, smoothed when the spec asks for it."""
+    if label_smoothing == 0:
+        return "sparse_categorical_crossentropy"
+    return SmoothedSparseCrossentropy(label_smoothing)
+
+
 def build_layers(model: ModelSpec, *, classes: int) -> list[layers.Layer]:
-    """The chapter's stack: (Conv2D, [BatchNorm], MaxPool) blocks, Flatten, [Dropout], Dense
-    (its input is the caller's)."""
+    """The chapter's stack: (Conv2D, [BatchNorm], MaxPool, [Dropout]) blocks, Flatten,
+    [Dropout], Dense (its input, and any augmentation before it, are the caller's)."""
     kernel_regularizer = regularizers.l2(model.l2) if model.l2 > 0 else None
     stack: list[layers.Layer] = []
     for filters in model.conv_filters:
@@ -76,8 +144,10 @@ def build_layers(model: ModelSpec, *, classes: int) -> list[layers.Layer]:
             conv=True,
         )
         if model.batch_norm:
-            stack.append(layers.BatchNormalization())
+            stack.append(layers.BatchNormalization(momentum=model.batch_norm_momentum))
         stack.append(layers.MaxPooling2D((2, 2)))
+        if model.conv_dropout > 0:
+            stack.append(layers.Dropout(model.conv_dropout))
     stack.append(layers.Flatten())
     if model.dropout > 0:
         stack.append(layers.Dropout(model.dropout))
@@ -92,7 +162,7 @@ def build_layers(model: ModelSpec, *, classes: int) -> list[layers.Layer]:
     return stack
 
 
-def build_optimizer(spec: SGD | Momentum | RMSprop | Adam) -> keras.optimizers.Optimizer:
+def build_optimizer(spec: SGD | Momentum | RMSprop | Adam | AdamW) -> keras.optimizers.Optimizer:
     """The optimizer a spec names, with exactly the hyperparameters it gives."""
     match spec:
         case SGD():
@@ -112,11 +182,20 @@ def build_optimizer(spec: SGD | Momentum | RMSprop | Adam) -> keras.optimizers.O
                 beta_2=spec.beta_2,
                 epsilon=spec.epsilon,
             )
+        case AdamW():
+            return keras.optimizers.AdamW(
+                learning_rate=spec.learning_rate,
+                weight_decay=spec.weight_decay,
+                beta_1=spec.beta_1,
+                beta_2=spec.beta_2,
+                epsilon=spec.epsilon,
+            )
     raise UnknownComponent(f"unknown optimizer {spec!r}")
 
 
 def build_model(spec: ExperimentSpec, speed: Speed = Speed()) -> keras.Model:
-    """A compiled model for ``spec``: sparse categorical cross-entropy, accuracy, its optimizer."""
+    """A compiled model for ``spec``: sparse categorical cross-entropy (label-smoothed if asked),
+    accuracy, its optimizer; augmentation layers right after the input's scaling."""
     dataset = DATASETS[spec.dataset.name]
     inputs: list[layers.Layer] = (
         [keras.Input(shape=dataset.shape, dtype="uint8"), layers.Rescaling(1 / dataset.pixel_max)]
@@ -124,12 +203,16 @@ def build_model(spec: ExperimentSpec, speed: Speed = Speed()) -> keras.Model:
         else [keras.Input(shape=dataset.shape)]
     )
     model = keras.Sequential(
-        [*inputs, *build_layers(spec.model, classes=dataset.classes)],
+        [
+            *inputs,
+            *build_augmentation(spec.model.augmentation),
+            *build_layers(spec.model, classes=dataset.classes),
+        ],
         name=f"convlab_{spec.preset}",
     )
     model.compile(
         optimizer=build_optimizer(spec.optimizer),
-        loss="sparse_categorical_crossentropy",
+        loss=build_loss(spec.training.label_smoothing),
         metrics=METRICS,
         steps_per_execution=speed.steps_per_execution,
         jit_compile=speed.jit_compile,

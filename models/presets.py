@@ -7,7 +7,13 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from models.errors import Loc, SpecError, did_you_mean, error_entry
-from models.spec import CROSS_FIELD_ERRORS, ExperimentSpec, fields_at
+from models.spec import (
+    CROSS_FIELD_ERRORS,
+    OPTIMIZER_NAMES,
+    SCHEDULE_TYPES,
+    ExperimentSpec,
+    fields_at,
+)
 
 
 @dataclass(frozen=True)
@@ -86,26 +92,51 @@ PRESETS: dict[str, Preset] = {
             "PReLU (learned slope) instead of ReLU in the hidden layers.",
             {"model": {"activation": "prelu"}},
         ),
+        Preset(
+            "augment",
+            "The base CNN trained on randomly mirrored (left-right) pictures shifted by up to 10%.",
+            {"model": {"augmentation": {"flip": "horizontal", "translate": 0.1}}},
+        ),
+        Preset(
+            "improved",
+            "The chapter's lessons on a wider CNN (64/128/256, Dense(256)): batch norm, dropout, "
+            "augmentation, batch 128, a cosine schedule.",
+            {
+                "model": {
+                    "conv_filters": [64, 128, 256],
+                    "dense_units": [256],
+                    "batch_norm": True,
+                    "dropout": 0.5,
+                    "conv_dropout": 0.2,
+                    "augmentation": {"flip": "horizontal", "translate": 0.1},
+                },
+                "training": {"batch_size": 128, "lr_schedule": {"type": "cosine"}},
+            },
+        ),
     )
 }
+
+UNION_TAGS = {"optimizer": "name", "lr_schedule": "type"}
+"""Keys whose objects are one of several kinds, and the key that names the kind."""
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Overrides applied key by key over ``base``; nested objects merge, anything else replaces.
 
-    Choosing another optimizer starts from that optimizer's defaults instead of merging
-    hyperparameters that belong to the preset's optimizer.
+    Choosing another optimizer (or learning-rate schedule) starts from its defaults instead of
+    merging hyperparameters that belong to the preset's.
     """
     merged = dict(base)
     for key, value in overrides.items():
         old = merged.get(key)
-        switches_optimizer = (
-            key == "optimizer"
+        tag = UNION_TAGS.get(key)
+        switches_kind = (
+            tag is not None
             and isinstance(value, dict)
             and isinstance(old, dict)
-            and value.get("name", old.get("name")) != old.get("name")
+            and value.get(tag, old.get(tag)) != old.get(tag)
         )
-        if isinstance(value, dict) and isinstance(old, dict) and not switches_optimizer:
+        if isinstance(value, dict) and isinstance(old, dict) and not switches_kind:
             merged[key] = merge(old, value)
         else:
             merged[key] = value
@@ -139,8 +170,10 @@ def _message(error: ErrorDetails) -> str:
 
 
 def _public_loc(error: ErrorDetails) -> Loc:
-    """The field's path as the user wrote it, without pydantic's union-tag step."""
+    """The field's path as the user wrote it, without pydantic's union-tag steps."""
     loc = error["loc"] or CROSS_FIELD_ERRORS.get(error["type"], ())
-    if len(loc) > 1 and loc[0] == "optimizer" and loc[1] in {"sgd", "momentum", "rmsprop", "adam"}:
-        return (loc[0], *loc[2:])
+    if len(loc) > 1 and loc[0] == "optimizer" and loc[1] in OPTIMIZER_NAMES:
+        loc = (loc[0], *loc[2:])
+    if loc[:2] == ("training", "lr_schedule") and len(loc) > 2 and loc[2] in SCHEDULE_TYPES:
+        loc = (*loc[:2], *loc[3:])
     return loc

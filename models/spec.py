@@ -1,16 +1,18 @@
 """The experiment spec: everything a run of the chapter varies, each number bounded."""
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from models.datasets import DATASETS
+from models.errors import did_you_mean
 
 Activation = Literal[
     "relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish"
 ]
-DatasetName = Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "digits"]
+DatasetName = Annotated[str, Field(min_length=1, max_length=64)]
+"""A built-in dataset, or a custom one this process finds in its data directory."""
 Metric = Literal["val_loss", "val_accuracy", "loss", "accuracy"]
 
 LearningRate = Annotated[float, Field(gt=0, le=10, description="Step size, (0, 10].")]
@@ -40,6 +42,26 @@ class DatasetSpec(StrictModel):
         None, ge=10, description="Class-balanced, seed-determined test subset (null: all)."
     )
 
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        found = DATASETS.get(name)
+        if found is None:
+            hint = did_you_mean(name, DATASETS)
+            choose = f"choose one of {', '.join(DATASETS)}"
+            raise PydanticCustomError(
+                "unknown_dataset",
+                "unknown dataset; {hint} Or {choose}" if hint else "unknown dataset; {choose}",
+                {"hint": hint, "choose": choose},
+            )
+        if found.problem is not None:
+            raise PydanticCustomError(
+                "unusable_dataset",
+                "dataset {name} cannot be used: {problem}",
+                {"name": name, "problem": found.problem},
+            )
+        return name
+
     @field_validator("train_size", "test_size")
     @classmethod
     def _size_fits_dataset(cls, size: int | None, info: ValidationInfo) -> int | None:
@@ -56,6 +78,25 @@ class DatasetSpec(StrictModel):
         return size
 
 
+class Augmentation(StrictModel):
+    """Random changes to each training batch, made by Keras preprocessing layers at the
+    model's input; evaluation and prediction see the pictures as they are."""
+
+    flip: Literal["horizontal", "vertical", "both"] | None = Field(
+        None, description="Mirror at random: left-right, top-bottom or both (null: never)."
+    )
+    translate: float = Field(
+        0.0, ge=0, le=0.5, description="Shift by up to this fraction of height and width."
+    )
+    rotate: float = Field(
+        0.0, ge=0, le=0.5, description="Rotate by up to this fraction of a full turn."
+    )
+    zoom: float = Field(0.0, ge=0, le=0.5, description="Zoom in or out by up to this fraction.")
+    contrast: float = Field(
+        0.0, ge=0, le=1, description="Scale contrast by a factor in [1 - contrast, 1 + contrast]."
+    )
+
+
 class ModelSpec(StrictModel):
     conv_filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
         [32, 64, 128],
@@ -69,8 +110,25 @@ class ModelSpec(StrictModel):
     )
     activation: Activation = Field("relu", description="Activation of every hidden layer.")
     batch_norm: bool = Field(False, description="BatchNormalization after each Conv2D.")
+    batch_norm_momentum: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description=(
+            "Momentum of batch norm's moving mean and variance, which evaluation uses; Keras' "
+            "0.99 needs a few hundred steps to settle, lower settles sooner. "
+            "Ignored when batch_norm is false."
+        ),
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout rate after Flatten (0: none).")
     l2: float = Field(0.0, ge=0, le=1, description="L2 factor on the Conv2D kernels (0: none).")
+    conv_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout rate after each conv block's pooling (0: none)."
+    )
+    augmentation: Augmentation | None = Field(
+        None,
+        description="Random flips, shifts, turns, zooms and contrast in training (null: none).",
+    )
 
 
 class SGD(StrictModel):
@@ -100,7 +158,17 @@ class Adam(StrictModel):
     epsilon: Epsilon = 1e-7
 
 
-Optimizer = Annotated[SGD | Momentum | RMSprop | Adam, Field(discriminator="name")]
+class AdamW(StrictModel):
+    name: Literal["adamw"] = "adamw"
+    learning_rate: LearningRate = 0.001
+    weight_decay: float = Field(0.004, ge=0, le=1, description="Decoupled weight decay.")
+    beta_1: Decay = 0.9
+    beta_2: Decay = 0.999
+    epsilon: Epsilon = 1e-7
+
+
+Optimizer = Annotated[SGD | Momentum | RMSprop | Adam | AdamW, Field(discriminator="name")]
+OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 
 
 class EarlyStopping(StrictModel):
@@ -108,6 +176,38 @@ class EarlyStopping(StrictModel):
     patience: int = Field(3, ge=0, le=1000)
     min_delta: float = Field(0.0, ge=0, le=10)
     restore_best_weights: bool = False
+
+
+Factor = Annotated[float, Field(gt=0, lt=1, description="What the rate is multiplied by.")]
+
+
+class StepSchedule(StrictModel):
+    """The rate times ``factor`` every ``every`` epochs."""
+
+    type: Literal["step"] = "step"
+    every: int = Field(10, ge=1, le=MAX_EPOCHS)
+    factor: Factor = 0.5
+
+
+class CosineSchedule(StrictModel):
+    """A linear warm-up over ``warmup_epochs``, then a cosine from the rate down toward 0 by
+    the last epoch."""
+
+    type: Literal["cosine"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+
+
+class PlateauSchedule(StrictModel):
+    """The rate times ``factor`` when ``monitor`` has not improved for ``patience`` epochs."""
+
+    type: Literal["plateau"] = "plateau"
+    monitor: Metric = "val_loss"
+    factor: Factor = 0.5
+    patience: int = Field(2, ge=0, le=1000)
+
+
+Schedule = Annotated[StepSchedule | CosineSchedule | PlateauSchedule, Field(discriminator="type")]
+SCHEDULE_TYPES = ("step", "cosine", "plateau")
 
 
 class TrainingSpec(StrictModel):
@@ -123,6 +223,26 @@ class TrainingSpec(StrictModel):
             "null validates on the test set, the chapter's way."
         ),
     )
+    label_smoothing: float = Field(
+        0.0, ge=0, le=0.5, description="Spread this much of each label over all classes."
+    )
+    lr_schedule: Schedule | None = Field(
+        None, description="How the learning rate changes from epoch to epoch (null: constant)."
+    )
+
+    @field_validator("lr_schedule")
+    @classmethod
+    def _warmup_fits(
+        cls, schedule: StepSchedule | CosineSchedule | PlateauSchedule | None, info: ValidationInfo
+    ) -> StepSchedule | CosineSchedule | PlateauSchedule | None:
+        epochs = info.data.get("epochs")
+        warmup = schedule.warmup_epochs if isinstance(schedule, CosineSchedule) else 0
+        if epochs is not None and warmup >= epochs:
+            raise ValueError(
+                f"warmup_epochs {warmup} leaves none of the {epochs} epochs to decay over; "
+                "warm up for fewer epochs than training.epochs"
+            )
+        return schedule
 
     def monitored(self) -> tuple[Metric, float]:
         """What the ``best`` weights are best at, and by how much an epoch must beat them to
@@ -176,9 +296,25 @@ def _inside(models: list[type[BaseModel]], part: str) -> list[type[BaseModel]]:
     """Where ``part`` leads from ``models``: the member of a union that ``part`` tags, else
     the object types the field ``part`` may hold."""
     if len(models) > 1:
-        return [model for model in models if model.model_fields["name"].default == part]
+        return [model for model in models if union_tag(model) == part]
     field = models[0].model_fields.get(part) if models else None
     if field is None:
         return []
-    members = get_args(field.annotation) or (field.annotation,)
-    return [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    return _object_types(field.annotation)
+
+
+def union_tag(model: type[BaseModel]) -> object:
+    """What names ``model`` in its union: its ``name`` (optimizers) or ``type`` (schedules)."""
+    for key in ("name", "type"):
+        if key in model.model_fields:
+            return model.model_fields[key].default
+    return None
+
+
+def _object_types(annotation: object) -> list[type[BaseModel]]:
+    """The spec objects an annotation allows, through ``Annotated`` and unions."""
+    if get_origin(annotation) is not None:
+        return [member for arg in get_args(annotation) for member in _object_types(arg)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []

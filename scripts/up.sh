@@ -12,9 +12,29 @@ mkdir -p "${CONVLAB_DATA_DIR:-$CONVLAB_HOME/data}"
 host="${CONVLAB_HOST:-127.0.0.1}"
 port="${CONVLAB_PORT:-8000}"
 
+# How long a stopping worker may take before it is killed, as compose does after its grace
+# period: a worker hung in its stop (seen in two full test runs; its cause is not found) must not
+# hold `make up` forever; a killed worker's run goes back to the queue when its lease ends.
+grace="${CONVLAB_STOP_GRACE_S:-30}"
+
+stop_worker() {
+    local celery_pid=$1
+    kill -TERM "$celery_pid" 2>/dev/null
+    for ((waited = 0; waited < grace; waited++)); do
+        kill -0 "$celery_pid" 2>/dev/null || break
+        sleep 1
+    done
+    if kill -0 "$celery_pid" 2>/dev/null; then
+        echo "convlab: the worker did not stop within $grace s; killing it and its pool." >&2
+        pkill -KILL -P "$celery_pid"
+        kill -KILL "$celery_pid" 2>/dev/null
+    fi
+    wait "$celery_pid"
+}
+
 supervise_worker() {
     local celery_pid
-    trap 'kill -TERM "$celery_pid" 2>/dev/null; wait "$celery_pid"; exit 0' INT TERM
+    trap 'stop_worker "$celery_pid"; exit 0' INT TERM
     while true; do
         celery -A worker.celery_app worker --loglevel INFO --concurrency 1 &
         celery_pid=$!
@@ -24,7 +44,8 @@ supervise_worker() {
     done
 }
 
-uvicorn --factory api.main:create_app --host "$host" --port "$port" --timeout-graceful-shutdown 5 &
+uvicorn --factory api.main:create_app --host "$host" --port "$port" \
+    --workers "${CONVLAB_API_WORKERS:-1}" --timeout-graceful-shutdown 5 &
 api=$!
 supervise_worker &
 worker=$!

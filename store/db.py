@@ -36,6 +36,7 @@ def get_engine(url: str | None = None) -> Engine:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new database
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={settings.sqlite_busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")

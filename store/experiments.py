@@ -15,7 +15,16 @@ from typing import Any, Literal
 from sqlalchemy import and_, distinct, func, or_, update
 from sqlmodel import Session, col, select
 
-from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, Study, utcnow
+from store.tables import (
+    ACTIVE,
+    EpochMetrics,
+    EpochRecord,
+    Experiment,
+    Priority,
+    Status,
+    Study,
+    utcnow,
+)
 
 
 class InvalidCursor(ValueError):
@@ -40,6 +49,7 @@ def create_experiment(
     variant: str | None = None,
     owner: str | None = None,
     parent_id: str | None = None,
+    priority: Priority = Priority.normal,
 ) -> Experiment:
     """Store a new queued experiment for a resolved spec (the caller commits, then dispatches)."""
     experiment = Experiment(
@@ -51,6 +61,7 @@ def create_experiment(
         variant=variant,
         owner=owner,
         parent_id=parent_id,
+        priority=priority,
         epochs_total=spec["training"]["epochs"],
     )
     session.add(experiment)
@@ -335,13 +346,48 @@ def delete(session: Session, experiment: Experiment) -> None:
     session.commit()
 
 
-def relabel(session: Session, experiment: Experiment, changes: dict[str, Any]) -> Experiment:
-    """Set the experiment's ``name``, ``tags`` or ``notes`` given in ``changes`` (only those
-    columns are written: a worker's concurrent updates of the row are kept)."""
+class TooManyTags(ValueError):
+    """Adding tags would give an experiment more than ``MAX_TAGS``."""
+
+
+MAX_TAGS = 32
+"""The most tags an experiment holds."""
+
+
+def relabel(
+    session: Session,
+    experiment: Experiment,
+    changes: dict[str, Any],
+    add_tags: Sequence[str] = (),
+    remove_tags: Sequence[str] = (),
+) -> Experiment:
+    """Set the experiment's ``name``, ``tags``, ``notes`` or ``pinned`` given in ``changes``
+    (only those columns are written: a worker's concurrent updates of the row are kept), then
+    add and remove tags. Adding or removing reads the tags under a lock on the row, so two
+    people tagging at once both keep theirs; TooManyTags (nothing written) past ``MAX_TAGS``."""
+    if add_tags or remove_tags:
+        tags = changes["tags"] if "tags" in changes else _locked(session, experiment).tags
+        merged = [tag for tag in dict.fromkeys([*tags, *add_tags]) if tag not in remove_tags]
+        if len(merged) > MAX_TAGS:
+            session.rollback()
+            raise TooManyTags(f"it would have {len(merged)} tags; an experiment holds {MAX_TAGS}")
+        changes = {**changes, "tags": merged}
     for key, value in changes.items():
         setattr(experiment, key, value)
     session.add(experiment)
     session.commit()
+    session.refresh(experiment)
+    return experiment
+
+
+def _locked(session: Session, experiment: Experiment) -> Experiment:
+    """The experiment re-read under a lock its session holds until it commits: the row's on
+    PostgreSQL (``FOR UPDATE``), the database's write lock on SQLite (``BEGIN IMMEDIATE``,
+    before any write of this transaction, as SQLite's driver begins only before one)."""
+    if session.get_bind().dialect.name == "postgresql":
+        query = select(Experiment).where(Experiment.id == experiment.id).with_for_update()
+        return session.exec(query.execution_options(populate_existing=True)).one()
+    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
     session.refresh(experiment)
     return experiment
 

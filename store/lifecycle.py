@@ -63,7 +63,12 @@ def continue_experiment(
     epochs are numbered after it (the caller commits, then dispatches)."""
     offset, data = checkpoint
     child = create_experiment(
-        session, name=parent.name, spec=spec, owner=owner, parent_id=parent.id
+        session,
+        name=parent.name,
+        spec=spec,
+        owner=owner,
+        parent_id=parent.id,
+        priority=parent.priority,
     )
     child.epoch_offset = child.epochs_done = offset
     session.flush()  # the row the checkpoint refers to

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
-from store.tables import EpochRecord, Experiment
+from store.tables import EpochRecord, Experiment, Status
 
 
 def ping(session: Session) -> None:
@@ -20,6 +20,16 @@ def experiments_by_status(session: Session) -> dict[str, int]:
         select(Experiment.status, func.count()).group_by(col(Experiment.status))
     ).all()
     return {str(status): int(count) for status, count in rows}
+
+
+def queued_by_priority(session: Session) -> dict[str, int]:
+    """How many experiments wait at each priority (a priority with none is absent)."""
+    rows = session.exec(
+        select(Experiment.priority, func.count())
+        .where(col(Experiment.status) == Status.queued)
+        .group_by(col(Experiment.priority))
+    ).all()
+    return {str(priority): int(count) for priority, count in rows}
 
 
 def epochs_recorded_after(session: Session, *, after: datetime) -> list[EpochRecord]:

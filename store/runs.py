@@ -14,7 +14,9 @@ from sqlmodel import Session, col, select
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope, upsert
 from store.leases import is_gone
+from store.queue import read_line, serve_order
 from store.tables import (
+    Attempt,
     BestCheckpoint,
     Checkpoint,
     EpochMetrics,
@@ -24,6 +26,7 @@ from store.tables import (
     Study,
     utcnow,
 )
+from store.workers import Accelerator
 
 RELEASED_STATUS = case((col(Experiment.pause_requested), Status.paused), else_=Status.queued)
 """Where a run goes when its process lets go of it (or is gone): paused if a pause was asked,
@@ -43,11 +46,64 @@ class Claim:
     """The previous attempt's process died holding the run."""
 
 
-def claim(
-    engine: Engine, experiment_id: str, owner: str, *, lease_seconds: float, max_lost: int
+CLAIM_TRIES = 10
+"""Runs tried from one reading of the serving order, as other workers take the first ones."""
+ORDER_READS = 100
+"""Readings of the order before giving up (the sweeper publishes again for what is left)."""
+
+
+def claim_next(
+    engine: Engine,
+    woken_for: str,
+    owner: str,
+    *,
+    lease_seconds: float,
+    max_lost: int,
+    accelerator: Accelerator | None = None,
 ) -> Claim | None:
-    """Take a queued run, or a running one whose holder is gone (or is this process); None if
-    neither.
+    """Take the run this process should train now, whichever message woke it: one it holds
+    already (a claim whose answer an outage lost), else ``woken_for`` if it is running and its
+    holder is gone, else the first queued run in the fair-share order (``store.queue``); None
+    if there is none."""
+    terms: dict[str, Any] = {
+        "lease_seconds": lease_seconds,
+        "max_lost": max_lost,
+        "accelerator": accelerator,
+    }
+    with session_scope(engine) as session:
+        held = session.exec(
+            select(Experiment.id).where(
+                col(Experiment.status) == Status.running, col(Experiment.lease_owner) == owner
+            )
+        ).first()
+    if held is not None and (claimed := claim(engine, held, owner, **terms)) is not None:
+        return claimed
+    if (claimed := claim(engine, woken_for, owner, queued_too=False, **terms)) is not None:
+        return claimed
+    for _ in range(ORDER_READS):  # each run lost was taken by another worker: progress
+        with session_scope(engine) as session:
+            order = serve_order(read_line(session))
+        if not order:
+            return None
+        for run in order[:CLAIM_TRIES]:
+            if (claimed := claim(engine, run.id, owner, **terms)) is not None:
+                return claimed
+    return None
+
+
+def claim(
+    engine: Engine,
+    experiment_id: str,
+    owner: str,
+    *,
+    lease_seconds: float,
+    max_lost: int,
+    accelerator: Accelerator | None = None,
+    queued_too: bool = True,
+) -> Claim | None:
+    """Take a queued run (unless not ``queued_too``), or a running one whose holder is gone (or
+    is this process); None if neither. Each claim is an attempt, recorded with the process and
+    its ``accelerator``.
 
     Taking over from a dead holder counts a lost worker; at ``max_lost`` the run fails instead.
     """
@@ -60,7 +116,7 @@ def claim(
         took_over = seen.status == Status.running and (expired or is_gone(seen.lease_owner))
         # A claim that committed while its answer was lost to an outage is retried by its owner.
         mine = seen.status == Status.running and seen.lease_owner == owner
-        if seen.status != Status.queued and not (took_over or mine):
+        if not (took_over or mine or (queued_too and seen.status == Status.queued)):
             return None
         lost = seen.workers_lost + int(took_over)
         unchanged = [
@@ -103,6 +159,16 @@ def claim(
             return None
         experiment = session.get(Experiment, experiment_id, populate_existing=True)
         assert experiment is not None
+        session.add(
+            Attempt(
+                experiment_id=experiment_id,
+                number=experiment.attempts,
+                worker=owner,
+                accelerator=accelerator.name if accelerator else None,
+                accelerator_memory_mb=accelerator.memory_mb if accelerator else None,
+                started_at=now,
+            )
+        )
         return Claim(experiment, took_over)
 
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from models.studies import PlannedRun
 from store import experiments
-from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from store.tables import ACTIVE, EpochRecord, Experiment, Priority, Status, Study
 
 T = TypeVar("T")
 
@@ -28,6 +28,7 @@ def create_study(
     runs: list[PlannedRun],
     seeds: list[int],
     owner: str | None = None,
+    priority: Priority = Priority.normal,
 ) -> tuple[Study, list[Experiment]]:
     """Store the study and every experiment of it (the caller commits once, then publishes)."""
     study = Study(
@@ -37,6 +38,7 @@ def create_study(
         definition=definition,
         seeds=seeds,
         owner=owner,
+        priority=priority,
     )
     session.add(study)
     members = [
@@ -47,6 +49,7 @@ def create_study(
             study_id=study.id,
             variant=run.variant,
             owner=owner,
+            priority=priority,
         )
         for run in runs
     ]
@@ -60,6 +63,7 @@ def create_search_study(
     definition: dict[str, Any],
     seeds: list[int],
     owner: str | None = None,
+    priority: Priority = Priority.normal,
 ) -> Study:
     """Store a search study; its trials become experiments as the search asks for them."""
     study = Study(
@@ -69,6 +73,7 @@ def create_search_study(
         definition=definition,
         seeds=seeds,
         owner=owner,
+        priority=priority,
     )
     session.add(study)
     return study

@@ -19,6 +19,14 @@ from sqlalchemy import (
 from sqlmodel import Field, SQLModel
 
 
+class Priority(StrEnum):
+    """Which queued runs start first; within one, users take turns (``store.queue``)."""
+
+    low = "low"
+    normal = "normal"
+    high = "high"
+
+
 class Status(StrEnum):
     queued = "queued"
     running = "running"
@@ -83,6 +91,10 @@ class Study(Notified, table=True):
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )
     cancel_requested: bool = False
+    priority: Priority = Field(
+        default=Priority.normal, sa_type=String(8), sa_column_kwargs={"server_default": "normal"}
+    )
+    """What its experiments inherit, search trials included."""
     epoch_seq: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
     """How many epoch rows its experiments have recorded: each takes the next number as its
     ``study_seq`` (``store.runs.record_epoch``), in the order they commit."""
@@ -140,6 +152,11 @@ class Experiment(Notified, table=True):
     epoch_offset: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     """Epochs its parent had trained when it was continued: its epochs are numbered after."""
     pause_requested: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    priority: Priority = Field(
+        default=Priority.normal, sa_type=String(8), sa_column_kwargs={"server_default": "normal"}
+    )
+    pinned: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    """Kept whatever the retention setting says."""
 
 
 class EpochRecord(SQLModel, table=True):
@@ -154,6 +171,8 @@ class EpochRecord(SQLModel, table=True):
     val_loss: float | None = None
     val_accuracy: float | None = None
     seconds: float
+    learning_rate: float | None = None
+    """The optimizer's learning rate during the epoch."""
     recorded_at: datetime = Field(
         default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
     )  # the metrics scrape reads the newest rows (store.monitoring.epochs_recorded_after)
@@ -175,6 +194,8 @@ class EpochMetrics:
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    learning_rate: float | None = None
+    """The optimizer's learning rate during the epoch (None in rows from before it was kept)."""
 
 
 class Checkpoint(SQLModel, table=True):
@@ -246,3 +267,19 @@ class WorkerRecord(SQLModel, table=True):
     accelerator_memory_mb: int | None = None
     started_at: datetime = Field(sa_type=DateTime(timezone=True))
     heartbeat_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    gpu_utilization: int | None = None
+    """Percent of the last sample period its GPU was busy (NVML); None without one."""
+    gpu_memory_used_mb: int | None = None
+
+
+class Attempt(SQLModel, table=True):
+    """One claim of an experiment: which process ran it, on which accelerator, from when."""
+
+    __tablename__ = "attempts"
+
+    experiment_id: str = _experiment_key()
+    number: int = Field(primary_key=True)
+    worker: str = Field(max_length=200)
+    accelerator: str | None = Field(default=None, max_length=200)
+    accelerator_memory_mb: int | None = None
+    started_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)

@@ -9,33 +9,53 @@ from sqlmodel import Session, col, select
 
 from store.clock import db_now
 from store.db import session_scope, upsert
-from store.tables import Experiment, Status, WorkerRecord
+from store.tables import Attempt, Experiment, Status, WorkerRecord
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """What a training process computes on: a GPU's name and memory, or "cpu"."""
+
+    name: str
+    memory_mb: int | None = None
+
+
+CPU = Accelerator("cpu")
 
 FORGOTTEN_AFTER = timedelta(days=1)
 """Rows of processes silent this long are deleted (a recycled pool process is a new row)."""
 
 
 def beat(
-    engine: Engine, name: str, *, host: str, pid: int, accelerator: str, memory_mb: int | None
+    engine: Engine,
+    name: str,
+    *,
+    host: str,
+    pid: int,
+    accelerator: Accelerator,
+    gpu_use: tuple[int | None, int | None] = (None, None),
 ) -> None:
-    """Record that the process ``name`` is alive now (the database's clock)."""
+    """Record that the process ``name`` is alive now (the database's clock), with its GPU's
+    utilization (percent) and memory in use (MB) where it has one."""
     with session_scope(engine) as session:
         now = db_now(session)
         values = {
             "name": name,
             "host": host,
             "pid": pid,
-            "accelerator": accelerator,
-            "accelerator_memory_mb": memory_mb,
+            "accelerator": accelerator.name,
+            "accelerator_memory_mb": accelerator.memory_mb,
             "started_at": now,
             "heartbeat_at": now,
+            "gpu_utilization": gpu_use[0],
+            "gpu_memory_used_mb": gpu_use[1],
         }
         upsert(
             session,
             WorkerRecord,
             values,
             keys=("name",),
-            update=("heartbeat_at", "accelerator"),
+            update=("heartbeat_at", "accelerator", "gpu_utilization", "gpu_memory_used_mb"),
         )
         session.exec(
             delete(WorkerRecord).where(col(WorkerRecord.heartbeat_at) < now - FORGOTTEN_AFTER)
@@ -67,3 +87,16 @@ def live_workers(session: Session, *, seen_within_s: float) -> list[LiveWorker]:
         ).all()
     )
     return [LiveWorker(row, running.get(row.name)) for row in rows]
+
+
+def attempts_of(session: Session, ids: list[str]) -> dict[str, list[Attempt]]:
+    """Each experiment's attempts, first first: which process ran it, on what, from when."""
+    found: dict[str, list[Attempt]] = {}
+    rows = session.exec(
+        select(Attempt)
+        .where(col(Attempt.experiment_id).in_(ids))
+        .order_by(col(Attempt.experiment_id), col(Attempt.number))
+    )
+    for attempt in rows.all():
+        found.setdefault(attempt.experiment_id, []).append(attempt)
+    return found

@@ -1,14 +1,17 @@
-"""Fixtures: an in-process app on a fresh SQLite database and broker, per test."""
+"""Fixtures: an in-process app on a fresh SQLite database and broker, per test; a migrated
+database of each kind; the logs of a failed test's running stacks in its report."""
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 from api.main import create_app
 from core.config import Settings
-from tests.services import Trainer
+from store.db import get_engine, migrate
+from tests.services import Stack, Trainer, postgres_database
 
 
 @pytest.fixture
@@ -25,3 +28,32 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def trainer(settings: Settings, client: TestClient) -> Trainer:
     return Trainer(settings)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A fresh migrated database: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        engine = get_engine(Settings(home=tmp_path).resolved_database_url)
+        migrate(engine)
+        yield engine
+        engine.dispose()
+        return
+    with postgres_database() as url:
+        engine = get_engine(url)
+        migrate(engine)
+        yield engine
+        engine.dispose()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A failed test that used a running stack reports its processes' logs (CI keeps nothing
+    else of them)."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            for stack in value if isinstance(value, tuple) else (value,):
+                if isinstance(stack, Stack):
+                    report.sections.append(("the stack's logs", stack.log_tail()))
+    return report

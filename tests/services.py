@@ -23,6 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from convlab_client.client import CONNECTION_LIMITS
 from core.config import Settings
 from store.db import get_engine
 from store.leases import this_process
@@ -232,12 +233,18 @@ class Stack:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers=headers, limits=CONNECTION_LIMITS
+        )
 
-    def convlab(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The ``convlab`` command, on this stack's settings."""
+    def convlab(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """The ``convlab`` command, on this stack's settings and its API (``env`` added)."""
         return subprocess.run(
-            [str(BIN / "convlab"), *args], env=self.env, capture_output=True, text=True, timeout=60
+            [str(BIN / "convlab"), *args],
+            env={**self.env, "CONVLAB_URL": self.url, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def token(self, user: str, *flags: str) -> str:

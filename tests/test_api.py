@@ -31,6 +31,7 @@ def test_submit_returns_201_with_location_and_the_resolved_spec(client: TestClie
     assert body["spec"]["model"]["dropout"] == 0.5
     assert body["spec"]["training"] == {
         "epochs": 3, "batch_size": 1024, "early_stopping": None, "validation_split": None,
+        "label_smoothing": 0.0, "lr_schedule": None,
     }  # fmt: skip
     assert (body["epochs_done"], body["epochs_total"], body["final"]) == (0, 3, None)
     assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")
@@ -128,15 +129,15 @@ def test_history_serves_json_since_and_csv(client: TestClient, trainer: Trainer)
     assert [row["epoch"] for row in body["epochs"]] == [1, 2, 3]
     assert body["epochs"][1] == {
         "epoch": 2, "loss": 1.0, "accuracy": 0.6, "val_loss": 0.75, "val_accuracy": 0.7,
-        "seconds": 0.25,
+        "seconds": 0.25, "learning_rate": None,
     }  # fmt: skip
     since = client.get(f"/experiments/{experiment_id}/history", params={"since": 2}).json()
     assert [row["epoch"] for row in since["epochs"]] == [3]
     csv = client.get(f"/experiments/{experiment_id}/history?format=csv")
     assert csv.headers["content-type"].startswith("text/csv")
     lines = csv.text.splitlines()
-    assert lines[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds"
-    assert lines[1] == "1,2.0,0.3,1.5,0.4,0.25"
+    assert lines[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,learning_rate"
+    assert lines[1] == "1,2.0,0.3,1.5,0.4,0.25,"
     by_accept = client.get(f"/experiments/{experiment_id}/history", headers={"accept": "text/csv"})
     assert by_accept.text == csv.text
     experiment = client.get(f"/experiments/{experiment_id}").json()
@@ -198,9 +199,9 @@ def test_list_rejects_bad_query_parameters_naming_them(client: TestClient) -> No
         assert response.json()["detail"][0]["loc"] == loc
 
 
-def test_presets_list_the_thirteen_chapter_variants_with_specs(client: TestClient) -> None:
+def test_presets_list_the_chapter_variants_and_beyond_with_specs(client: TestClient) -> None:
     presets = client.get("/presets").json()
-    assert len(presets) == 13
+    assert [preset["name"] for preset in presets][13:] == ["augment", "improved"]
     by_name = {preset["name"]: preset for preset in presets}
     assert by_name["batch_norm"]["spec"]["model"]["batch_norm"] is True
     assert all(preset["description"] for preset in presets)
@@ -243,7 +244,7 @@ def test_openapi_docs_offer_an_example_per_preset(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     operation = client.get("/openapi.json").json()["paths"]["/experiments"]["post"]
     examples = operation["requestBody"]["content"]["application/json"]["examples"]
-    assert len(examples) == 13
+    assert len(examples) == 15
     assert examples["dropout"]["value"]["preset"] == "dropout"
 
 

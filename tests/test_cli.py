@@ -277,8 +277,8 @@ def test_ls_lists_newest_first_with_progress_and_filters(
     assert everything.returncode == 0, everything.stderr
     rows = table_rows(everything.stdout)
     val_accuracy = f"{trained['final']['val_accuracy']:.4f}"
-    assert rows[trained["id"]] == ["", "batch_norm", "succeeded", "3/3", val_accuracy]
-    assert rows[failed_id] == ["", "base", "failed", "0/50", "-"]
+    assert rows[trained["id"]] == ["", "batch_norm", "succeeded", "", "3/3", val_accuracy]
+    assert rows[failed_id] == ["", "base", "failed", "", "0/50", "-"]
     assert list(rows).index(failed_id) < list(rows).index(trained["id"])
 
     only_failed = table_rows(convlab(stack, "ls", "--status", "failed").stdout)
@@ -318,7 +318,9 @@ def test_history_as_a_table_and_as_the_servers_csv(
     csv = convlab(stack, "history", trained["id"], "--csv")
     assert csv.returncode == 0, csv.stderr
     assert csv.stdout == api.get(path, params={"format": "csv"}).text
-    assert csv.stdout.splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds"
+    assert csv.stdout.splitlines()[0] == (
+        "epoch,loss,accuracy,val_loss,val_accuracy,seconds,learning_rate"
+    )
     assert len(csv.stdout.splitlines()) == 4
 
 

@@ -117,7 +117,7 @@ def test_config_refuses_without_passwords(compose_cli: str, tmp_path: Path) -> N
 
 def test_commands_are_the_ones_the_stack_tests_run(config: dict[str, Any]) -> None:
     assert API_COMMAND == (
-        "uvicorn --factory api.main:create_app --host 0.0.0.0 --port 8000 "
+        "uvicorn --factory api.main:create_app --host 0.0.0.0 --port 8000 --workers 4 "
         "--timeout-graceful-shutdown 5"
     )
     assert WORKER_COMMAND == (
@@ -173,6 +173,15 @@ def test_worker_reserves_one_gpu(config: dict[str, Any]) -> None:
     assert worker["restart"] == "unless-stopped"
 
 
+def test_api_runs_several_processes_and_training_yields_the_cpu_to_it(
+    config: dict[str, Any],
+) -> None:
+    processes = re.search(r"--workers (\d+)", config["services"]["api"]["command"])
+    assert processes is not None and int(processes.group(1)) >= 2
+    shares = config["services"]["worker"]["cpu_shares"]
+    assert shares < config["services"]["api"].get("cpu_shares", 1024)  # Docker's default
+
+
 def test_env_example_sets_every_variable_the_compose_file_reads() -> None:
     assert set(COMPOSE_VARIABLES) <= set(_env_example())
 
@@ -197,3 +206,14 @@ def test_prometheus_is_opt_in_and_mounts_the_token_its_config_reads(
     assert "/etc/prometheus/prometheus.yml" in mounted
     assert scrape[0]["authorization"]["credentials_file"] in mounted
     assert scrape[0]["static_configs"] == [{"targets": ["api:8000"]}]
+
+
+def test_optuna_dashboard_is_opt_in_and_reads_convlabs_database(config: dict[str, Any]) -> None:
+    dashboard = config["services"]["optuna-dashboard"]
+    assert dashboard["profiles"] == ["optuna"]
+    assert dashboard["ports"] == ["127.0.0.1:8080:8080/tcp"]
+    assert dashboard["depends_on"]["postgres"]["condition"] == "service_healthy"
+    database = config["services"]["api"]["environment"]["CONVLAB_DATABASE_URL"]
+    assert PASSWORDS["POSTGRES_PASSWORD"] in database
+    # The same database, through the upstream image's driver (psycopg2).
+    assert dashboard["command"] == [database.replace("+psycopg://", "+psycopg2://", 1)]

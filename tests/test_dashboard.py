@@ -4,20 +4,26 @@ to test-artifacts/screenshots/."""
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.services import ROOT, Stack, missing, running_stack, wait_for, wait_for_status
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +72,41 @@ def _wait(browser: WebDriver, condition: Any, timeout: float = 60) -> Any:
     return waiting.until(condition)
 
 
+def _read(browser: WebDriver, read: Callable[[WebDriver], T]) -> T:
+    """``read(browser)``, read again if the page re-rendered what it was reading meanwhile (a
+    refresh or an event replaced the rows)."""
+    return _wait(browser, lambda b: (read(b),), 10)[0]
+
+
 def _shown(browser: WebDriver, selector: str) -> Any:
+    """The first element ``selector`` finds if it is displayed, else False; one the page
+    re-rendered between finding and reading it (an event replaced the status badge) is looked
+    for again, up to four times."""
+    for _ in range(4):
+        try:
+            return _first_displayed(browser, selector)
+        except StaleElementReferenceException:
+            continue
+    return _first_displayed(browser, selector)
+
+
+def _first_displayed(browser: WebDriver, selector: str) -> Any:
     found = browser.find_elements(By.CSS_SELECTOR, selector)
     return found[0] if found and found[0].is_displayed() else False
+
+
+def _attributes(browser: WebDriver, selector: str, name: str) -> list[str]:
+    """Attribute ``name`` of every element ``selector`` finds."""
+    return [found.get_attribute(name) for found in browser.find_elements(By.CSS_SELECTOR, selector)]
+
+
+def _epochs_listed(browser: WebDriver) -> list[str]:
+    return _attributes(browser, "#history tr", "data-epoch")
+
+
+def _cells(browser: WebDriver, selector: str) -> list[str]:
+    """The text of every element ``selector`` finds."""
+    return [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, selector)]
 
 
 def _field(browser: WebDriver, path: str) -> Any:
@@ -121,10 +159,7 @@ def test_submit_from_the_form_watch_epochs_arrive_then_cancel(browser: WebDriver
     assert browser.execute_script("return window.sameDocument") is True
     _wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src") != first_plot, 10)
     assert _shown(browser, "#status [data-status=running]")
-    epochs = [
-        row.get_attribute("data-epoch")
-        for row in browser.find_elements(By.CSS_SELECTOR, "#history tr")
-    ]
+    epochs = _read(browser, _epochs_listed)
     assert epochs[:3] == ["1", "2", "3"]
     _shot(browser, "experiment-live")
 
@@ -157,14 +192,16 @@ def test_a_study_page_shows_its_table_and_overlaid_curves(
     browser.get(browser.current_url.split("#")[0] + "#/studies")
     _wait(browser, lambda b: _shown(b, "#studies a")).click()
     _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")) == 2)
-    rows = browser.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")
-    assert [row.find_element(By.TAG_NAME, "td").text for row in rows] == ["base", "dropout"]
-    epochs_run = browser.find_elements(By.CSS_SELECTOR, '#study-table [data-column="epochs_run"]')
-    assert [cell.text for cell in epochs_run] == ["2.0", "2.0"]
-    best = browser.find_elements(By.CSS_SELECTOR, '#study-table [data-column="best_val_accuracy"]')
-    assert all(0 < float(cell.text) <= 1 for cell in best)
-    runs = browser.find_elements(By.CSS_SELECTOR, "#study-experiments tbody tr")
-    assert {row.get_attribute("data-id") for row in runs} == set(study["experiment_ids"])
+    assert _read(browser, lambda b: _cells(b, "#study-table tbody tr td:first-child")) == [
+        "base",
+        "dropout",
+    ]
+    epochs_run = _read(browser, lambda b: _cells(b, '#study-table [data-column="epochs_run"]'))
+    assert epochs_run == ["2.0", "2.0"]
+    best = _read(browser, lambda b: _cells(b, '#study-table [data-column="best_val_accuracy"]'))
+    assert all(0 < float(cell) <= 1 for cell in best)
+    runs = _read(browser, lambda b: _attributes(b, "#study-experiments tbody tr", "data-id"))
+    assert set(runs) == set(study["experiment_ids"])
     _wait(
         browser,
         lambda b: b.execute_script("return document.getElementById('study-plot').naturalWidth") > 0,
@@ -189,7 +226,12 @@ def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
     _wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, '#tags [data-tag="lr-sweep"]'))
     browser.find_element(By.ID, "notes").send_keys("Try a lower rate.")
     browser.find_element(By.ID, "save-notes").click()
-    _wait(browser, lambda b: b.find_element(By.ID, "notes-saved").text == "Saved.")
+    try:
+        _wait(browser, lambda b: b.find_element(By.ID, "notes-saved").text == "Saved.")
+    except TimeoutException:  # say what the page showed instead (a full run failed here once)
+        _shot(browser, "notes-not-saved")
+        shown = browser.find_element(By.ID, "label-errors").text or "no error shown"
+        raise AssertionError(f"the notes were not saved: {shown}\n{stack.log_tail()}") from None
     _shot(browser, "experiment-tags-and-notes")
     with stack.client(token) as client:
         stored = client.get(f"/experiments/{tagged['id']}").json()
@@ -201,9 +243,10 @@ def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
     browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
     _wait(browser, lambda b: "tag=bn" in b.current_url and "q=LOWER" in b.current_url)
     _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 1)
-    row = browser.find_element(By.CSS_SELECTOR, "#experiments tbody tr")
-    assert row.get_attribute("data-id") == tagged["id"]
-    assert row.find_element(By.CSS_SELECTOR, "td.tags").text == "bn"
+    assert _read(browser, lambda b: _attributes(b, "#experiments tbody tr", "data-id")) == [
+        tagged["id"]
+    ]
+    assert _read(browser, lambda b: _cells(b, "#experiments tbody tr td.tags")) == ["bn"]
     Select(browser.find_element(By.ID, "sort")).select_by_value("-final.val_accuracy")
     _wait(
         browser, lambda b: "sort=-final.val_accuracy" in b.current_url and "tag=bn" in b.current_url
@@ -343,10 +386,7 @@ def test_continue_trains_on_after_the_parents_epochs(
     child_id = browser.current_url.split("#/experiments/")[1]
     _open(browser, f"#/experiments/{child_id}")  # afresh: the plot drawn once, finished
     _wait(browser, lambda b: _text(b, "#parent") == "to continue")
-    epochs_shown = [
-        row.get_attribute("data-epoch")
-        for row in browser.find_elements(By.CSS_SELECTOR, "#history tr")
-    ]
+    epochs_shown = _read(browser, _epochs_listed)
     assert epochs_shown == ["3"]
     _wait(browser, lambda b: _loaded(b, "plot"))
     fetched = browser.execute_script(
@@ -370,7 +410,7 @@ def test_pause_then_resume_and_the_run_succeeds(
     _open(browser, f"#/experiments/{experiment['id']}")
     _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
     _wait(browser, lambda b: _shown(b, "#status [data-status=running]"))
-    assert "Latest test accuracy" in browser.find_element(By.CSS_SELECTOR, ".facts").text
+    assert "Latest test accuracy" in _read(browser, lambda b: _cells(b, ".facts"))[0]
     assert not _shown(browser, "#resume")
     browser.find_element(By.ID, "pause").click()
 
@@ -387,18 +427,33 @@ def test_pause_then_resume_and_the_run_succeeds(
     browser.find_element(By.ID, "resume").click()
     _wait(browser, lambda b: not _shown(b, "#status [data-status=paused]"), 30)
     _wait(browser, lambda b: _shown(b, "#status [data-status=succeeded]"), 180)
-    epochs = [
-        row.get_attribute("data-epoch")
-        for row in browser.find_elements(By.CSS_SELECTOR, "#history tr")
-    ]
+    epochs = _read(browser, _epochs_listed)
     assert epochs == ["1", "2", "3", "4", "5", "6"]
-    assert "Final test accuracy" in browser.find_element(By.CSS_SELECTOR, ".facts").text
-    classes = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#per-class tbody tr"))
-    assert [row.find_element(By.TAG_NAME, "td").text for row in classes] == [
-        str(d) for d in range(10)
-    ]
+    assert "Final test accuracy" in _read(browser, lambda b: _cells(b, ".facts"))[0]
+    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#per-class tbody tr"))
+    classes = _read(browser, lambda b: _cells(b, "#per-class tbody tr td:first-child"))
+    assert classes == [str(d) for d in range(10)]
     _wait(browser, lambda b: _loaded(b, "evaluation-plot"))
     _shot(browser, "experiment-resumed-and-evaluated")
+
+
+def test_a_queued_run_shows_its_place_in_line(browser: WebDriver, stack: Stack, token: str) -> None:
+    long = {"dataset": {"name": "digits"}, "training": {"epochs": 200, "batch_size": 8}}
+    with stack.client(token) as client:
+        busy = client.post("/experiments", json={**long, "name": "keeps the worker busy"}).json()
+        wait_for_status(client, busy["id"], {"running"})
+        waiting = client.post("/experiments", json={**long, "name": "waits its turn"}).json()
+        _open(browser, f"#/experiments/{waiting['id']}")
+        note = _wait(browser, lambda b: _shown(b, "#status .queue"))
+        assert note.get_attribute("data-position") == "1" and "#1 in line" in note.text
+        _open(browser, "#/experiments")
+        row = _wait(browser, lambda b: _shown(b, f'tr[data-id="{waiting["id"]}"] .queue'))
+        assert "#1 in line" in row.text
+        assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-id="{busy["id"]}"] .queue')
+        _shot(browser, "queue-place")
+        for run in (waiting, busy):
+            client.post(f"/experiments/{run['id']}/cancel")
+        wait_for_status(client, busy["id"], {"cancelled"})
 
 
 def test_a_failed_run_says_why_and_draws_no_plot(

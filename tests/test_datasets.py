@@ -9,10 +9,15 @@ import tarfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from models.datasets import find_custom
+from models.uploads import check_npz
+from store.datasets import publish, receive, remove
 from tests.archives import (
     images,
     save_npz,
@@ -21,7 +26,7 @@ from tests.archives import (
     write_mnist,
     write_tar,
 )
-from worker.datasets import DatasetUnavailable, load_dataset, prepare
+from worker.datasets import DatasetUnavailable, clear_cache, load_dataset, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +35,9 @@ Writer = Callable[[Path], dict[str, np.ndarray]]
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
-    load_dataset.cache_clear()
+    clear_cache()
     yield
-    load_dataset.cache_clear()
+    clear_cache()
 
 
 def test_load_dataset_round_trips_cifar10_pixels(tmp_path: Path) -> None:
@@ -364,3 +369,63 @@ def test_import_leaves_tensorflow_unloaded() -> None:
     )
 
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def _upload(data_dir: Path, name: str, arrays: dict[str, Any]) -> None:
+    """Store ``arrays`` as the upload ``name``, the way POST /datasets does."""
+    path = data_dir / f"{name}.source.npz"
+    np.savez(path, **arrays)
+    with path.open("rb") as source:
+        received = receive(data_dir, source)
+    with received[0].open("rb") as file:
+        facts = check_npz(file, 10**8)
+    publish(data_dir, name, received, facts, owner=None)
+
+
+def _labelled(value: int) -> dict[str, np.ndarray]:
+    return {
+        "x_train": np.full((4, 6, 6), value, np.uint8),
+        "y_train": np.array([0, 1, 0, 1]),
+        "x_test": np.full((2, 6, 6), value, np.uint8),
+        "y_test": np.array([1, 0]),
+    }
+
+
+def test_load_dataset_reads_an_upload_and_never_serves_a_deleted_ones_arrays(
+    tmp_path: Path,
+) -> None:
+    _upload(tmp_path, "mine", _labelled(7))
+    first = load_dataset("mine", tmp_path)
+    assert first.x_train.shape == (4, 6, 6, 1) and first.x_train.max() == 7
+    assert first.y_test.dtype == np.int64 and list(first.y_test) == [1, 0]
+    assert load_dataset("mine", tmp_path) is first  # cached
+
+    info = find_custom("mine", tmp_path)
+    assert info is not None
+    remove(tmp_path, info)
+    _upload(tmp_path, "mine", _labelled(9))
+
+    assert load_dataset("mine", tmp_path).x_train.max() == 9
+
+
+def test_load_dataset_reads_a_folder_as_keras_does(tmp_path: Path) -> None:
+    root = tmp_path / "custom" / "pets"
+    pictures = {
+        ("train", "dog"): [np.full((4, 6), 200, np.uint8)],
+        ("train", "cat"): [np.full((4, 6), 10, np.uint8), np.full((8, 12), 50, np.uint8)],
+        ("test", "dog"): [np.full((4, 6), 190, np.uint8)],
+    }
+    for (split, name), arrays in pictures.items():
+        (root / split / name).mkdir(parents=True)
+        for index, array in enumerate(arrays):
+            Image.fromarray(array).save(root / split / name / f"{index}.png")
+    (root / "train" / "cat" / "notes.txt").write_text("not a picture")
+
+    data = load_dataset("pets", tmp_path)
+
+    assert data.x_train.shape == (3, 4, 6, 1)  # the first picture's size; the 8x12 one resized
+    assert list(data.y_train) == [0, 0, 1]  # cat, cat, dog: sorted folder names
+    assert [int(x.max()) for x in data.x_train] == [10, 50, 200]
+    assert list(data.y_test) == [1] and int(data.x_test.max()) == 190
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(root / "train" / "dog" / "1.png")
+    assert len(load_dataset("pets", tmp_path).x_train) == 4  # a new picture: read again

@@ -10,9 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import delete
+from sqlmodel import col
 
 from store.best_models import best_so_far
-from store.db import get_engine
+from store.db import get_engine, session_scope
+from store.tables import Evaluation
 from tests.pictures import PNG_SIGNATURE
 from tests.services import Stack, running_stack, wait_for, wait_for_status
 from tests.test_cli import convlab
@@ -92,7 +95,7 @@ def test_evaluation_is_404_until_the_run_ends_then_adds_up(
     for path in ("evaluation", "evaluation.png"):
         early = client.get(f"/experiments/{experiment_id}/{path}")
         assert early.status_code == 404
-        assert "no evaluation yet" in early.json()["detail"]
+        assert "its test set is evaluated once, when its run succeeds" in early.json()["detail"]
     assert wait_for_status(client, experiment_id, TERMINAL)["status"] == "succeeded"
     evaluation = client.get(f"/experiments/{experiment_id}/evaluation").json()
     assert evaluation["classes"] == [str(digit) for digit in range(10)]
@@ -167,6 +170,18 @@ def test_convlab_evaluation_prints_each_class(stack: Stack, early_stopped: dict[
     assert done.returncode == 0, done.stderr
     assert "accuracy" in done.stdout
     assert done.stdout.splitlines()[-1].endswith("right with the best weights")
+
+
+def test_a_succeeded_run_whose_evaluation_failed_says_so(
+    client: httpx.Client, stack: Stack, plain: str
+) -> None:
+    assert wait_for_status(client, plain, TERMINAL)["status"] == "succeeded"
+    engine = get_engine(f"sqlite:///{Path(stack.env['CONVLAB_HOME']) / 'convlab.sqlite'}")
+    with session_scope(engine) as session:  # as a worker leaves it when evaluating raised
+        session.exec(delete(Evaluation).where(col(Evaluation.experiment_id) == plain))
+    response = client.get(f"/experiments/{plain}/evaluation")
+    assert response.status_code == 404
+    assert "succeeded but its test set could not be evaluated" in response.json()["detail"]
 
 
 def test_evaluation_of_an_unknown_experiment_is_404(client: httpx.Client) -> None:

@@ -3,20 +3,17 @@ lease was taken over can change nothing, retention keeps the newest checkpoints,
 skips a checkpoint that does not load."""
 
 import hashlib
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col
 
-from core.config import Settings
 from jobs.queueing import requeue_abandoned
 from models.presets import PRESETS
 from store.clock import db_now
-from store.db import get_engine, migrate, session_scope
+from store.db import session_scope
 from store.experiments import create_experiment
 from store.runs import (
     EpochMetrics,
@@ -32,27 +29,11 @@ from store.runs import (
     trained_model,
 )
 from store.tables import Experiment, Status
-from tests.services import postgres_database
 
 OLD = "node-a/1/1"
 NEW = "node-b/2/2"
 """Owners on other machines: only their lease's expiry says they are gone."""
 LEASE = 30.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = get_engine(Settings(home=tmp_path).resolved_database_url)
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database() as url:
-        engine = get_engine(url)
-        migrate(engine)
-        yield engine
-        engine.dispose()
 
 
 def _queued(engine: Engine) -> str:

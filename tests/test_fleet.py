@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 LEASE_SECONDS = 10
 TERMINAL = {"succeeded", "failed", "cancelled"}
 EPOCHS = 60
+"""Long enough that a machine is still training while a second one starts (seconds under load)."""
 LONG_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": EPOCHS, "batch_size": 16}}
 SHORT_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 2, "batch_size": 64}}
 
@@ -107,7 +108,10 @@ def test_a_machine_that_dies_mid_epoch_hands_its_run_over_within_the_lease(
 def test_a_worker_90s_behind_keeps_its_healthy_run(stack: Stack) -> None:
     stack.start_worker(_skewed("-90s"))
     with stack.client() as client:
-        response = client.post("/experiments", json=LONG_RUN)
+        # Were leases on this worker's clock, each would have ended 80 s before it began, and
+        # the sweeper (every 0.5 s) would take the run at once: 30 epochs are many sweeps.
+        training = {"epochs": 30, "batch_size": 16}
+        response = client.post("/experiments", json={**LONG_RUN, "training": training})
         done = wait_for_status(client, response.json()["id"], TERMINAL, timeout=300)
     assert done["status"] == "succeeded", stack.log_tail()
     assert (done["attempts"], done["workers_lost"]) == (1, 0), stack.log_tail()

@@ -110,7 +110,7 @@ def test_names_are_drawn_letter_for_letter_not_as_mathtext(client: httpx.Client)
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("POST", "/datasets", "GET"),
+        ("PUT", "/datasets", "GET, POST"),
         ("DELETE", "/presets", "GET"),
         ("PUT", "/experiments", "GET, POST"),
         ("PUT", "/experiments/0123", "DELETE, GET, PATCH"),

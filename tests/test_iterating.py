@@ -3,7 +3,9 @@ or a metric and paged exactly: over HTTP against a running API on SQLite and Pos
 through the ``convlab`` command."""
 
 import subprocess
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any, get_args
 
@@ -178,6 +180,36 @@ def test_tags_at_their_limits_are_kept(alice: httpx.Client) -> None:
     assert response.json()["tags"] == tags
 
 
+def test_tags_added_at_once_by_many_are_all_kept(
+    stack: tuple[Stack, Settings], tokens: dict[str, str]
+) -> None:
+    """Sixteen clients each add a tag to one experiment at the same moment (what sixteen
+    ``convlab tag`` commands do): none is lost, as a read, then a write of the list, would."""
+    running, _ = stack
+    with running.client(tokens["alice"]) as client:
+        experiment_id = client.post("/experiments", json=RUN).json()["id"]
+        path = f"/experiments/{experiment_id}"
+        assert client.patch(path, json={"tags": ["first"]}).json()["tags"] == ["first"]
+    start = threading.Barrier(16)
+
+    def add(tag: str) -> int:
+        with running.client(tokens["alice"]) as client:
+            start.wait()
+            return client.patch(
+                path, json={"add_tags": [tag], "remove_tags": ["first"]}
+            ).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(add, [f"t{index}" for index in range(16)]))
+    assert statuses == [200] * 16
+    with running.client(tokens["alice"]) as client:
+        assert sorted(client.get(path).json()["tags"]) == sorted(f"t{i}" for i in range(16))
+        full = client.patch(path, json={"add_tags": [f"u{index}" for index in range(17)]})
+        assert error_of(full)["loc"] == ["body", "add_tags"]
+        assert "it would have 33 tags; an experiment holds 32" in error_of(full)["msg"]
+        assert len(client.get(path).json()["tags"]) == 16
+
+
 def test_list_filters_by_tags_all_of_them(
     alice: httpx.Client, seeded: list[dict[str, Any]]
 ) -> None:
@@ -293,7 +325,7 @@ def test_cli_tags_notes_renames_and_lists(
     assert experiment_id not in convlab("ls", "--dataset", "mnist").stdout
     refused = convlab("tag", experiment_id, "x" * 65)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
-    assert "body.tags.3: String should have at most 64 characters" in refused.stderr
+    assert "body.add_tags.0: String should have at most 64 characters" in refused.stderr
     other = convlab("rename", experiment_id, "bob's", token=tokens["bob"])
     assert other.stderr.strip() == "Only alice or an admin may change this experiment."
     bad_sort = convlab("ls", "--sort", "name")

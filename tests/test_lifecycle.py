@@ -241,7 +241,7 @@ def test_pause_of_a_queued_run_holds_it_until_resumed(stack: Stack, client: http
     wait_for_status(client, busy["id"], TERMINAL)
     # The worker takes the paused run's message and leaves it alone.
     wait_for(
-        lambda: f"experiment {held['id']} is not claimable" in stack.log_text(),
+        lambda: f"woken for {held['id']}, but no run is waiting" in stack.log_text(),
         timeout=60,
         what="the worker to drop the paused run's message",
     )

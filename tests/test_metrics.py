@@ -4,6 +4,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from store.tables import Status
+from store.workers import Accelerator, beat
 from tests.services import Trainer
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}
@@ -37,6 +38,25 @@ def test_experiments_by_status_and_the_queue(client: TestClient, trainer: Traine
     assert _value(samples, "convlab_experiments", status="succeeded") == 1
     assert _value(samples, "convlab_experiments", status="failed") == 0
     assert _value(samples, "convlab_queue_depth") == 1
+
+
+def test_the_queue_by_priority_and_each_live_workers_gpu(
+    client: TestClient, trainer: Trainer
+) -> None:
+    for priority in ("low", "high", "high"):
+        client.post("/experiments", json={**RUN, "priority": priority})
+    gpu, cpu = Accelerator("NVIDIA H200", 143771), Accelerator("cpu")
+    beat(trainer.engine, "gpu-box/1/1", host="gpu-box", pid=1, accelerator=gpu, gpu_use=(37, 512))
+    beat(trainer.engine, "cpu-box/2/2", host="cpu-box", pid=2, accelerator=cpu)
+    samples = _samples(client)
+    assert _value(samples, "convlab_queue_depth_by_priority", priority="high") == 2
+    assert _value(samples, "convlab_queue_depth_by_priority", priority="low") == 1
+    assert ("convlab_queue_depth_by_priority", frozenset({("priority", "normal")})) in samples
+    labels = {"worker": "gpu-box/1/1", "host": "gpu-box", "accelerator": "NVIDIA H200"}
+    assert _value(samples, "convlab_worker_gpu_utilization_percent", **labels) == 37
+    assert _value(samples, "convlab_worker_gpu_memory_used_bytes", **labels) == 512 * 2**20
+    no_gpu = [key for key in samples if ("worker", "cpu-box/2/2") in key[1]]
+    assert no_gpu == []  # a worker without NVML reports no GPU readings
 
 
 def test_each_finished_epoch_counts_once_with_its_duration(

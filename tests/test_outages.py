@@ -137,7 +137,7 @@ def test_postgres_stopped_10s_with_one_running_and_ten_queued_loses_nothing(
     stack: Stack, cluster: PostgresCluster
 ) -> None:
     with stack.client() as client:
-        long_id, short_ids = _one_training_and_some_waiting(client, epochs=40, waiting=10)
+        long_id, short_ids = _one_training_and_some_waiting(client, epochs=20, waiting=10)
         at_stop = _read(client, f"/experiments/{long_id}")
         assert at_stop["status"] == "running"
         answers: list[httpx.Response] = []
@@ -163,7 +163,7 @@ def test_three_outages_during_one_run_cost_it_nothing(
     stack: Stack, cluster: PostgresCluster
 ) -> None:
     with stack.client() as client:
-        experiment_id = client.post("/experiments", json=_long_run(60)).json()["id"]
+        experiment_id = client.post("/experiments", json=_long_run(40)).json()["id"]
         trained = _running_with_epochs(client, experiment_id, at_least=1)
         for _ in range(3):
             back = _outage(cluster, 3)
@@ -176,7 +176,7 @@ def test_redis_restarted_empty_with_jobs_queued_runs_each_once(
     stack: Stack, redis: RedisServer
 ) -> None:
     with stack.client() as client:
-        long_id, short_ids = _one_training_and_some_waiting(client, epochs=30, waiting=5)
+        long_id, short_ids = _one_training_and_some_waiting(client, epochs=20, waiting=5)
         published = stack.log_text().count(REPUBLISHED)
         redis.stop()
         redis.start()  # empty: the five messages are gone
@@ -203,7 +203,7 @@ def test_a_worker_killed_between_taking_a_message_and_claiming_its_run_loses_not
             # A worker that cannot claim gives its message back after db_outage_s, and takes
             # it again: it is killed while it holds the message, unclaimed.
             taker = stack.start_worker(db_outage_s="2")
-            handed_back = f"while claiming it ({experiment_id})"
+            handed_back = f"while claiming the next run ({experiment_id})"
             wait_for(
                 lambda: (
                     stack.log_text().count(handed_back) >= 2

@@ -65,6 +65,17 @@ def _refuse_trials(engine: Engine, study_id: str) -> None:
         session.commit()
 
 
+def test_a_search_whose_trials_times_seeds_pass_a_studys_bound_is_422(client: TestClient) -> None:
+    body = {**BASE, "seeds": [0, 1, 2], "search": {"space": SPACE, "n_trials": 200}}
+    response = client.post("/studies", json=body)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "search", "n_trials"]
+    assert "200 trials x 3 seeds is 600 experiments; at most 500" in error["msg"]
+    body["search"]["n_trials"] = 160  # 480 runs
+    assert client.post("/studies", json=body).status_code == 201
+
+
 @pytest.mark.parametrize(
     ("search", "loc"),
     [
@@ -130,7 +141,12 @@ def test_finished_trials_reach_optuna_and_the_best_is_named(
     summary = client.get(f"/studies/{study['id']}").json()
     assert summary["progress"]["trials_started"] == 4
     best = summary["best_trial"]
-    assert (best["number"], best["value"]) == (1, 0.8)
+    assert (best["number"], best["value"], best["metric"], best["direction"]) == (
+        1,
+        0.8,
+        "val_accuracy",
+        "maximize",
+    )
     experiment = client.get(f"/experiments/{best['experiment_id']}").json()
     assert (
         best["params"]["optimizer.learning_rate"]
@@ -395,3 +411,62 @@ def test_a_search_whose_pruner_stopped_trials_succeeds_with_a_best_trial(
 def _study_events(client: TestClient, study_id: str) -> list[dict[str, Any]]:
     with client.stream("GET", f"/studies/{study_id}/events") as response:
         return list(parse_events(response.iter_lines()))
+
+
+def _ids_by_seed(client: TestClient, study_id: str) -> dict[int, list[str]]:
+    """The study's experiment ids per seed, oldest first."""
+    ids: dict[int, list[str]] = {}
+    for experiment_id in client.get(f"/studies/{study_id}").json()["experiment_ids"]:
+        seed = client.get(f"/experiments/{experiment_id}").json()["spec"]["seed"]
+        ids.setdefault(seed, []).append(experiment_id)
+    return ids
+
+
+def test_a_search_with_seeds_runs_each_trial_per_seed_and_reports_their_mean(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    body = {**BASE, "seeds": [3, 7], "search": {"space": SPACE, "n_trials": 2, "parallel": 1}}
+    study = client.post("/studies", json=body).json()
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    runs = _ids_by_seed(client, study["id"])
+    assert [len(ids) for ids in runs.values()] == [1, 1]  # trial 0 once per seed
+    specs = [client.get(f"/experiments/{ids[0]}").json()["spec"] for ids in runs.values()]
+    assert specs[0]["optimizer"] == specs[1]["optimizer"]  # the same point
+    for seed, accuracy in ((3, 0.6), (7, 0.9)):
+        trainer.start(runs[seed][0])
+        trainer.epoch(runs[seed][0], 1, 1.0, 0.5, 1.0, accuracy, 1.0)
+        trainer.finish(runs[seed][0], Status.succeeded)
+        advance(trainer.engine, celery, settings, study["id"])
+        if seed == 3:  # one seed's value is not the trial's: it waits, and no trial starts
+            assert _trial_states(settings, study["id"]) == ["RUNNING"]
+            assert client.get(f"/studies/{study['id']}").json()["progress"]["queued"] == 1
+    assert _trial_states(settings, study["id"]) == ["COMPLETE", "RUNNING"]
+    trials = optuna.load_study(
+        study_name=optuna_name(study["id"]), storage=settings.resolved_database_url
+    ).trials
+    assert trials[0].value == pytest.approx(0.75)
+    summary = client.get(f"/studies/{study['id']}").json()
+    assert summary["best_trial"]["value"] == pytest.approx(0.75)
+    assert summary["best_trial"]["experiment_id"] == runs[3][0]
+    assert summary["progress"]["queued"] == 2  # trial 1, once per seed
+    assert summary["table"][0]["runs"] == 2
+
+
+def test_a_pruned_first_seed_stops_the_trials_other_seeds(
+    client: TestClient, trainer: Trainer, settings: Settings
+) -> None:
+    pruner = {"type": "median", "n_startup_trials": 0, "n_warmup_steps": 0}
+    search = {"space": SPACE, "n_trials": 2, "pruner": pruner}
+    study = client.post("/studies", json={**BASE, "seeds": [0, 1], "search": search}).json()
+    runs = _ids_by_seed(client, study["id"])
+    with Session(trainer.engine) as session:
+        stored = session.get(Study, study["id"])
+        assert stored is not None
+    reporter = TrialReporter(settings.resolved_database_url, stored, 0)
+    assert reporter.should_prune(1, {"val_accuracy": 0.1}, seed=1) is False  # still running
+    trainer.start(runs[0][0])
+    finish(trainer.engine, runs[0][0], trainer.owner, Status.cancelled, f"{PRUNED} 1")
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    advance(trainer.engine, celery, settings, study["id"])
+    assert _trial_states(settings, study["id"])[0] == "PRUNED"
+    assert reporter.should_prune(1, {"val_accuracy": 0.9}, seed=1) is True

@@ -75,6 +75,14 @@ def test_grid_crosses_every_value(client: TestClient) -> None:
     ]
 
 
+def test_a_studys_experiments_inherit_its_priority(client: TestClient) -> None:
+    study = _study(client, {"presets": ["base", "adam"], "seeds": [0, 1], "priority": "low"})
+    assert study["priority"] == "low"
+    members = client.get("/experiments", params={"study_id": study["id"]}).json()["items"]
+    assert [e["priority"] for e in members] == ["low"] * 4
+    assert sorted(e["queue_position"] for e in members) == [1, 2, 3, 4]  # nothing else waits
+
+
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
@@ -97,6 +105,7 @@ def test_grid_crosses_every_value(client: TestClient) -> None:
         ({}, ["body"]),
         ({"search": {"n_trials": 10_000}}, ["body", "search", "n_trials"]),
         ({"template": "textbook"}, ["body", "template"]),
+        ({"presets": ["base"], "priority": "urgent"}, ["body", "priority"]),
     ],
 )
 def test_bad_studies_are_422_naming_the_field_and_store_nothing(
@@ -185,6 +194,10 @@ def test_compare_builds_the_table_for_any_experiments(client: TestClient, traine
         ("second", 0.7),
     ]
     assert table[0]["train_accuracy"]["std"] is None
+    assert [(row["experiment_id"], row["name"], row["status"]) for row in table] == [
+        (ids[0], "first", "running"),
+        (ids[1], "second", "running"),
+    ]
     assert client.get("/compare", params={"ids": f"{ids[0]},nope"}).status_code == 404
     assert client.get("/compare", params={"ids": ","}).status_code == 422
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from convlab_client.client import CONNECTION_LIMITS
 from tests.pictures import blank_png
 from tests.services import ROOT, free_port, wait_for, wait_for_status
 
@@ -39,7 +40,7 @@ def up(home: Path, **settings: str) -> Iterator[tuple[subprocess.Popen[bytes], h
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=CONNECTION_LIMITS)
     try:
         wait_for(lambda: _healthy(client), timeout=60, what="up.sh's API")
         yield process, client

@@ -15,6 +15,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 from core.config import get_settings
 from jobs.broker import make_celery
 from store.db import get_engine, migrate
+from worker.cores import run_at_niceness
 from worker.heartbeat import Heartbeat, refuse_without_gpu
 from worker.stop import stop_pool_processes
 
@@ -34,9 +35,11 @@ def _migrate_before_serving(**_: Any) -> None:
 
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
-    """A forked pool process must not share the parent's database connections; it starts
-    beating for itself (``GET /workers``)."""
+    """A forked pool process must not share the parent's database connections; it trains at
+    a lower CPU priority than the API (``CONVLAB_WORKER_NICE``); it starts beating for itself
+    (``GET /workers``)."""
     get_engine().dispose(close=False)
+    run_at_niceness(get_settings().worker_nice)  # before its threads start: they inherit it
     Heartbeat(get_settings()).start()
 
 

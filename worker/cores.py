@@ -1,6 +1,8 @@
-"""How many cores this process is given: its CPU affinity (``taskset``, a cpuset), capped by
-the CPU quota of its cgroup (``docker run --cpus``, compose's ``limits.cpus``), which
-TensorFlow does not read: under a quota it would start a thread per core of the host."""
+"""A training process's share of the machine. How many cores it is given: its CPU affinity
+(``taskset``, a cpuset), capped by the CPU quota of its cgroup (``docker run --cpus``, compose's
+``limits.cpus``), which TensorFlow does not read: under a quota it would start a thread per core
+of the host. And its CPU priority: below an API on the same machine, which then keeps answering
+while it trains (``CONVLAB_WORKER_NICE``)."""
 
 import math
 import os
@@ -29,3 +31,22 @@ def cpu_quota(cgroup: Path = CGROUP) -> float | None:
     except (OSError, ValueError):
         return None
     return None if quota_us <= 0 else quota_us / period_us
+
+
+def run_at_niceness(niceness: int) -> int:
+    """Lower this process's CPU priority to ``niceness`` (every thread it has now, and so every
+    thread they start), unless it is lower already: a process may lower its priority, never
+    raise it. The niceness it runs at afterwards.
+
+    Linux keeps a niceness per thread (``setpriority`` on a thread id), so a process that
+    already runs threads (a heartbeat, a pool) needs each one set."""
+    tasks = Path("/proc/self/task")
+    threads = [int(task.name) for task in tasks.iterdir()] if tasks.is_dir() else [0]
+    for thread in threads:
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, thread)
+            if current < niceness:
+                os.setpriority(os.PRIO_PROCESS, thread, niceness)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+    return os.getpriority(os.PRIO_PROCESS, 0)

@@ -2,10 +2,13 @@
 
 Archives in ``CONVLAB_DATA_DIR`` are parsed in memory, and their pickles may hold nothing but
 numpy arrays. TensorFlow is imported only when an archive is missing and Keras must download it.
+Custom datasets come from the same directory: uploaded ``.npz`` files (no pickles) and folders
+of pictures, read as Keras' ``image_dataset_from_directory`` reads them.
 """
 
 import functools
 import gzip
+import hashlib
 import pickle
 import socket
 import tarfile
@@ -18,15 +21,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from models.datasets import DATASETS, DatasetInfo, unavailable_sentence
+from core.config import get_settings
+from models.datasets import (
+    BUILT_IN,
+    DATASETS,
+    FOLDERS,
+    PICTURES,
+    DatasetInfo,
+    find_custom,
+    find_deleted,
+    folder_classes,
+    unavailable_sentence,
+)
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """``(x_train, y_train, x_test, y_test)`` as read, before normalisation."""
 
-_FILE_SOURCES = {file: info.source for info in DATASETS.values() for file in info.archive_files}
+_FILE_SOURCES = {file: info.source for info in BUILT_IN.values() for file in info.archive_files}
 _PICKLE_GLOBALS = frozenset(
     {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -185,16 +200,19 @@ def _problem(info: DatasetInfo, x: np.ndarray, y: np.ndarray) -> str | None:
     return None
 
 
-def _checked(info: DatasetInfo, arrays: Arrays, source: str) -> Split:
+def _checked(info: DatasetInfo, arrays: Arrays, source: str, *, uploaded: bool = False) -> Split:
     """Add the channel axis, flatten labels to int64 and check both against the catalogue."""
+    remedy = (
+        "upload it again" if uploaded else f"replace it with the official files from {info.source}"
+    )
     parts: list[np.ndarray] = []
     for x, y in (arrays[:2], arrays[2:]):
         x = np.ascontiguousarray(x[..., np.newaxis] if x.ndim == 3 else x)
         y = np.asarray(y).reshape(-1).astype(np.int64)
         if problem := _problem(info, x, y):
+            expected = "as uploaded" if uploaded else "as expected"
             raise DatasetUnavailable(
-                f"{source} does not hold {info.name} as expected ({problem}): replace it with "
-                f"the official files from {info.source}."
+                f"{source} does not hold {info.name} {expected} ({problem}): {remedy}."
             )
         parts += [x, y]
     return Split(*parts)
@@ -213,27 +231,109 @@ def _digits() -> Split:
     return Split(x_train, y_train, x_test, y_test)
 
 
-@functools.lru_cache(maxsize=2)
+DATASETS.use(lambda: get_settings().resolved_data_dir)  # specs may name custom datasets
+
+
 def load_dataset(name: str, data_dir: Path) -> Split:
     """The whole dataset as raw pixels, read once per process and kept for the next jobs.
 
-    Reads the official files from ``data_dir`` when they are all there, else asks Keras.
-    Raises ValueError for an unknown name and DatasetUnavailable when neither source works.
+    Built-in datasets: the official files from ``data_dir`` when they are all there, else
+    Keras. Custom ones: the upload or folder called ``name`` in ``data_dir``, read again when
+    it changed (a deleted and re-uploaded name never serves the old arrays).
+    Raises ValueError for an unknown name and DatasetUnavailable when no source works.
     The arrays are read-only, since every later job of this process shares them.
     """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
-    info = DATASETS[name]
+    info = BUILT_IN.get(name) or find_custom(name, data_dir) or find_deleted(name, data_dir)
+    if info is None:
+        known = [*BUILT_IN, *(n for n in DATASETS if n not in BUILT_IN)]
+        raise ValueError(f"Unknown dataset {name!r}: choose one of {', '.join(known)}.")
+    if info.deleted_at is not None:
+        raise DatasetUnavailable(unavailable_sentence(info, data_dir) + ".")
+    identity = _fingerprint(info, data_dir) if info.kind == "folder" else info.identity
+    return _load(info, data_dir, identity)
+
+
+def clear_cache() -> None:
+    """Forget every dataset this process has read."""
+    _load.cache_clear()
+
+
+@functools.lru_cache(maxsize=2)
+def _load(info: DatasetInfo, data_dir: Path, identity: str) -> Split:
+    """``load_dataset``'s work, cached by ``identity`` (what changes with the contents)."""
     files = [data_dir / file for file in info.archive_files]
-    if name == "digits":
+    if info.kind == "upload":
+        split = _upload(info, files[0])
+    elif info.kind == "folder":
+        split = _folder(info, data_dir / FOLDERS / info.name)
+    elif info.name == "digits":
         split = _digits()
     elif all(file.is_file() for file in files):
-        split = _checked(info, _read_archives(name, files), ", ".join(map(str, files)))
+        split = _checked(info, _read_archives(info.name, files), ", ".join(map(str, files)))
     else:
-        split = _checked(info, _download(info, data_dir), f"Keras' copy of {name}")
+        split = _checked(info, _download(info, data_dir), f"Keras' copy of {info.name}")
     for field in fields(split):
         getattr(split, field.name).flags.writeable = False
     return split
+
+
+def _upload(info: DatasetInfo, path: Path) -> Split:
+    """An uploaded ``.npz``, checked again against what its metadata says (no pickles)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"]
+    except _UNREADABLE as exc:
+        raise DatasetUnavailable(
+            f"{path} (dataset {info.name}) is missing or unreadable ({exc}): upload it again."
+        ) from exc
+    return _checked(info, arrays, str(path), uploaded=True)
+
+
+def _fingerprint(info: DatasetInfo, data_dir: Path) -> str:
+    """What a folder dataset's pictures are now: every file's name, size and time."""
+    root = data_dir / FOLDERS / info.name
+    digest = hashlib.sha256(info.identity.encode())
+    for path in sorted(root.glob("*/*/*")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _folder(info: DatasetInfo, root: Path) -> Split:
+    """A folder of pictures per class, as ``keras.utils.image_dataset_from_directory`` reads
+    it: classes are the train/ subfolders in sorted order, a picture's label its folder's
+    index, and every picture converted to the dataset's channels and resized (bilinear) to
+    its size (the first picture's)."""
+    classes = folder_classes(root)
+    parts: list[np.ndarray] = []
+    for split in ("train", "test"):
+        images: list[np.ndarray] = []
+        labels: list[int] = []
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            found = sorted(folder.iterdir()) if folder.is_dir() else []
+            for path in (p for p in found if p.suffix.lower() in PICTURES and p.is_file()):
+                images.append(_picture(path, info.shape))
+                labels.append(label)
+        if not images:
+            raise DatasetUnavailable(f"{root / split} holds no .png or .jpg pictures any more.")
+        parts += [np.stack(images), np.array(labels, dtype=np.int64)]
+    return Split(*parts)
+
+
+def _picture(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """One picture as uint8 ``shape`` (height, width, channels)."""
+    height, width, channels = shape
+    try:
+        with Image.open(path) as opened:
+            picture = opened.convert("L" if channels == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetUnavailable(
+            f"{path} is not a readable picture ({exc}): replace or remove it."
+        ) from exc
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(picture, dtype=np.uint8).reshape(height, width, channels)
 
 
 def _balanced(

@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from functools import cache
 
 import pynvml
@@ -16,30 +15,28 @@ from core.config import Settings
 from store.db import get_engine
 from store.leases import this_process
 from store.outages import is_transient
-from store.workers import beat
+from store.workers import CPU, Accelerator, beat
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Accelerator:
-    name: str
-    memory_mb: int | None = None
-
-
-CPU = Accelerator("cpu")
+def _visible_gpu() -> int | None:
+    """The NVML index of the first GPU this process may use (``CUDA_VISIBLE_DEVICES``' first),
+    or None when it may use none."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    return int(visible) if visible.isdigit() else None  # "" or "-1" hides every GPU
 
 
 @cache
 def accelerator() -> Accelerator:
-    """The first GPU this process may use (``CUDA_VISIBLE_DEVICES``' first index), or CPU."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-    if not visible.isdigit():  # "" or "-1" hides every GPU; a UUID is not looked up here
+    """The first GPU this process may use, or CPU (also where NVML finds no driver)."""
+    index = _visible_gpu()
+    if index is None:
         return CPU
     try:
         pynvml.nvmlInit()
         try:
-            device = pynvml.nvmlDeviceGetHandleByIndex(int(visible))
+            device = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = pynvml.nvmlDeviceGetName(device)
             memory = pynvml.nvmlDeviceGetMemoryInfo(device).total
         finally:
@@ -47,6 +44,25 @@ def accelerator() -> Accelerator:
     except pynvml.NVMLError:
         return CPU
     return Accelerator(name if isinstance(name, str) else name.decode(), int(memory) // 2**20)
+
+
+def gpu_use() -> tuple[int | None, int | None]:
+    """The GPU's utilization (percent of the last sample period) and memory in use (MB) now;
+    (None, None) without one."""
+    index = _visible_gpu()
+    if index is None or accelerator() == CPU:
+        return None, None
+    try:
+        pynvml.nvmlInit()
+        try:
+            device = pynvml.nvmlDeviceGetHandleByIndex(index)
+            busy = pynvml.nvmlDeviceGetUtilizationRates(device).gpu
+            used = pynvml.nvmlDeviceGetMemoryInfo(device).used
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        return None, None
+    return int(busy), int(used) // 2**20
 
 
 def refuse_without_gpu(settings: Settings) -> str | None:
@@ -73,13 +89,14 @@ class Heartbeat(threading.Thread):
         host = name.rsplit("/", 2)[0]
         while True:
             try:
+                busy, used_mb = gpu_use()
                 beat(
                     get_engine(),
                     name,
                     host=host,
                     pid=os.getpid(),
-                    accelerator=gpu.name,
-                    memory_mb=gpu.memory_mb,
+                    accelerator=gpu,
+                    gpu_use=(busy, used_mb),
                 )
             except Exception as exc:
                 if not is_transient(exc):

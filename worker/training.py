@@ -5,7 +5,6 @@ fit, and record every epoch the moment it ends, with a checkpoint when one is du
 Every database call waits out an outage (``store.outages``): training waits at the epoch's end
 until its row can be written, and a cancel poll that cannot be made is skipped."""
 
-import gc
 import logging
 import math
 import os
@@ -32,7 +31,7 @@ from store.runs import (
     EpochMetrics,
     LeaseLost,
     checkpoints,
-    claim,
+    claim_next,
     finish,
     record_epoch,
     release,
@@ -48,7 +47,9 @@ from worker.checkpoints import Checkpointer, newest_loadable
 from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
 from worker.evaluation import record_evaluation
+from worker.heartbeat import accelerator
 from worker.resident import feed, wanted
+from worker.schedules import ScheduledRate, current_rate
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self.learning_rate = spec.optimizer.learning_rate
         self.epochs = spec.training.epochs
         self.trial = trial
+        self.seed = spec.seed
         self.started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -192,6 +194,7 @@ class EpochRecorder(keras.callbacks.Callback):
             val_loss=_finite_or_none(logs.get("val_loss")),
             val_accuracy=_finite_or_none(logs.get("val_accuracy")),
             seconds=time.perf_counter() - self.started,
+            learning_rate=current_rate(self.model.optimizer),
         )
         checkpoint = self.saver.at_epoch_end(last=number == self.epochs)
         job = self.job
@@ -210,7 +213,7 @@ class EpochRecorder(keras.callbacks.Callback):
         log.info("experiment %s epoch %d: %s", job.experiment_id, number, metrics)
         trial = self.trial
         if trial is not None and job.durably(
-            "reporting to the search", lambda: trial.should_prune(number, logs)
+            "reporting to the search", lambda: trial.should_prune(number, logs, seed=self.seed)
         ):
             raise Pruned(number)
 
@@ -298,8 +301,10 @@ def fit(
         EpochRecorder(job, saver, spec, trial),
         keeper,
     ]  # in this order: the recorder and the keeper see the last weights before a restore
+    past = _past_logs(job, initial_epoch) if initial_epoch else []
+    if spec.training.lr_schedule is not None:
+        callbacks.insert(0, ScheduledRate(spec, past))  # each epoch's rate set before it begins
     if spec.training.early_stopping is not None:
-        past = _past_logs(job, initial_epoch)
         callbacks.append(ResumableEarlyStopping(past, **spec.training.early_stopping.model_dump()))
     validation: dict[str, Any] = (
         {"validation_data": (inputs.x_test, data.y_test)}
@@ -329,27 +334,28 @@ def run_experiment(experiment_id: str) -> None:
     if stop_requested.is_set():
         _leave_to_the_sweeper(engine, experiment_id)
         return
-    job = Job(engine, experiment_id, this_process(), settings)
+    owner = this_process()
     try:
-        claimed = job.durably(
-            "claiming it",
-            lambda: claim(
+        claimed = Job(engine, experiment_id, owner, settings).durably(
+            "claiming the next run",
+            lambda: claim_next(
                 engine,
                 experiment_id,
-                job.owner,
+                owner,
                 lease_seconds=settings.lease_seconds,
                 max_lost=settings.max_workers_lost,
+                accelerator=accelerator(),
             ),
             give_up=stop_requested,
         )
     except DatabaseUnavailable as exc:
         raise Reject(f"{exc}; message handed back", requeue=True) from None
     if claimed is None:
-        log.info(
-            "experiment %s is not claimable (finished, or held by a live worker)", experiment_id
-        )
+        log.info("woken for %s, but no run is waiting (taken, or finished)", experiment_id)
         return
     experiment = claimed.experiment
+    experiment_id = experiment.id  # the fair-share order's choice, not always the message's
+    job = Job(engine, experiment_id, owner, settings)
     keeper = LeaseKeeper(job)
     keeper.start()
     study = None
@@ -367,8 +373,7 @@ def run_experiment(experiment_id: str) -> None:
         log.error("experiment %s: %s; its lease will expire and it will resume", experiment_id, exc)
     finally:
         keeper.done.set()
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session()  # and a full garbage collection (free_memory's default)
     if study is not None:
         job.durably("starting the next trial", lambda: advance(engine, app, settings, study.id))
 

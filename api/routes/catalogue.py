@@ -1,4 +1,5 @@
-"""What can be run (presets, datasets) and whether this server can run it (health, ready)."""
+"""What can be run (presets; datasets are in ``api.routes.datasets``) and whether this server
+can run it (health, ready)."""
 
 import logging
 
@@ -6,11 +7,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import CeleryDep, ReleasingRoute, SessionDep, SettingsDep
+from api.deps import CeleryDep, ReleasingRoute, SessionDep
 from api.errors import documented
 from api.metrics import ApiMetrics
-from api.schemas import DatasetPublic, Health, PresetPublic, Readiness
-from models.datasets import DATASETS
+from api.schemas import Health, PresetPublic, Readiness
 from models.presets import PRESETS
 from store.monitoring import ping
 
@@ -25,26 +25,6 @@ def list_presets() -> list[PresetPublic]:
     return [
         PresetPublic(name=preset.name, description=preset.description, spec=preset.spec)
         for preset in PRESETS.values()
-    ]
-
-
-@router.get("/datasets", response_model=list[DatasetPublic], responses=documented(400, 401))
-def list_datasets(settings: SettingsDep) -> list[DatasetPublic]:
-    """Datasets a spec may name, and whether their files are on this server."""
-    data_dir = settings.resolved_data_dir
-    return [
-        DatasetPublic(
-            name=info.name,
-            description=info.description,
-            available=info.available(data_dir),
-            classes=info.classes,
-            shape=info.shape,
-            train_size=info.train_count,
-            test_size=info.test_count,
-            class_names=list(info.class_names) if info.class_names else None,
-            files=[str(data_dir.resolve() / file) for file in info.archive_files],
-        )
-        for info in DATASETS.values()
     ]
 
 
@@ -94,5 +74,6 @@ def _unreachable(service: str, exc: Exception) -> str:
 def metrics(request: Request) -> Response:
     """Prometheus metrics in the text exposition format."""
     collected: ApiMetrics = request.app.state.metrics
-    collected.epochs.observe_new()
+    if not collected.shared:  # several processes: the lock holder counts, in its loop
+        collected.epochs.observe_new()
     return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)

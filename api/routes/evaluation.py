@@ -12,7 +12,7 @@ from api.routes.plots import IMAGE, FormatPath
 from core.config import Settings
 from store.evaluations import evaluation_of
 from store.handles import Session
-from store.tables import Evaluation, Experiment
+from store.tables import Evaluation, Experiment, Status
 from store.tokens import Principal
 from views import plots
 
@@ -76,9 +76,19 @@ def _find(
     experiment = find_experiment(session, experiment_id, principal, settings)
     evaluation = evaluation_of(session, experiment_id=experiment.id)
     if evaluation is None:
-        raise HTTPException(
-            404,
-            f"Experiment {experiment.id} has no evaluation yet: its test set is evaluated "
-            "once, when its run succeeds.",
-        )
+        raise HTTPException(404, _why_none(experiment))
     return experiment, evaluation
+
+
+def _why_none(experiment: Experiment) -> str:
+    """Why a run has no evaluation: not succeeded (yet), or its evaluation failed (a run's
+    evaluation is stored before it is marked succeeded)."""
+    if experiment.status != Status.succeeded:
+        return (
+            f"Experiment {experiment.id} is {experiment.status}: its test set is evaluated once, "
+            "when its run succeeds."
+        )
+    return (
+        f"Experiment {experiment.id} succeeded but its test set could not be evaluated (the "
+        "worker's log says why, e.g. its dataset is no longer on that machine)."
+    )

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from cachetools import LRUCache, cached
 from cachetools.keys import hashkey
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, Response
 
 from api.deps import (
     CeleryDep,
@@ -17,6 +17,7 @@ from api.deps import (
     ReleasingRoute,
     SessionDep,
     SettingsDep,
+    check_priority,
     experiment_id_and_status,
     find_experiment,
     limit_submissions,
@@ -26,6 +27,7 @@ from api.deps import (
 from api.errors import documented
 from api.limits import check_active_cap
 from api.notify import ask_to_notify, check_notify
+from api.public import experiment_public, experiments_public
 from api.schemas import (
     ExperimentCreate,
     ExperimentPage,
@@ -38,6 +40,7 @@ from api.schemas import (
 )
 from core.config import Settings
 from jobs.queueing import publish
+from jobs.retention import give_back_space
 from models.budget import check_budget
 from models.datasets import check_available
 from models.errors import SpecError, error_entry
@@ -45,7 +48,7 @@ from models.presets import PRESETS, merge, resolve
 from models.spec import MAX_EPOCHS, ExperimentSpec
 from store import experiments
 from store.handles import Session
-from store.tables import ACTIVE, EpochMetrics, Experiment, Status
+from store.tables import ACTIVE, EpochMetrics, Experiment, Priority, Status
 from store.tokens import Principal
 
 router = APIRouter(
@@ -86,6 +89,7 @@ def submit(
     check_budget(spec, settings)
     check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
     check_notify(body.notify, settings)
+    check_priority(principal, body.priority)
     check_active_cap(session, principal, settings, adding=1)
     experiment = experiments.create_experiment(
         session,
@@ -93,12 +97,13 @@ def submit(
         spec=spec.model_dump(mode="json"),
         owner=principal.user if principal else None,
         parent_id=parent_id,
+        priority=Priority(body.priority),
     )
     ask_to_notify(experiment, body.notify)
     session.commit()
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     response.headers["Location"] = f"/experiments/{experiment.id}"
-    return ExperimentPublic.model_validate(experiment)
+    return experiment_public(session, settings, experiment)
 
 
 def _spec_of(
@@ -155,7 +160,7 @@ def list_experiments(
         cursor=cursor,
     )
     return ExperimentPage(
-        items=[ExperimentPublic.model_validate(item) for item in items], next_cursor=next_cursor
+        items=experiments_public(session, settings, list(items)), next_cursor=next_cursor
     )
 
 
@@ -167,11 +172,16 @@ def update_experiment(
     principal: PrincipalDep,
     settings: SettingsDep,
 ) -> ExperimentPublic:
-    """Rename, tag or annotate an experiment: the body's keys replace those values."""
+    """Rename, tag or annotate an experiment: the body's keys replace those values, then
+    ``add_tags`` and ``remove_tags`` change its tags in place."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "change this experiment")
-    changed = experiments.relabel(session, experiment, body.model_dump(exclude_unset=True))
-    return ExperimentPublic.model_validate(changed)
+    changes = body.model_dump(exclude_unset=True, exclude={"add_tags", "remove_tags"})
+    try:
+        changed = experiments.relabel(session, experiment, changes, body.add_tags, body.remove_tags)
+    except experiments.TooManyTags as exc:
+        raise SpecError([error_entry(("add_tags",), str(exc), body.add_tags)]) from None
+    return experiment_public(session, settings, changed)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic, responses=documented(404))
@@ -180,7 +190,7 @@ def read_experiment(
 ) -> ExperimentPublic:
     """One experiment: status, progress, resolved spec and summary."""
     experiment = find_experiment(session, experiment_id, principal, settings)
-    return ExperimentPublic.model_validate(experiment)
+    return experiment_public(session, settings, experiment)
 
 
 @router.get(
@@ -266,17 +276,24 @@ def cancel_experiment(
     """Cancel: a queued experiment never runs; a running one stops at its next batch."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "cancel this experiment")
-    return ExperimentPublic.model_validate(experiments.cancel(session, experiment))
+    return experiment_public(session, settings, experiments.cancel(session, experiment))
 
 
 @router.delete("/{experiment_id}", status_code=204, responses=documented(403, 404, 409))
 def delete_experiment(
-    experiment_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+    experiment_id: str,
+    session: SessionDep,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    after: BackgroundTasks,
 ) -> Response:
-    """Delete a finished experiment and its history."""
+    """Delete a finished experiment, its history and its weights, whose space goes back to
+    the disk after the answer."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "delete this experiment")
     experiments.delete(session, experiment)
+    after.add_task(give_back_space, engine)
     return Response(status_code=204)
 
 

@@ -17,8 +17,10 @@ from api.deps import (
 )
 from api.errors import documented
 from api.limits import check_active_cap
+from api.public import experiment_public
 from api.schemas import ContinueCreate, ExperimentPublic
 from jobs.queueing import publish
+from jobs.retention import removal_note
 from models.budget import check_budget
 from models.errors import SpecError, error_entry
 from models.presets import merge, resolve
@@ -57,8 +59,11 @@ def continue_experiment(
     lifecycle.check_continuable(parent)
     checkpoint = trained_model(engine, parent.id)
     if checkpoint is None:
+        note = removal_note(parent, settings)
         raise HTTPException(
-            409, f"Experiment {parent.id} has no checkpoint to continue from: it finished no epoch."
+            409,
+            f"Experiment {parent.id} has no checkpoint to continue from: it finished no epoch"
+            f"{note}.",
         )
     spec = _continued_spec(parent.spec, after=checkpoint[0], epochs=body.epochs)
     check_budget(spec, settings)
@@ -73,7 +78,7 @@ def continue_experiment(
     session.commit()
     publish(engine, celery, child.id)  # a miss is left to the sweeper
     response.headers["Location"] = f"/experiments/{child.id}"
-    return ExperimentPublic.model_validate(child)
+    return experiment_public(session, settings, child)
 
 
 @router.post(
@@ -89,7 +94,7 @@ def pause_experiment(
     frees its worker."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "pause this experiment")
-    return ExperimentPublic.model_validate(lifecycle.pause(session, experiment))
+    return experiment_public(session, settings, lifecycle.pause(session, experiment))
 
 
 @router.post(
@@ -111,7 +116,7 @@ def resume_experiment(
     require_owner(principal, experiment.owner, "resume this experiment")
     lifecycle.resume(session, experiment)
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
-    return ExperimentPublic.model_validate(experiment)
+    return experiment_public(session, settings, experiment)
 
 
 def _continued_spec(spec: dict[str, Any], *, after: int, epochs: int) -> ExperimentSpec:

@@ -16,6 +16,7 @@ from api.deps import (
     ReleasingRoute,
     SessionDep,
     SettingsDep,
+    check_priority,
     find_experiment,
     find_study,
     limit_submissions,
@@ -25,17 +26,26 @@ from api.deps import (
 from api.errors import documented
 from api.limits import check_active_cap
 from api.notify import ask_to_notify, check_notify
-from api.schemas import BestTrial, Comparison, StudyCreate, StudyPage, StudyPublic
+from api.schemas import (
+    BestTrial,
+    ComparedRow,
+    Comparison,
+    StudyCreate,
+    StudyPage,
+    StudyPublic,
+    StudyTable,
+)
 from core.config import Settings
 from jobs import search
 from jobs.queueing import publish
 from models.budget import check_budget
 from models.datasets import check_available
-from models.errors import Loc, error_entry
+from models.errors import Loc, SpecError, error_entry
 from models.presets import resolve
 from models.search import CategoricalParam, SearchSpec
 from models.studies import (
     CHAPTER,
+    MAX_EXPERIMENTS,
     PlannedRun,
     Variant,
     from_grid,
@@ -45,7 +55,7 @@ from models.studies import (
 )
 from store import studies
 from store.handles import Engine, Session
-from store.tables import Experiment, Study
+from store.tables import Experiment, Priority, Study
 from store.tokens import Principal
 from views import report
 from views.report import TableRow, as_csv, markdown
@@ -104,8 +114,9 @@ def submit_study(
     answer in 4xx stores nothing."""
     owner = principal.user if principal else None
     if body.search is not None:  # a SpecError: 422 (api.errors.invalid_spec)
+        _check_search_size(body.search, body.seeds)
         search.validate_space(body.preset, _base(body), body.search, body.seeds[0], settings)
-        adding = min(body.search.parallel, body.search.n_trials)
+        adding = min(body.search.parallel, body.search.n_trials) * len(body.seeds)
         datasets = _searched_datasets(body, body.search)
     else:
         variants = _variants(body)
@@ -117,6 +128,7 @@ def submit_study(
     for name, loc in datasets.items():
         check_available(name, settings.resolved_data_dir, loc)
     check_notify(body.notify, settings)
+    check_priority(principal, body.priority)
     check_active_cap(session, principal, settings, adding=adding)
     if body.search is not None:
         study = _start_search(body, session, engine, celery, settings, owner)
@@ -129,6 +141,7 @@ def submit_study(
             runs=runs,
             seeds=body.seeds,
             owner=owner,
+            priority=Priority(body.priority),
         )
         ask_to_notify(study, body.notify)
         session.commit()
@@ -184,7 +197,7 @@ def read_study(
 
 @router.get(
     "/studies/{study_id}/table",
-    response_model=Comparison,
+    response_model=StudyTable,
     responses=TABLE_RESPONSES,
 )
 def read_study_table(
@@ -193,7 +206,7 @@ def read_study_table(
     principal: PrincipalDep,
     settings: SettingsDep,
     format: TableFormat = "json",
-) -> Comparison | Response:
+) -> StudyTable | Response:
     """The comparison table: one row per variant, mean and standard deviation over seeds."""
     study = find_study(session, study_id, principal, settings)
     rows = report.study_table(session, studies.study_experiments(session, study.id))
@@ -254,7 +267,12 @@ def compare(
         return Response(report.runs_csv(runs), media_type="text/csv")
     if format == "markdown":
         return PlainTextResponse(report.runs_markdown(runs), media_type="text/markdown")
-    return Comparison(table=rows)
+    return Comparison(
+        table=[
+            ComparedRow(**row.model_dump(), experiment_id=run.id, name=run.name, status=run.status)
+            for run, row in runs
+        ]
+    )
 
 
 def compared_experiments(
@@ -311,6 +329,18 @@ def _searched_datasets(body: StudyCreate, spec: SearchSpec) -> dict[str, Loc]:
     return {_base_dataset(body): BASE_DATASET}
 
 
+def _check_search_size(spec: SearchSpec, seeds: list[int]) -> None:
+    """A search runs each trial once per seed: at most MAX_EXPERIMENTS runs in all, as any
+    study."""
+    runs = spec.n_trials * len(seeds)
+    if runs > MAX_EXPERIMENTS:
+        message = (
+            f"{spec.n_trials} trials x {len(seeds)} seeds is {runs} experiments; at most "
+            f"{MAX_EXPERIMENTS}"
+        )
+        raise SpecError([error_entry(("search", "n_trials"), message, spec.n_trials)])
+
+
 def _variants(body: StudyCreate) -> list[Variant]:
     base = _base(body)
     match body.kind:
@@ -341,6 +371,7 @@ def _start_search(
         definition=body.model_dump(mode="json"),
         seeds=body.seeds,
         owner=owner,
+        priority=Priority(body.priority),
     )
     ask_to_notify(study, body.notify)
     session.commit()
@@ -364,6 +395,7 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
         name=study.name,
         kind=study.kind,
         status=status,
+        priority=study.priority,
         created_at=study.created_at,
         seeds=study.seeds,
         variants=studies.variants(experiments),
@@ -376,9 +408,9 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     )
 
 
-def _render(rows: list[TableRow], format: TableFormat) -> Comparison | Response:
+def _render(rows: list[TableRow], format: TableFormat) -> StudyTable | Response:
     if format == "csv":
         return Response(as_csv(rows), media_type="text/csv")
     if format == "markdown":
         return PlainTextResponse(markdown(rows), media_type="text/markdown")
-    return Comparison(table=rows)
+    return StudyTable(table=rows)

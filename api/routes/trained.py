@@ -15,6 +15,7 @@ from api.limits import PredictionSlots, requester
 from api.predictor import Predictor, PredictorGone
 from api.schemas import ClassProbability, Prediction
 from core.config import Settings
+from jobs.retention import removal_note
 from models.datasets import DATASETS, DatasetInfo
 from models.errors import error_entry
 from models.spec import ExperimentSpec
@@ -74,7 +75,8 @@ def _finished_model(
         model = trained_model(engine, experiment.id)
         missing = "no trained model: it finished no epoch"
     if model is None:
-        raise HTTPException(404, f"Experiment {experiment.id} has {missing}.")
+        note = removal_note(experiment, settings)
+        raise HTTPException(404, f"Experiment {experiment.id} has {missing}{note}.")
     return experiment, *model
 
 
@@ -127,7 +129,7 @@ async def predict(
     converted to the dataset's channels, resized to its shape and scaled as in training; it
     should look like the dataset's (light strokes on dark for MNIST and digits)."""
     slots: PredictionSlots = request.app.state.prediction_slots
-    with slots.slot(requester(principal, request)):
+    async with slots.slot(requester(principal, request)):
         experiment, epoch, data = await anyio.to_thread.run_sync(
             _finished_model, engine, experiment_id, principal, settings, weights
         )

@@ -126,6 +126,13 @@ function h(tag, attributes = {}, ...children) {
 
 const fixed = (value, digits = 3) => (value === null || value === undefined ? "–" : value.toFixed(digits));
 const statusBadge = (status) => h("span", { class: `status status-${status}`, "data-status": status }, status);
+const queueNote = (experiment) => {
+  // A queued run's place in line and when it should start (GET /experiments' queue fields).
+  if (experiment.queue_position === null || experiment.queue_position === undefined) return "";
+  const eta = experiment.eta_seconds;
+  const when = eta === null ? "" : `, starts in ~${eta < 90 ? `${Math.round(eta)} s` : `${Math.round(eta / 60)} min`}`;
+  return h("span", { class: "queue", "data-position": experiment.queue_position }, ` #${experiment.queue_position} in line${when}`);
+};
 const progressOf = (done, total) =>
   h("span", {}, h("progress", { value: done, max: total }), ` ${done}/${total}`);
 
@@ -223,7 +230,7 @@ function experimentRow(experiment, ...leading) {
     h("td", {}, experimentLink(experiment)),
     h("td", { class: "tags" }, experiment.tags.map(tagLink)),
     h("td", {}, experiment.spec.preset),
-    h("td", {}, statusBadge(experiment.status)),
+    h("td", {}, statusBadge(experiment.status), queueNote(experiment)),
     h("td", {}, progressOf(experiment.epochs_done, experiment.epochs_total)),
     h("td", { class: "number" }, fixed(experiment.final?.val_accuracy)),
     h("td", {}, new Date(experiment.created_at).toLocaleString()));
@@ -369,6 +376,38 @@ function curves(id, alt) {
   return { elements: [plot, none], update };
 }
 
+function rateChart() {
+  // Each epoch's learning rate as a small line: a schedule's shape at a glance (hidden until
+  // an epoch with a recorded rate arrives).
+  const svgNS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNS, "svg");
+  for (const [key, value] of Object.entries({ id: "learning-rate", viewBox: "0 0 300 80", width: 300, height: 80, role: "img", "aria-label": "Learning rate per epoch" })) {
+    svg.setAttribute(key, value);
+  }
+  const line = document.createElementNS(svgNS, "polyline");
+  for (const [key, value] of Object.entries({ fill: "none", stroke: "currentColor", "stroke-width": 2 })) line.setAttribute(key, value);
+  const zero = document.createElementNS(svgNS, "line");  // the axis at rate 0
+  for (const [key, value] of Object.entries({ x1: 5, y1: 75, x2: 295, y2: 75, stroke: "#bbb" })) zero.setAttribute(key, value);
+  svg.append(zero, line);
+  const caption = h("p", { class: "muted", id: "learning-rate-range" });
+  const panel = h("div", { hidden: true }, h("h2", {}, "Learning rate"), svg, caption);
+  const rates = new Map();
+  const add = (epoch) => {
+    if (epoch.learning_rate === null || epoch.learning_rate === undefined) return;
+    rates.set(epoch.epoch, epoch.learning_rate);
+    const points = [...rates.entries()].sort(([a], [b]) => a - b);
+    const highest = Math.max(...points.map(([, rate]) => rate));
+    const step = 290 / Math.max(points.length - 1, 1);
+    line.setAttribute("points", points.map(([, rate], i) => `${(5 + i * step).toFixed(1)},${(75 - (70 * rate) / highest).toFixed(1)}`).join(" "));
+    const first = points[0], last = points.at(-1);
+    caption.textContent = `Epoch ${first[0]}: ${rateText(first[1])}; epoch ${last[0]}: ${rateText(last[1])}; highest ${rateText(highest)}.`;
+    panel.hidden = false;
+  };
+  return { panel, add };
+}
+
+const rateText = (value) => (value === null || value === undefined ? "–" : value.toPrecision(3));
+
 function evaluationPanel(id) {
   // A succeeded run's per-class accuracy on the test set and its confusion matrix; nothing
   // until the server has them (404).
@@ -460,10 +499,11 @@ async function experimentPage(id, signal) {
   const summary = h("dl", { class: "facts" });
   const rows = h("tbody", { id: "history" });
   const plot = curves("plot", "Accuracy and loss per epoch");
+  const rate = rateChart();
   const evaluation = evaluationPanel(id);
   const show = (changed) => {
     experiment = changed;
-    status.replaceChildren(statusBadge(experiment.status), " ", progressOf(experiment.epochs_done, experiment.epochs_total));
+    status.replaceChildren(statusBadge(experiment.status), queueNote(experiment), " ", progressOf(experiment.epochs_done, experiment.epochs_total));
     for (const [control, shown] of controls) control.hidden = !shown(experiment);
     failure.hidden = !experiment.error;
     failure.textContent = experiment.error ?? "";
@@ -480,12 +520,13 @@ async function experimentPage(id, signal) {
     problems,
     failure,
     ...plot.elements,
+    rate.panel,
     h("h2", {}, "Summary"), summary,
     evaluation.panel,
     h("h2", {}, "Tags and notes"), ...labelsEditor(id, experiment, (changed) => { experiment = changed; }),
     h("h2", {}, "History"),
     h("table", {}, h("thead", {}, h("tr", {},
-      ["Epoch", "Loss", "Accuracy", "Test loss", "Test accuracy", "Seconds"].map((name) => h("th", { class: "number" }, name)))), rows),
+      ["Epoch", "Loss", "Accuracy", "Test loss", "Test accuracy", "Seconds", "Learning rate"].map((name) => h("th", { class: "number" }, name)))), rows),
     h("h2", {}, "Spec"), h("pre", {}, JSON.stringify(experiment.spec, null, 2)),
   );
   show(experiment);
@@ -499,13 +540,16 @@ async function experimentPage(id, signal) {
     }
   }, 250);
   await follow(`/experiments/${id}/events`, (event) => {
-    if (event.event === "epoch") rows.append(historyRow(event.data));
+    if (event.event === "epoch") {
+      rows.append(historyRow(event.data));
+      rate.add(event.data);
+    }
     refresh();
   }, signal);
 }
 
 function historyRow(e) {
-  return h("tr", { "data-epoch": e.epoch }, [e.epoch, fixed(e.loss), fixed(e.accuracy), fixed(e.val_loss), fixed(e.val_accuracy), fixed(e.seconds, 2)]
+  return h("tr", { "data-epoch": e.epoch }, [e.epoch, fixed(e.loss), fixed(e.accuracy), fixed(e.val_loss), fixed(e.val_accuracy), fixed(e.seconds, 2), rateText(e.learning_rate)]
     .map((cell) => h("td", { class: "number" }, cell)));
 }
 
@@ -556,11 +600,15 @@ async function studyPage(id, signal) {
   page.replaceChildren(heading, status, ...plot.elements, best, h("h2", {}, "Comparison"), table,
     h("h2", {}, "Experiments"), h("div", { class: "toolbar" }, picker.button),
     experimentsTable("study-experiments", runs, h("th", {}, "Pick")));
+  let shown = null;
   const refresh = async () => {
     const [study, listing] = await Promise.all([
       request("GET", `/studies/${id}`),
       request("GET", `/experiments?study_id=${id}&sort=created_at&limit=500`),
     ]);
+    const seen = JSON.stringify([study, listing]);
+    if (seen === shown) return; // unchanged: the tables (and the boxes being ticked) stay
+    shown = seen;
     heading.textContent = study.name || `Study ${shortId(id)}`;
     status.replaceChildren(statusBadge(study.status), " ", progressOf(study.progress.epochs_done, study.progress.epochs_total));
     best.replaceChildren(...bestTrial(study));

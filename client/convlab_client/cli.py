@@ -18,16 +18,18 @@ import typer.main
 from rich.table import Table
 from typer.core import TyperGroup
 
-from convlab_client import cli_catalogue, cli_results
+from convlab_client import cli_catalogue, cli_exports, cli_results
 from convlab_client.cli_common import (
     METRICS,
     Name,
+    PriorityOption,
     api,
     console,
     fail,
     following,
     metrics,
     number,
+    place_in_line,
     print_facts,
     print_table,
     progress_bar,
@@ -68,6 +70,7 @@ app = typer.Typer(
 app.add_typer(study, name="study")
 app.add_typer(cli_results.commands)
 app.add_typer(cli_catalogue.commands)
+app.add_typer(cli_exports.commands, name="export")
 Follow = Annotated[bool, typer.Option("--follow", help="Show epochs until it ends.")]
 
 
@@ -112,7 +115,7 @@ def submit(
     epochs: Annotated[int | None, typer.Option(help="training.epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="training.batch_size.")] = None,
     optimizer: Annotated[
-        str | None, typer.Option(help="optimizer.name: sgd, momentum, rmsprop or adam.")
+        str | None, typer.Option(help="optimizer.name: sgd, momentum, rmsprop, adam or adamw.")
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="optimizer.learning_rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seeds Python, NumPy, TensorFlow.")] = None,
@@ -124,6 +127,7 @@ def submit(
         str | None,
         typer.Option("--from", metavar="ID", help="Rerun this experiment's spec with changes."),
     ] = None,
+    priority: PriorityOption = None,
     sets: Sets = None,
     follow: Follow = False,
     preset_option: Annotated[str | None, typer.Option("--preset", hidden=True)] = None,
@@ -142,6 +146,7 @@ def submit(
         "--seed": ("seed", seed),
         "--name": ("name", name),
         "--from": ("from", parent),
+        "--priority": ("priority", priority),
     }
     body = request_body(sets, options)
     with api(sets) as client:
@@ -193,13 +198,14 @@ def list_experiments(
             limit=limit,
         )
     print_table(
-        ("id", "name", "preset", "status", "epoch", "val_accuracy"),
+        ("id", "name", "preset", "status", "queue", "epoch", "val_accuracy"),
         (
             (
                 item["id"],
                 item["name"] or "",
                 item["spec"]["preset"],
                 item["status"],
+                place_in_line(item),
                 f"{item['epochs_done']}/{item['epochs_total']}",
                 number((item["final"] or {}).get("val_accuracy")),
             )
@@ -230,6 +236,12 @@ def show(experiment_id: str) -> None:
             ("tags", ", ".join(experiment["tags"]) or "-"),
             ("notes", experiment["notes"] or "-"),
             ("status", f"{experiment['status']} (attempts {experiment['attempts']})"),
+            ("priority", experiment["priority"]),
+            ("queue", place_in_line(experiment) or "-"),
+            *(
+                (f"attempt {attempt['number']}", _attempt_line(attempt))
+                for attempt in experiment["attempt_log"]
+            ),
             ("progress", f"epoch {experiment['epochs_done']}/{experiment['epochs_total']}"),
             ("error", experiment["error"] or "-"),
             ("final", metrics(final) if final else "-"),
@@ -237,6 +249,11 @@ def show(experiment_id: str) -> None:
             *((f"spec {path}", json.dumps(leaf)) for path, leaf in _flat(experiment["spec"])),
         ]
     )
+
+
+def _attempt_line(attempt: Json) -> str:
+    accelerator = attempt["accelerator"] or {"name": "?"}
+    return f"{attempt['started_at']} on {attempt['worker']} ({accelerator['name']})"
 
 
 @app.command()
@@ -247,9 +264,8 @@ def tag(
 ) -> None:
     """Add tags to an experiment (or remove them), and print the tags it has then."""
     with api() as client:
-        had = client.experiment(experiment_id)["tags"]
-        kept = [name for name in had if name not in tags] if remove else [*had, *tags]
-        experiment = client.update(experiment_id, {"tags": kept})
+        change = {"remove_tags" if remove else "add_tags": tags}
+        experiment = client.update(experiment_id, change)
     typer.echo(f"{experiment_id} tags: {', '.join(experiment['tags']) or '-'}")
 
 

@@ -4,7 +4,7 @@ progress bars and image files."""
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,6 +21,10 @@ if not console.is_terminal:
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 Name = Annotated[str | None, typer.Option("--name", help="A label for people.")]
+PriorityOption = Annotated[
+    Literal["low", "normal", "high"] | None,
+    typer.Option(help="Which queued runs start first (default normal; high: admins only)."),
+]
 WeightsOption = Annotated[
     Weights | None,
     typer.Option(
@@ -57,6 +61,17 @@ def following(what: str) -> Iterator[None]:
 
 def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def place_in_line(experiment: Json) -> str:
+    """A queued run's place and expected start ("#2, ~4m"), else nothing."""
+    position, eta = experiment.get("queue_position"), experiment.get("eta_seconds")
+    if position is None:
+        return ""
+    if eta is None:
+        return f"#{position}"
+    minutes, seconds = divmod(round(eta), 60)
+    return f"#{position}, ~{minutes}m" if minutes else f"#{position}, ~{seconds}s"
 
 
 def metrics(epoch: Json) -> str:

@@ -7,6 +7,7 @@ import typer
 
 from convlab_client.cli_common import (
     Name,
+    PriorityOption,
     api,
     following,
     print_facts,
@@ -33,6 +34,7 @@ def study_submit(
         typer.Option("--seed", metavar="SEED", help="Run every variant with it; repeatable."),
     ] = None,
     name: Name = None,
+    priority: PriorityOption = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Show progress, then the table.")
     ] = False,
@@ -45,6 +47,7 @@ def study_submit(
             "--preset": ("presets", presets),
             "--seed": ("seeds", seeds),
             "--name": ("name", name),
+            "--priority": ("priority", priority),
         },
     )
     with api(sets) as client:

@@ -28,6 +28,10 @@ MAX_PAGE = 500
 """The most experiments the API returns a page."""
 MAX_STUDY_PAGE = 100
 """The most studies the API returns a page."""
+CONNECTION_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+"""Idle connections are dropped after 2 s, before uvicorn's keep-alive (5 s) closes them: a
+request sent on a connection just as the server closes it fails with "Server disconnected
+without sending a response" (seen once in CI)."""
 Weights = Literal["best", "last"]
 """Which of a finished experiment's models: its best epoch's or its newest checkpoint."""
 ImageFormat = Literal["png", "svg"]
@@ -80,7 +84,9 @@ class Client:
         self.url = (url or os.environ.get("CONVLAB_URL") or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get("CONVLAB_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, limits=CONNECTION_LIMITS
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -161,7 +167,8 @@ class Client:
         return found
 
     def update(self, experiment_id: str, changes: Json) -> Json:
-        """Change an experiment's ``name``, ``tags`` (replaced) or ``notes``; the Experiment."""
+        """Change an experiment's ``name``, ``tags`` (replaced; ``add_tags`` and ``remove_tags``
+        change them in place), ``notes`` or ``pinned``; the Experiment."""
         return self._json("PATCH", f"/experiments/{experiment_id}", json=changes)
 
     def history(self, experiment_id: str, since: int = 0) -> list[Json]:
@@ -301,6 +308,12 @@ class Client:
         """The chapter's two panels of an experiment: accuracy and loss per epoch."""
         return self._send("GET", f"/experiments/{experiment_id}/plot.{fmt}").content
 
+    def tensorboard(self, id_: str, *, experiment: bool = False) -> bytes:
+        """A study's runs (an experiment's, with ``experiment``) as a TensorBoard log folder in
+        a ``.tar.gz``."""
+        kind = "experiments" if experiment else "studies"
+        return self._send("GET", f"/{kind}/{id_}/tensorboard").content
+
     # Trained models
 
     def model(self, experiment_id: str, weights: Weights | None = None) -> tuple[str, bytes]:
@@ -329,3 +342,14 @@ class Client:
         """The datasets a spec may name, each with ``available`` (its files are on the server),
         classes, shape and sizes."""
         return self._json("GET", "/datasets")
+
+    def upload_dataset(self, name: str, path: str | os.PathLike[str]) -> Json:
+        """Upload an ``.npz`` (``numpy.savez`` of x_train, y_train, x_test, y_test and
+        optionally class_names) as dataset ``name``; its catalogue entry."""
+        with open(path, "rb") as file:
+            files = {"file": (os.path.basename(path), file, "application/octet-stream")}
+            return self._json("POST", "/datasets", data={"name": name}, files=files, timeout=None)
+
+    def delete_dataset(self, name: str) -> None:
+        """Delete an uploaded dataset (its owner or an admin; not while experiments use it)."""
+        self._send("DELETE", f"/datasets/{name}")

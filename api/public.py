@@ -1,0 +1,45 @@
+"""Experiments as the API shows them: the row, plus what other rows tell about it (its place
+in the queue, its attempts)."""
+
+from api.schemas import AcceleratorPublic, AttemptPublic, ExperimentPublic
+from core.config import Settings
+from jobs.forecast import forecast
+from store.handles import Session
+from store.tables import Attempt, Experiment, Status
+from store.workers import attempts_of
+
+
+def experiment_public(session: Session, settings: Settings, row: Experiment) -> ExperimentPublic:
+    """One experiment for an answer."""
+    return experiments_public(session, settings, [row])[0]
+
+
+def experiments_public(
+    session: Session, settings: Settings, rows: list[Experiment]
+) -> list[ExperimentPublic]:
+    """Experiments for an answer; the queue is forecast once, and only if one of them waits."""
+    waiting = any(row.status == Status.queued for row in rows)
+    places = forecast(session, seen_within_s=settings.workers_seen_s) if waiting else {}
+    attempts = attempts_of(session, [row.id for row in rows])
+    shown = []
+    for row in rows:
+        public = ExperimentPublic.model_validate(row)
+        public.attempt_log = [_attempt(attempt) for attempt in attempts.get(row.id, [])]
+        if (place := places.get(row.id)) is not None:
+            public.queue_position, public.eta_seconds = place.position, place.eta_seconds
+        shown.append(public)
+    return shown
+
+
+def _attempt(attempt: Attempt) -> AttemptPublic:
+    accelerator = (
+        None
+        if attempt.accelerator is None
+        else AcceleratorPublic(name=attempt.accelerator, memory_mb=attempt.accelerator_memory_mb)
+    )
+    return AttemptPublic(
+        number=attempt.number,
+        worker=attempt.worker,
+        accelerator=accelerator,
+        started_at=attempt.started_at,
+    )

@@ -1,0 +1,190 @@
+"""Fair share and priorities: the run a worker starts is chosen in the database when it claims
+(higher priority first; within one, the user with the fewest runs going, then the one served
+longest ago), whatever message woke it; queued runs say their place and when they should start."""
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from store.db import session_scope
+from store.experiments import create_experiment
+from store.runs import claim_next, finish
+from store.tables import Experiment, Priority, Status, utcnow
+from store.workers import Accelerator, attempts_of
+from tests.services import Stack, running_stack, wait_for, wait_for_status
+
+SPEC = {"preset": "base", "dataset": {"name": "digits"}, "training": {"epochs": 2}}
+GPU = Accelerator("Test GPU", 1024)
+
+
+def _queue(engine: Engine, *runs: tuple[str | None, Priority]) -> list[str]:
+    """Queued runs of these (owner, priority), one second apart in submission order."""
+    start = utcnow() - timedelta(hours=1)
+    with session_scope(engine) as session:
+        made = []
+        for offset, (owner, priority) in enumerate(runs):
+            experiment = create_experiment(
+                session, name=None, spec=SPEC, owner=owner, priority=priority
+            )
+            experiment.created_at = start + timedelta(seconds=offset)
+            made.append(experiment.id)
+    return made
+
+
+def _owners_in_claim_order(engine: Engine, count: int, worker: str = "host/1/1") -> list[str]:
+    """Claim and finish ``count`` runs one at a time, as one worker would: whose each was."""
+    owners = []
+    for _ in range(count):
+        claimed = claim_next(engine, "0" * 32, worker, lease_seconds=60, max_lost=3)
+        assert claimed is not None
+        owners.append(f"{claimed.experiment.owner}:{claimed.experiment.priority}")
+        finish(engine, claimed.experiment.id, worker, Status.succeeded)
+    return owners
+
+
+def test_users_take_turns_within_a_priority_whatever_they_submitted_first(engine: Engine) -> None:
+    _queue(
+        engine,
+        *[("alice", Priority.normal)] * 4,
+        ("bob", Priority.normal),
+        ("carol", Priority.normal),
+    )
+    order = _owners_in_claim_order(engine, 6)
+    turns = ["alice", "bob", "carol", "alice", "alice", "alice"]
+    assert order == [f"{owner}:normal" for owner in turns]
+
+
+def test_higher_priority_starts_first_and_low_waits_for_normal(engine: Engine) -> None:
+    _queue(engine, ("alice", Priority.low), ("bob", Priority.normal), ("carol", Priority.high))
+    assert _owners_in_claim_order(engine, 3) == ["carol:high", "bob:normal", "alice:low"]
+
+
+def test_the_user_with_fewer_runs_going_is_served_first(engine: Engine) -> None:
+    _queue(engine, ("alice", Priority.normal), ("alice", Priority.normal))
+    claim_next(engine, "0" * 32, "host/1/1", lease_seconds=60, max_lost=3)  # alice: one going
+    _queue(engine, ("bob", Priority.normal))  # submitted last, but bob has none going
+    claimed = claim_next(engine, "0" * 32, "host/2/2", lease_seconds=60, max_lost=3)
+    assert claimed is not None and claimed.experiment.owner == "bob"
+
+
+def test_each_attempt_records_its_worker_and_accelerator(engine: Engine) -> None:
+    [run] = _queue(engine, ("alice", Priority.normal))
+    claimed = claim_next(engine, run, "host/7/7", lease_seconds=60, max_lost=3, accelerator=GPU)
+    assert claimed is not None and claimed.experiment.id == run
+    again = claim_next(engine, run, "host/7/7", lease_seconds=60, max_lost=3)  # an answer lost
+    assert again is not None and again.experiment.attempts == 2
+    with session_scope(engine) as session:
+        attempts = attempts_of(session, [run])[run]
+    assert [(a.number, a.worker, a.accelerator, a.accelerator_memory_mb) for a in attempts] == [
+        (1, "host/7/7", "Test GPU", 1024),
+        (2, "host/7/7", None, None),
+    ]
+
+
+def test_workers_claiming_at_once_never_take_one_run_twice(engine: Engine) -> None:
+    _queue(engine, *[(owner, Priority.normal) for owner in ("alice", "bob") * 6])
+    taken: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def work(number: int) -> None:
+        barrier.wait()
+        for _ in range(2):
+            claimed = claim_next(engine, "0" * 32, f"host/{number}/1", lease_seconds=60, max_lost=3)
+            assert claimed is not None
+            taken.append(claimed.experiment.id)
+            finish(engine, claimed.experiment.id, f"host/{number}/1", Status.succeeded)
+
+    threads = [threading.Thread(target=work, args=(number,)) for number in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == len(set(taken)) == 12
+    with session_scope(engine) as session:
+        assert set(session.exec(select(Experiment.status)).all()) == {Status.succeeded}
+
+
+# Against a running API and one worker, with tokens.
+
+LONG = {"dataset": {"name": "digits"}, "training": {"epochs": 60, "batch_size": 16}}
+SHORT = {"dataset": {"name": "digits"}, "training": {"epochs": 2, "batch_size": 16}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("fair")
+    with running_stack(home, workers=1, auth="true", heartbeat_seconds="1") as running:
+        yield running
+
+
+def _token(client: httpx.Client) -> str:
+    return client.headers["Authorization"].removeprefix("Bearer ")
+
+
+def _submit(client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post("/experiments", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def test_a_second_users_run_starts_second_and_queue_places_fall(stack: Stack) -> None:
+    alice, bob = stack.client(stack.token("alice")), stack.client(stack.token("bob"))
+    admin = stack.client(stack.token("root", "--admin"))
+    busy = _submit(alice, {**LONG, "name": "busy"})
+    wait_for(  # a few timed epochs of the same spec: the queue's pace
+        lambda: alice.get(f"/experiments/{busy}").json()["epochs_done"] >= 3,
+        timeout=180,
+        what="the first run's epochs",
+    )
+    alices = [_submit(alice, LONG) for _ in range(3)]
+    bobs = _submit(bob, LONG)
+    refused = bob.post("/experiments", json={**SHORT, "priority": "high"})
+    assert refused.status_code == 403
+    assert "Only an admin may submit at priority high" in refused.json()["detail"]
+
+    places = {run: alice.get(f"/experiments/{run}").json() for run in alices} | {
+        bobs: bob.get(f"/experiments/{bobs}").json()
+    }
+    assert [places[run]["queue_position"] for run in (bobs, *alices)] == [1, 2, 3, 4]
+    etas = [places[run]["eta_seconds"] for run in (bobs, *alices)]
+    assert all(eta is not None and eta > 0 for eta in etas), etas
+    assert etas == sorted(etas) and etas[0] < etas[-1]
+    running = alice.get(f"/experiments/{busy}").json()
+    assert (running["queue_position"], running["eta_seconds"]) == (None, None)
+    [attempt] = running["attempt_log"]
+    assert attempt["worker"] == running["worker"]
+    assert attempt["accelerator"] == {"name": "cpu", "memory_mb": None}
+
+    listed = stack.convlab("ls", "--status", "queued", CONVLAB_TOKEN=_token(admin)).stdout
+    line_of = {run: next(line for line in listed.splitlines() if run in line) for run in places}
+    assert re.search(r"#1, ~\d+[ms]", line_of[bobs]) and "#4" in line_of[alices[-1]], listed
+    cli = stack.convlab(
+        "submit", "--priority", "high", "--set", "dataset.name=digits", CONVLAB_TOKEN=_token(bob)
+    )
+    assert cli.returncode == 1 and "Only an admin may submit at priority high" in cli.stderr
+
+    urgent = _submit(admin, {**SHORT, "priority": "high"})
+    assert admin.get(f"/experiments/{urgent}").json()["queue_position"] == 1
+    assert bob.get(f"/experiments/{bobs}").json()["queue_position"] == 2
+
+    alice.post(f"/experiments/{busy}/cancel")
+    wait_for_status(admin, urgent, {"succeeded"}, timeout=180)
+    started = wait_for_status(bob, bobs, {"running"}, timeout=180)
+    assert (
+        started["attempt_log"][0]["started_at"]
+        > admin.get(f"/experiments/{urgent}").json()["started_at"]
+    )
+    later = [alice.get(f"/experiments/{run}").json() for run in alices]
+    assert [run["status"] for run in later] == ["queued"] * 3  # bob's went second, not fifth
+    assert [run["queue_position"] for run in later] == [1, 2, 3]
+    for run in [bobs, *alices]:
+        (bob if run == bobs else alice).post(f"/experiments/{run}/cancel")
+    for client in (alice, bob, admin):
+        client.close()
