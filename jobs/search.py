@@ -30,7 +30,7 @@ from models.presets import merge, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
-from store.db import session_scope
+from store.db import get_engine, schema_lock, session_scope
 from store.experiments import create_experiment
 from store.studies import PRUNED as PRUNED  # the worker's Pruned names trials with it
 from store.studies import pruned, study_experiments
@@ -108,9 +108,9 @@ _storages_lock = threading.Lock()
 
 
 def optuna_storage(url: str) -> "optuna.storages.RDBStorage":
-    """One Optuna storage per database for the process, made under a lock: making one creates
-    Optuna's tables if they are missing, and two threads doing it at once (a new search's
-    request and the sweeper advancing it) both tried to create them."""
+    """One Optuna storage per database for the process. Making one creates Optuna's tables if
+    they are missing, so it is made under the schema lock: two threads or processes doing it at
+    once (a new search's request and a sweeper advancing it) both tried to create them."""
     import optuna
 
     with _storages_lock:
@@ -118,7 +118,8 @@ def optuna_storage(url: str) -> "optuna.storages.RDBStorage":
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             sqlite = make_url(url).get_backend_name() == "sqlite"
             kwargs = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
-            _storages[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with schema_lock(get_engine(url)):
+                _storages[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         return _storages[url]
 
 

@@ -77,7 +77,7 @@ def _run_migrations(engine: Engine, step: Callable[[Config, str], None], revisio
     config.set_main_option("script_location", str(MIGRATIONS))
     sqlite = engine.dialect.name == "sqlite"
     with (
-        _migration_lock(engine),
+        schema_lock(engine),
         engine.connect() as connection,
         _sqlite_foreign_keys_off(connection),
         connection.begin(),
@@ -125,8 +125,9 @@ def _set_sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
 
 
 @contextmanager
-def _migration_lock(engine: Engine) -> Iterator[None]:
-    """Serialize migrations: an advisory lock on PostgreSQL, a file lock beside a SQLite file."""
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """Serialize schema changes across processes (convlab's migrations, Optuna creating its
+    tables): an advisory lock on PostgreSQL, a file lock beside a SQLite file."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             connection.execute(text("SELECT pg_advisory_lock(7210251)"))
