@@ -45,7 +45,7 @@ from api.routes import (
 from api.shared_counts import counts_for
 from api.streams import EventStreams
 from core.config import Settings, get_settings
-from jobs.broker import make_celery
+from jobs.broker import declare_queue, make_celery
 from jobs.notify import deliver_due
 from jobs.retention import keep_storage
 from jobs.sweeper import sweep
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(app.state.engine)
+        declare_queue(app.state.celery, settings)
         # Sync routes run in these threads; more of them only take turns at the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         app.state.streams.close_on_exit_signals()  # uvicorn's handlers are in place by now

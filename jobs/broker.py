@@ -8,9 +8,11 @@ queue (acks_late, reject_on_worker_lost); one that has trained ``worker_max_jobs
 grown past ``worker_max_memory_mb`` is recycled after its job."""
 
 from celery import Celery
+from sqlalchemy.engine import make_url
 
 from core.config import Settings
 from jobs.queueing import QUEUE
+from store.db import sqlite_file_lock
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -36,3 +38,18 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.redis_visibility_timeout_s
         }
     return app
+
+
+def declare_queue(app: Celery, settings: Settings) -> None:
+    """Create the embedded broker's tables and queue before this process publishes or consumes.
+    Kombu's SQLAlchemy transport creates them on first use, guarded by a thread lock only: two
+    workers starting on a new SQLite broker both inserted the queue's row, and the second died
+    with an IntegrityError. A lock beside the file lets one create them and the others find
+    them. A Redis broker needs nothing declared."""
+    url = settings.resolved_broker_url
+    if not url.startswith("sqla+sqlite:"):
+        return
+    database = make_url(url.removeprefix("sqla+")).database
+    assert database, f"no SQLite file in the broker URL {url}"
+    with sqlite_file_lock(database), app.connection_for_write() as connection:
+        connection.default_channel.queue_declare(queue=QUEUE, durable=True)

@@ -140,6 +140,13 @@ def schema_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
+    with sqlite_file_lock(database):
+        yield
+
+
+@contextmanager
+def sqlite_file_lock(database: str) -> Iterator[None]:
+    """An exclusive lock, across processes, on a file beside the SQLite file ``database``."""
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     with open(f"{database}.migrate-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

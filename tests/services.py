@@ -190,6 +190,32 @@ def wait_for(condition: Any, *, timeout: float, what: str, every: float = 0.2) -
         time.sleep(every)
 
 
+def all_at_once(tmp_path: Path, prepare: str, act: str, count: int = 10) -> None:
+    """Start ``count`` Python processes that run ``prepare`` (imports, say), then ``act`` at the
+    same moment, when a file appears; assert that each one exited 0."""
+    go = tmp_path / "go"
+    script = (
+        f"{prepare}\n"
+        "import pathlib, time\n"
+        "print('ready', flush=True)\n"
+        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n"
+        f"{act}\n"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    assert all(process.stdout.readline() == "ready\n" for process in processes if process.stdout)
+    go.touch()
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0] * count, "\n".join(errors)
+
+
 @dataclass
 class Stack:
     """A running API and its workers, as `make up` or the compose stack runs them."""

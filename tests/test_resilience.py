@@ -29,6 +29,7 @@ from store.runs import claim
 from tests.services import (
     RedisServer,
     Stack,
+    all_at_once,
     redis_server,
     running_stack,
     stop_process,
@@ -277,7 +278,12 @@ def test_a_worker_stopped_past_its_lease_writes_nothing_after_the_takeover(
                 elsewhere = experiment["worker"] not in {old, None}
                 return experiment if elsewhere and experiment["epochs_done"] > stopped_at else None
 
-            new = wait_for(trained_on_elsewhere, timeout=120, what="a takeover")["worker"]
+            try:
+                new = wait_for(trained_on_elsewhere, timeout=120, what="a takeover")["worker"]
+            except AssertionError as timeout:  # CI's summary shows a failure's first line only
+                seen = _experiment(client, experiment_id)
+                state = {key: seen[key] for key in ("status", "worker", "epochs_done", "attempts")}
+                raise AssertionError(f"{timeout}; the run: {state}\n{stack.log_tail()}") from None
         finally:
             os.kill(pid, signal.SIGCONT)
         wait_for(
@@ -294,6 +300,20 @@ def test_a_worker_stopped_past_its_lease_writes_nothing_after_the_takeover(
     assert _epochs_written(stack) == list(range(1, 41))
     owners = [owner for _, owner in _writes(stack, "lease")]
     assert [owner for owner, _ in groupby(owners)] == [old, new]
+
+
+def test_processes_starting_on_a_new_embedded_broker_all_find_its_queue(tmp_path: Path) -> None:
+    """Two workers starting at once on a new SQLite broker both inserted its queue's row: the
+    second died with an IntegrityError, and the run the first one lost was never taken over."""
+    prepare = (
+        "from core.config import Settings\n"
+        "from jobs.broker import declare_queue, make_celery\n"
+        f"settings = Settings(home={str(tmp_path)!r})\n"
+        "app = make_celery(settings)"
+    )
+    all_at_once(tmp_path, prepare, "declare_queue(app, settings)")
+    with closing(sqlite3.connect(tmp_path / "broker.sqlite")) as broker:
+        assert broker.execute("SELECT name FROM kombu_queue").fetchall() == [("convlab",)]
 
 
 def test_a_run_whose_machine_vanished_is_requeued_and_resumed(tmp_path: Path) -> None:

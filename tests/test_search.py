@@ -1,8 +1,6 @@
 """Optuna search studies, in process: validation, trials as experiments, how Optuna hears of
 finished trials, the best trial, cancel."""
 
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from store.runs import finish
 from store.studies import PRUNED
 from store.tables import Experiment, Status, Study
 from tests.events import parse_events
-from tests.services import Trainer
+from tests.services import Trainer, all_at_once
 
 SPACE = {
     "optimizer.learning_rate": {"type": "float", "low": 1e-5, "high": 0.1, "log": True},
@@ -234,30 +232,10 @@ def test_threads_meeting_a_new_database_share_one_optuna_storage(tmp_path: Path)
 
 def test_processes_meeting_a_new_database_create_optunas_tables_once(tmp_path: Path) -> None:
     """A test's search and the API's sweeper, two processes, once both inserted Optuna's schema
-    version (an IntegrityError). Ten processes here make their storage when a file appears."""
+    version (an IntegrityError)."""
     url = f"sqlite:///{tmp_path / 'convlab.sqlite'}"
     migrate(get_engine(url))
-    go = tmp_path / "go"
-    waiting = (
-        "import pathlib, time\n"
-        "from jobs.search import optuna_storage\n"
-        "print('ready', flush=True)\n"
-        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n"
-        f"optuna_storage({url!r})\n"
-    )
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", waiting],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(10)
-    ]
-    assert all(process.stdout.readline() == "ready\n" for process in processes if process.stdout)
-    go.touch()
-    errors = [process.communicate(timeout=120)[1] for process in processes]
-    assert [process.returncode for process in processes] == [0] * 10, "\n".join(errors)
+    all_at_once(tmp_path, "from jobs.search import optuna_storage", f"optuna_storage({url!r})")
 
 
 def test_submit_of_a_grid_search_with_a_point_the_spec_refuses_is_422_storing_nothing(

@@ -13,7 +13,7 @@ from typing import Any
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from core.config import get_settings
-from jobs.broker import make_celery
+from jobs.broker import declare_queue, make_celery
 from store.db import get_engine, migrate
 from worker.cores import run_at_niceness
 from worker.heartbeat import Heartbeat, refuse_without_gpu
@@ -24,13 +24,14 @@ app = make_celery(get_settings())
 
 @worker_init.connect
 def _migrate_before_serving(**_: Any) -> None:
-    """Refuse to start without a GPU if one is required; bring the schema up to date before
-    the first job (the API does the same)."""
+    """Refuse to start without a GPU if one is required; bring the schema up to date and
+    declare the embedded broker's queue before the first job (the API does the same)."""
     refusal = refuse_without_gpu(get_settings())
     if refusal is not None:
         print(f"convlab worker: {refusal}", file=sys.stderr, flush=True)
         os._exit(2)  # Celery logs and swallows a signal handler's exceptions
     migrate()
+    declare_queue(app, get_settings())
 
 
 @worker_process_init.connect
