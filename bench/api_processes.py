@@ -3,7 +3,10 @@ and from ``--processes`` (uvicorn ``--workers``), side by side. Both APIs serve 
 holding ``--experiments`` finished experiments x ``--epochs`` epochs, with a private Redis as
 the broker; a worker on this machine (started at ``CONVLAB_WORKER_NICE`` = the first of
 ``--nice``) trains the base model on a CIFAR-10-shaped archive the whole time. wrk drives
-``GET /experiments/{id}/history`` (a random experiment per request) at ``--connections``.
+``GET /experiments/{id}/history`` (a random experiment per request) at ``--connections``, with
+a token, as on the compose stack (auth on; each read is counted against the user's limit, set
+far above what wrk reaches); ``--tokens both`` adds the same APIs with auth off, to weigh what
+a token costs.
 
 Every round measures every condition, in an order reversed every other round (ABBA), so that
 the machine's swings fall on all alike: each API with the training process stopped (SIGSTOP:
@@ -13,7 +16,7 @@ requests/s, p50 and p99.
 
     python bench/api_processes.py [--processes 2] [--connections 64] [--rounds 4] [--seconds 6]
                                   [--nice 10 0] [--database postgresql] [--experiments 1000]
-                                  [--epochs 50]
+                                  [--epochs 50] [--tokens with|without|both]
 """
 
 import argparse
@@ -54,13 +57,20 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--images", type=int, default=5000, help="training pictures")
+    parser.add_argument("--tokens", choices=["with", "without", "both"], default="with")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     queries.CONCURRENCY = args.connections
-    apis = {
+    commands = {
         "1 process": API_COMMAND,
         f"{args.processes} processes": f"{API_COMMAND} --workers {args.processes}",
+    }
+    auth = {"with": [True], "without": [False], "both": [True, False]}[args.tokens]
+    apis = {
+        f"{name}{'' if on else ', no token'}": (command, on)
+        for on in auth
+        for name, command in commands.items()
     }
     conditions = [IDLE, *(f"training at nice {nice}" for nice in args.nice)]
     figures: dict[tuple[str, str], list[dict[str, float]]] = {
@@ -76,22 +86,34 @@ def main() -> None:
         broker = stack.enter_context(redis_server())
         ids, _ = populate(url, args.experiments, args.epochs)
         paths = [f"/experiments/{i}/history" for i in ids]
-        settings = {"database_url": url, "broker_url": broker, "data_dir": str(data_dir)}
+        settings = {
+            "database_url": url,
+            "broker_url": broker,
+            "data_dir": str(data_dir),
+            "max_reads_per_minute": str(10**9),
+        }
         stacks: dict[str, Stack] = {}
-        for name, command in apis.items():
-            home = folder / name.replace(" ", "_")
+        for name, (command, on) in apis.items():
+            home = folder / name.replace(" ", "_").replace(",", "")
             stacks[name] = stack.enter_context(
-                running_stack(home, api_command=command, workers=0, **settings)
+                running_stack(
+                    home, api_command=command, workers=0, auth=str(on).lower(), **settings
+                )
             )
-            wrk(stacks[name].url, paths, 3)  # warm up (every process: wrk spreads over them)
-        trainer = _train(stack, next(iter(stacks.values())), args.nice[0])
+        token = next(iter(stacks.values())).token("bench")  # one database: valid on every API
+        tokens = {name: token if on else None for name, (_, on) in apis.items()}
+        for name, running in stacks.items():  # warm up (every process: wrk spreads over them)
+            wrk(running.url, paths, 3, tokens[name])
+        trainer = _train(stack, next(iter(stacks.values())), args.nice[0], token)
         for round_number in range(1, args.rounds + 1):
             forward = round_number % 2 == 1
             for condition in conditions if forward else reversed(conditions):
                 with _condition(trainer, condition):
                     turns = list(stacks.items())
                     for name, running in turns if forward else reversed(turns):
-                        figures[condition, name].append(wrk(running.url, paths, args.seconds))
+                        figures[condition, name].append(
+                            wrk(running.url, paths, args.seconds, tokens[name])
+                        )
                         row = row_of(f"{condition}, {name}", figures[condition, name][-1])
                         print(round_number, *row, flush=True)
     medians = {
@@ -110,12 +132,12 @@ def main() -> None:
 IDLE = "training stopped"
 
 
-def _train(stack: ExitStack, api: Stack, nice: int) -> int:
+def _train(stack: ExitStack, api: Stack, nice: int, token: str) -> int:
     """Start a worker at ``nice`` training a long job (cancelled and stopped when ``stack``
     closes); once it has finished an epoch, the training process's pid."""
     worker = api.start_worker(worker_nice=str(nice))
     stack.callback(stop_process, worker)
-    client = stack.enter_context(api.client())
+    client = stack.enter_context(api.client(token))
     created = client.post("/experiments", json=base_spec(epochs=1000, batch_size=256))
     created.raise_for_status()
     experiment_id = created.json()["id"]

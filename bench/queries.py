@@ -68,8 +68,9 @@ def populate(url: str, experiments: int, epochs: int) -> tuple[list[str], str]:
     return ids, study.id
 
 
-def wrk(url: str, paths: list[str], seconds: int) -> dict[str, float]:
-    """Requests per second and p50/p99 latency (ms), each request a random path of ``paths``."""
+def wrk(url: str, paths: list[str], seconds: int, token: str | None = None) -> dict[str, float]:
+    """Requests per second and p50/p99 latency (ms), each request a random path of ``paths``
+    (with ``token`` as its bearer token, if given)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         quoted = ",".join(f'"{path}"' for path in paths)
         script.write(
@@ -77,7 +78,11 @@ def wrk(url: str, paths: list[str], seconds: int) -> dict[str, float]:
             "request = function() return wrk.format('GET', paths[math.random(#paths)]) end\n"
         )
     done = subprocess.run(
-        ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        [
+            "wrk",
+            *(["-H", f"Authorization: Bearer {token}"] if token else []),
+            *["-t2", f"-c{CONCURRENCY}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        ],
         capture_output=True,
         text=True,
         check=True,
