@@ -122,7 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ApiMetrics(app.state.engine, workers_seen_s=settings.workers_seen_s)
     app.add_middleware(ReadRate, rate=MinuteRate(settings.max_reads_per_minute, "reads", counts))
     app.add_middleware(
-        BearerAuth, engine=app.state.engine, enabled=settings.auth, threads=settings.auth_threads
+        BearerAuth,
+        engine=app.state.engine,
+        enabled=settings.auth,
+        threads=settings.auth_threads,
+        trust_seconds=settings.token_cache_seconds,
     )
     app.add_middleware(
         datasets.UploadBodyLimit,

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
             "a token check never waits behind slow routes."
         ),
     )
+    token_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long an API process trusts a token it found live before it looks it up again "
+            "(with auth): a revoked token stops working within this time; 0 looks every "
+            "request's token up."
+        ),
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
     max_dataset_bytes: int = Field(
         200_000_000,

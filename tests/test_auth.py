@@ -2,12 +2,14 @@
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import BIN, Stack, running_stack
+from core.config import Settings
+from tests.services import BIN, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -117,13 +119,30 @@ def test_studies_record_their_owner_too(stack: Stack, tokens: dict[str, str]) ->
         assert alice.post(f"/studies/{study['id']}/cancel").status_code == 202
 
 
-def test_a_revoked_token_stops_working(stack: Stack) -> None:
+def test_a_revoked_token_stops_working_within_the_seconds_it_is_trusted(stack: Stack) -> None:
     text = stack.token("carol")
     headers = {"Authorization": f"Bearer {text}"}
     with stack.client() as client:
         assert client.get("/experiments", headers=headers).status_code == 200
         assert stack.convlab("token", "revoke", text.split("_")[1]).returncode == 0
-        assert client.get("/experiments", headers=headers).status_code == 401
+        revoked = time.monotonic()
+        wait_for(
+            lambda: client.get("/experiments", headers=headers).status_code == 401,
+            timeout=10,
+            what="the revoked token to be refused",
+            every=0.05,
+        )
+    assert time.monotonic() - revoked < Settings().token_cache_seconds + 1
+
+
+def test_a_token_trusted_for_no_time_is_refused_at_once_once_revoked(tmp_path: Path) -> None:
+    with running_stack(tmp_path, workers=0, auth="true", token_cache_seconds="0") as stack:
+        text = stack.token("dave")
+        headers = {"Authorization": f"Bearer {text}"}
+        with stack.client() as client:
+            assert client.get("/experiments", headers=headers).status_code == 200
+            assert stack.convlab("token", "revoke", text.split("_")[1]).returncode == 0
+            assert client.get("/experiments", headers=headers).status_code == 401
 
 
 def test_owner_only_reads_hide_other_peoples_work(tmp_path: Path) -> None:
