@@ -157,6 +157,12 @@ class Experiment(Notified, table=True):
     )
     pinned: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
     """Kept whatever the retention setting says."""
+    dataset: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """What it trains on, recorded at submit: name, kind, shape, classes, counts, digest."""
+    verifies_id: str | None = Field(default=None, max_length=32, index=True)
+    """The experiment this one reruns to verify (``POST /experiments/{id}/verify``)."""
+    verdict: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """How its verification rerun compared with it, recorded on both runs."""
 
 
 class EpochRecord(SQLModel, table=True):
@@ -283,3 +289,5 @@ class Attempt(SQLModel, table=True):
     accelerator: str | None = Field(default=None, max_length=200)
     accelerator_memory_mb: int | None = None
     started_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    environment: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """What it ran with: Python, TensorFlow, Keras, CUDA, cuDNN, GPU and driver, convlab."""
