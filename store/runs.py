@@ -118,7 +118,7 @@ def claim(
         mine = seen.status == Status.running and seen.lease_owner == owner
         if not (took_over or mine or (queued_too and seen.status == Status.queued)):
             return None
-        lost = seen.workers_lost + int(took_over)
+        lost = seen.workers_lost + int(took_over and not mine)  # its own: not lost
         unchanged = [
             col(Experiment.id) == experiment_id,
             col(Experiment.status) == seen.status,

@@ -219,3 +219,16 @@ def test_newest_loadable_skips_a_checkpoint_that_passes_its_hash_but_does_not_lo
         (mine == theirs).all()
         for mine, theirs in zip(loaded.get_weights(), model.get_weights(), strict=True)
     )
+
+
+def test_a_process_taking_back_its_own_expired_lease_counts_no_lost_worker(
+    engine: Engine,
+) -> None:
+    """Its lease ran out while it was alive (a long outage): it is not a worker lost."""
+    experiment_id = _claimed(engine, OLD)
+    _expire(engine, experiment_id)
+
+    again = claim(engine, experiment_id, OLD, lease_seconds=LEASE, max_lost=3)
+
+    assert again is not None
+    assert (again.experiment.attempts, again.experiment.workers_lost) == (2, 0)

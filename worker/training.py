@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import keras
 import tensorflow as tf
 from celery.exceptions import Reject
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from core.config import Settings, get_settings
@@ -47,6 +48,7 @@ from worker.checkpoints import Checkpointer, newest_loadable
 from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
 from worker.evaluation import record_evaluation
+from worker.fidelity import BuiltDiffers, check_built
 from worker.heartbeat import accelerator
 from worker.resident import feed, wanted
 from worker.schedules import ScheduledRate, current_rate
@@ -85,6 +87,10 @@ class Paused(Interrupted):
 
 class TrainingDiverged(Exception):
     """The loss stopped being a finite number."""
+
+
+class SpecNoLongerValid(Exception):
+    """The stored spec does not validate on this worker any more."""
 
 
 class Pruned(Exception):
@@ -285,12 +291,14 @@ def fit(
     reset_seed(spec.seed)
     initial_epoch, model = resume_from
     settings = job.settings
+    fresh = model is None
     if model is None:
         speed = Speed(
             steps_per_execution=settings.train_steps_per_execution,
             jit_compile=settings.train_jit_compile,
         )
         model = build_model(spec, speed)
+    check_built(model, spec, rate=fresh or spec.training.lr_schedule is None)
     saver.watch(model)
     keeper.watch(model, initial_epoch)
     pixel_max = DATASETS[spec.dataset.name].pixel_max
@@ -361,12 +369,7 @@ def run_experiment(experiment_id: str) -> None:
     study = None
     try:
         study = job.durably("reading its study", lambda: _search_study(engine, experiment))
-        trial = None
-        if study is not None and experiment.trial_number is not None:
-            url = settings.resolved_database_url
-            number = experiment.trial_number
-            trial = job.durably("opening its trial", lambda: TrialReporter(url, study, number))
-        _train_and_close(job, experiment.spec, trial)
+        _train_and_close(job, experiment, study)
     except LeaseLost:
         log.warning("experiment %s: lease lost to another worker; stopped", experiment_id)
     except DatabaseUnavailable as exc:
@@ -388,8 +391,60 @@ def _leave_to_the_sweeper(engine: Engine, experiment_id: str) -> None:
     log.info("experiment %s not started: this worker is shutting down", experiment_id)
 
 
-def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter | None) -> None:
-    spec = ExperimentSpec.model_validate(stored_spec)
+def _train_and_close(job: Job, experiment: Experiment, study: Study | None) -> None:
+    """Everything from the claim to the end, the steps before the first epoch included: any
+    of them that fails ends the run ``failed`` with its reason, its lease released."""
+    saver = Checkpointer(job.settings.checkpoint_seconds)
+    keeper = None
+    try:
+        spec = _resolved(experiment.spec)
+        trial = _trial(job, study, experiment.trial_number)
+        start = _starting_point(job)
+        keeper = BestKeeper(job, spec)
+        fit(spec, job, start, saver, keeper, trial)
+        record_evaluation(job, spec, saver.model)
+    except Interrupted as stopped:
+        _hand_back(job, saver, keeper, paused=isinstance(stopped, Paused))
+        return
+    except (LeaseLost, DatabaseUnavailable):
+        raise
+    except Exception as exc:
+        status, error = _ending(job, exc)
+    else:
+        status, error = Status.succeeded, None
+    final = saver.at_stop() if status != Status.failed else None  # a failed run's are suspect
+    job.durably(
+        "recording its end",
+        lambda: finish(job.engine, job.experiment_id, job.owner, status, error, checkpoint=final),
+    )
+
+
+def _resolved(stored: dict[str, Any]) -> ExperimentSpec:
+    """The stored spec, validated again here: what it names (a folder dataset's layout, say)
+    may have changed since it was submitted."""
+    try:
+        return ExperimentSpec.model_validate(stored)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
+        )
+        raise SpecNoLongerValid(
+            f"its spec no longer holds on this worker ({reasons}); fix that, or rerun it "
+            "with a spec the server accepts now"
+        ) from None
+
+
+def _trial(job: Job, study: Study | None, number: int | None) -> TrialReporter | None:
+    """The search trial the run reports its epochs to, if it is one."""
+    if study is None or number is None:
+        return None
+    url = job.settings.resolved_database_url
+    return job.durably("opening its trial", lambda: TrialReporter(url, study, number))
+
+
+def _starting_point(job: Job) -> tuple[int, keras.Model | None]:
+    """The newest loadable checkpoint's epoch and model (0 and None: from scratch), the
+    epochs after it rewound."""
     candidates = job.durably(
         "reading checkpoints", lambda: checkpoints(job.engine, job.experiment_id)
     )
@@ -400,32 +455,20 @@ def _train_and_close(job: Job, stored_spec: dict[str, Any], trial: TrialReporter
     )
     if epoch:
         log.info("experiment %s resumes after epoch %d", job.experiment_id, epoch)
-    saver = Checkpointer(job.settings.checkpoint_seconds)
-    keeper = BestKeeper(job, spec)
-    try:
-        fit(spec, job, (epoch, model), saver, keeper, trial)
-    except Interrupted as stopped:
+    return epoch, model
+
+
+def _hand_back(job: Job, saver: Checkpointer, keeper: BestKeeper | None, *, paused: bool) -> None:
+    """A paused or interrupted run goes back with its weights, to resume later."""
+    if keeper is not None:
         keeper.store()
-        reached = saver.at_stop()
-        job.durably(
-            "handing the run back",
-            lambda: release(job.engine, job.experiment_id, job.owner, reached),
-        )
-        how = "paused" if isinstance(stopped, Paused) else "interrupted by shutdown"
-        log.info("experiment %s %s; its weights kept, its worker free", job.experiment_id, how)
-        return
-    except (LeaseLost, DatabaseUnavailable):
-        raise
-    except Exception as exc:
-        status, error = _ending(job, exc)
-    else:
-        status, error = Status.succeeded, None
-        record_evaluation(job, spec, saver.model)
-    final = saver.at_stop() if status != Status.failed else None  # a failed run's are suspect
+    reached = saver.at_stop()
     job.durably(
-        "recording its end",
-        lambda: finish(job.engine, job.experiment_id, job.owner, status, error, checkpoint=final),
+        "handing the run back",
+        lambda: release(job.engine, job.experiment_id, job.owner, reached),
     )
+    how = "paused" if paused else "interrupted by shutdown"
+    log.info("experiment %s %s; its weights kept, its worker free", job.experiment_id, how)
 
 
 def _ending(job: Job, exc: Exception) -> tuple[Status, str | None]:
@@ -434,14 +477,14 @@ def _ending(job: Job, exc: Exception) -> tuple[Status, str | None]:
         return Status.cancelled, None
     if isinstance(exc, Pruned):
         return Status.cancelled, str(exc)
-    if isinstance(exc, DatasetUnavailable | TrainingDiverged):
+    if isinstance(exc, DatasetUnavailable | TrainingDiverged | SpecNoLongerValid | BuiltDiffers):
         return Status.failed, str(exc)
     if isinstance(exc, tf.errors.ResourceExhaustedError):
         return (
             Status.failed,
             "Ran out of memory while training; lower training.batch_size or the model's size.",
         )
-    log.error("experiment %s crashed", job.experiment_id, exc_info=exc)
+    log.error("experiment %s failed", job.experiment_id, exc_info=exc)
     return Status.failed, f"Training crashed: {type(exc).__name__}: {exc}"
 
 
