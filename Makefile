@@ -16,9 +16,14 @@ up: $(STAMP)
 # one process): most tests wait on real processes and services, so two of them fill two cores.
 TEST_PROCESSES ?= 2
 
+# Every test's duration is kept in test-artifacts/junit.xml; the seconds per file and the
+# slowest tests are printed at the end, whatever the outcome.
 test: lint
 	scripts/ensure-services.sh
-	$(BIN)/pytest --numprocesses $(TEST_PROCESSES) --dist loadfile --durations 30
+	mkdir -p test-artifacts
+	status=0; $(BIN)/pytest --numprocesses $(TEST_PROCESSES) --dist loadfile \
+		--junitxml test-artifacts/junit.xml || status=$$?; \
+	$(BIN)/python scripts/durations.py test-artifacts/junit.xml; exit $$status
 
 install: $(STAMP)
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +51,18 @@ def missing(reason: str) -> None:
 
 
 def free_port() -> int:
+    """A port free now: another process may take it before ours binds it, so whatever starts
+    a server on it tries another when that happens (``PORT_TRIES``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+PORT_TRIES = 5
+
+
+class PortTaken(Exception):
+    """A server could not bind the port it was given: another process took it first."""
 
 
 @contextmanager
@@ -85,17 +94,37 @@ class RedisServer:
             missing("redis-server is not installed")
         self.binary = str(binary)
         self.password = password
-        self.port = free_port()
-        self.url = f"redis://:{password}@127.0.0.1:{self.port}/0"
+        self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
     def start(self) -> None:
+        """Start it; on a port of its own at the first start, on the same one after."""
+        if self.port:
+            return self._start_on(self.port)
+        self.port = _on_a_free_port(self._start_on)
+
+    def _start_on(self, port: int) -> None:
         auth = ["--requirepass", self.password] if self.password else []
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *auth],
-            stdout=subprocess.DEVNULL,
+        log = Path(tempfile.mkdtemp(prefix="convlab-redis-")) / "redis.log"
+        log.touch()
+        process = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *auth]
+            + ["--logfile", str(log)],
         )
-        wait_for(lambda: _accepts(self.port), timeout=10, what=f"redis-server on {self.port}")
+        wait_for(
+            lambda: process.poll() is not None or "Ready to accept" in log.read_text(),
+            timeout=10,
+            what=f"redis-server on {port}",
+        )
+        if process.poll() is not None:
+            if "Address already in use" in log.read_text():
+                raise PortTaken(port)
+            raise AssertionError(f"redis-server exited at start:\n{log.read_text()}")
+        self.process = process
 
     def stop(self) -> None:
         if self.process is not None:
@@ -133,17 +162,31 @@ class PostgresCluster:
         self.bin = Path(found[-1]).parent
         self.folder = Path(tempfile.mkdtemp(prefix="convlab-pg-"))
         self.data = self.folder / "data"
-        self.port = free_port()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.port = 0
         self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as_owner:
             shutil.chown(self.folder, "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -h 127.0.0.1 -c fsync=off"
-        log = str(self.folder / "server.log")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+        """Start it; on a port of its own at the first start, on the same one after."""
+        if self.port:
+            return self._start_on(self.port)
+        self.port = _on_a_free_port(self._start_on)
+
+    def _start_on(self, port: int) -> None:
+        options = f"-p {port} -k {self.folder} -h 127.0.0.1 -c fsync=off"
+        log = self.folder / "server.log"
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(log), "-w", "start")
+        except subprocess.CalledProcessError:
+            if "Address already in use" in log.read_text(errors="replace"):
+                raise PortTaken(port) from None
+            raise
 
     def stop(self) -> None:
         """A fast shutdown: open connections are cut, as in a failover or a restart."""
@@ -168,6 +211,20 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.remove()
+
+
+def _on_a_free_port(start: Callable[[int], None]) -> int:
+    """The port ``start`` started a server on: a free one, another if that was taken first."""
+    for _ in range(PORT_TRIES - 1):
+        port = free_port()
+        try:
+            start(port)
+            return port
+        except PortTaken:
+            continue
+    port = free_port()
+    start(port)
+    return port
 
 
 def _accepts(port: int) -> bool:
@@ -335,18 +392,19 @@ def running_stack(
 
     ``api_command`` has a ``{port}`` placeholder for the free port it is given.
     """
-    port = free_port()
     env = {
         **os.environ,
         "CONVLAB_HOME": str(home),
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "COLUMNS": "80",  # the CLI's boxes wrap alike whatever terminal runs the tests
         **_settings_env(settings),
     }
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    api = _spawn(api_command.format(port=port), env, logs / "api.log")
-    stack = Stack(f"http://127.0.0.1:{port}", env, logs, api, worker_command)
+    api: list[subprocess.Popen[bytes]] = []
+    port = _on_a_free_port(lambda port: api.append(_bound(api_command, port, env, logs)))
+    stack = Stack(f"http://127.0.0.1:{port}", env, logs, api[-1], worker_command)
     try:
         for _ in range(workers):
             stack.start_worker()
@@ -370,6 +428,26 @@ def server_stack(home: Path, *, workers: int = 1, **settings: str) -> Iterator[S
         ) as stack,
     ):
         yield stack
+
+
+def _bound(command: str, port: int, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    """The API started on ``port``, once uvicorn says it listens there (or it has exited, to
+    be told by the health check); PortTaken if another process had bound the port first."""
+    log = logs / "api.log"
+    begin = log.stat().st_size if log.exists() else 0
+    api = _spawn(command.format(port=port), env, log)
+
+    def said() -> str:
+        return log.read_bytes()[begin:].decode(errors="replace")
+
+    wait_for(
+        lambda: api.poll() is not None or "running on http" in said(),
+        timeout=60,
+        what=f"the API to listen on {port}",
+    )
+    if api.poll() is not None and "address already in use" in said():
+        raise PortTaken(port)
+    return api
 
 
 def _healthy(stack: Stack) -> bool:
