@@ -66,6 +66,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker models core store jobs views client
 	$(BIN)/lint-imports --no-cache  # every import points down; the API loads no TensorFlow, runs no SQL
+	scripts/check-subjects.sh
 
 clean:
 	rm -rf $(VENV) var .bench

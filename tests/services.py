@@ -111,10 +111,8 @@ class RedisServer:
         auth = ["--requirepass", self.password] if self.password else []
         log = Path(tempfile.mkdtemp(prefix="convlab-redis-")) / "redis.log"
         log.touch()
-        process = subprocess.Popen(
-            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *auth]
-            + ["--logfile", str(log)],
-        )
+        options = ["--bind", "127.0.0.1", "--save", "", "--logfile", str(log), *auth]
+        process = subprocess.Popen([self.binary, "--port", str(port), *options])
         wait_for(
             lambda: process.poll() is not None or "Ready to accept" in log.read_text(),
             timeout=10,
