@@ -26,7 +26,8 @@ from core.config import Settings
 from jobs.queueing import publish
 from models.budget import check_budget
 from models.errors import SpecError, error_entry
-from models.presets import merge, resolve
+from models.overrides import fold
+from models.presets import applied, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
@@ -48,17 +49,6 @@ def optuna_name(study_id: str) -> str:
 
 def search_of(study: Study) -> SearchSpec:
     return SearchSpec.model_validate(study.definition["search"])
-
-
-def params_overrides(params: dict[str, Any]) -> dict[str, Any]:
-    """Dotted ``section.field`` (or ``section.field.key``) values as nested spec overrides."""
-    overrides: dict[str, Any] = {}
-    for key, value in params.items():
-        nested: Any = value
-        for part in reversed(key.split(".")):
-            nested = {part: nested}
-        overrides = merge(overrides, nested)
-    return overrides
 
 
 def _blamed(params: dict[str, Any], loc: tuple[str | int, ...]) -> str | None:
@@ -85,7 +75,7 @@ def trial_spec(
     """The spec of the trial at the point ``params``; SpecError naming the point, located at
     the searched field at fault (at the space when the fault is in another field)."""
     try:
-        return resolve(preset, merge(base, params_overrides(params) | {"seed": seed}))
+        return resolve(preset, base, params, {"seed": seed})
     except SpecError as exc:
         error = exc.errors[0]
         key = _blamed(params, tuple(error["loc"]))
@@ -344,8 +334,8 @@ def _trial_spec_or_refusal(
     try:
         spec = trial_spec(preset, base, params, seed)
     except SpecError as exc:
-        asked = resolve(preset, merge(base, {"seed": seed})).model_dump(mode="json")
-        return merge(asked, params_overrides(params)), f"not run: {exc.errors[0]['msg']}"
+        asked = resolve(preset, base, {"seed": seed}).model_dump(mode="json")
+        return applied(asked, fold(params)), f"not run: {exc.errors[0]['msg']}"
     try:
         check_budget(spec, settings)
     except SpecError as exc:

@@ -1,5 +1,6 @@
 """The chapter's variants as presets, and how a request's overrides merge over one."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -7,6 +8,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from models.errors import Loc, SpecError, did_you_mean, error_entry
+from models.overrides import fold
 from models.spec import (
     CROSS_FIELD_ERRORS,
     OPTIMIZER_NAMES,
@@ -120,44 +122,47 @@ UNION_TAGS = {"optimizer": "name", "lr_schedule": "type"}
 """Keys whose objects are one of several kinds, and the key that names the kind."""
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Overrides applied key by key over ``base``; nested objects merge, anything else replaces.
-
-    Choosing another optimizer (or learning-rate schedule) starts from its defaults instead of
-    merging hyperparameters that belong to the preset's.
-    """
-    merged = dict(base)
-    for key, value in overrides.items():
-        old = merged.get(key)
-        tag = UNION_TAGS.get(key)
-        switches_kind = (
-            tag is not None
-            and isinstance(value, dict)
-            and isinstance(old, dict)
-            and value.get(tag, old.get(tag)) != old.get(tag)
-        )
-        if isinstance(value, dict) and isinstance(old, dict) and not switches_kind:
-            merged[key] = merge(old, value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def resolve(preset: str, overrides: dict[str, Any]) -> ExperimentSpec:
-    """The full spec for ``preset`` with a request's partial spec keys merged over it."""
+def resolve(preset: str, *layers: Mapping[str, Any]) -> ExperimentSpec:
+    """The full spec for ``preset`` with a request's override layers (``models.overrides.fold``)
+    applied over it once."""
     if preset not in PRESETS:
         hint = did_you_mean(preset, PRESETS)
         choose = f"choose one of {', '.join(PRESETS)}"
         message = f"unknown preset; {hint} Or {choose}" if hint else f"unknown preset; {choose}"
         raise SpecError([error_entry(("preset",), message, preset)])
-    base = PRESETS[preset].spec.model_dump(mode="json")
+    return resolve_over(PRESETS[preset].spec.model_dump(mode="json"), *layers, {"preset": preset})
+
+
+def resolve_over(spec: Mapping[str, Any], *layers: Mapping[str, Any]) -> ExperimentSpec:
+    """A full spec (a preset's, or a parent experiment's to rerun or continue) with a request's
+    override layers folded into one object and applied over it once; SpecError naming each
+    field at fault."""
     try:
-        return ExperimentSpec.model_validate(merge(base, overrides) | {"preset": preset})
+        return ExperimentSpec.model_validate(applied(spec, fold(*layers)))
     except ValidationError as exc:
         errors = exc.errors()
         raise SpecError(
             [error_entry(_public_loc(e), _message(e), e.get("input"), e["type"]) for e in errors]
         ) from None
+
+
+def applied(spec: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """One nested override object over a full spec: objects merge field by field, any other
+    value replaces. Naming another optimizer (or learning-rate schedule type) than the spec's
+    starts from that kind's defaults with every value ``overrides`` gives for it: none of the old
+    kind's hyperparameters are carried over, none of the request's are dropped (a field the new
+    kind lacks is the spec's 422 at it)."""
+    merged = dict(spec)
+    for key, value in overrides.items():
+        old = merged.get(key)
+        tag = UNION_TAGS.get(key)
+        if not (isinstance(value, Mapping) and isinstance(old, Mapping)):
+            merged[key] = value
+        elif tag is not None and value.get(tag, old.get(tag)) != old.get(tag):
+            merged[key] = dict(value)  # another kind: its defaults and the request's values
+        else:
+            merged[key] = applied(old, value)
+    return merged
 
 
 def _message(error: ErrorDetails) -> str:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.errors import Loc, SpecError, error_entry
-from models.presets import PRESETS, merge, resolve
+from models.overrides import fold
+from models.presets import PRESETS, resolve
 from models.spec import ExperimentSpec
 
 CHAPTER = ["base", "sgd", "momentum", "rmsprop", "adam", "dropout", "l2", "early_stopping",
@@ -48,7 +49,7 @@ def from_variants(
             Variant(
                 item["name"],
                 item.get("preset") or base_preset,
-                merge(base_overrides, overrides),
+                fold(base_overrides, overrides),
                 ("variants", index),
             )
         )
@@ -74,11 +75,8 @@ def from_grid(
     variants = []
     for values in itertools.product(*grid.values()):
         chosen = dict(zip(grid, values, strict=True))
-        overrides = base_overrides
-        for key, value in chosen.items():
-            if key != "preset":
-                section, field = key.split(".")
-                overrides = merge(overrides, {section: {field: value}})
+        point = {key: value for key, value in chosen.items() if key != "preset"}
+        overrides = fold(base_overrides, point)
         label = ", ".join(f"{key}={json.dumps(value)}" for key, value in chosen.items())
         variants.append(Variant(label, chosen.get("preset", base_preset), overrides, ("grid",)))
     return variants
@@ -107,7 +105,7 @@ def plan(variants: list[Variant], seeds: list[int]) -> list[PlannedRun]:
     for variant in variants:
         for seed in seeds:
             try:
-                spec = resolve(variant.preset, merge(variant.overrides, {"seed": seed}))
+                spec = resolve(variant.preset, variant.overrides, {"seed": seed})
             except SpecError as exc:
                 raise SpecError([_at(variant, error) for error in exc.errors]) from None
             runs.append(PlannedRun(variant.name, spec))

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from models.errors import SpecError
-from models.presets import PRESETS, merge, resolve
+from models.presets import PRESETS, resolve
 from models.spec import Adam, ExperimentSpec, Momentum, RMSprop, fields_at
 
 CHAPTER_VARIANTS = {
@@ -68,13 +68,6 @@ def test_resolve_keeps_the_preset_optimizer_hyperparameters_when_the_name_is_unc
 def test_resolve_starts_from_defaults_when_the_optimizer_changes() -> None:
     spec = resolve("adam", {"optimizer": {"name": "rmsprop", "rho": 0.8}})
     assert spec.optimizer == RMSprop(rho=0.8)
-
-
-def test_merge_replaces_non_objects_and_merges_objects() -> None:
-    assert merge({"a": {"x": 1, "y": 2}, "b": [1]}, {"a": {"y": 3}, "b": [2, 3]}) == {
-        "a": {"x": 1, "y": 3},
-        "b": [2, 3],
-    }
 
 
 @pytest.mark.parametrize(

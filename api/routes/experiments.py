@@ -44,7 +44,7 @@ from jobs.retention import give_back_space
 from models.budget import check_budget
 from models.datasets import check_available
 from models.errors import SpecError, error_entry
-from models.presets import PRESETS, merge, resolve
+from models.presets import PRESETS, resolve, resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
 from store import experiments
 from store.handles import Session
@@ -117,7 +117,7 @@ def _spec_of(
     if "preset" in body.model_fields_set:
         raise SpecError([error_entry(("preset",), "give either from or preset", body.preset)])
     parent = find_experiment(session, body.from_, principal, settings)
-    return resolve(parent.spec["preset"], merge(parent.spec, body.overrides())), parent.id
+    return resolve_over(parent.spec, body.overrides()), parent.id
 
 
 @router.get("", response_model=ExperimentPage)

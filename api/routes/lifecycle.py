@@ -23,7 +23,7 @@ from jobs.queueing import publish
 from jobs.retention import removal_note
 from models.budget import check_budget
 from models.errors import SpecError, error_entry
-from models.presets import merge, resolve
+from models.presets import resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
 from store import lifecycle
 from store.runs import trained_model
@@ -133,4 +133,4 @@ def _continued_spec(spec: dict[str, Any], *, after: int, epochs: int) -> Experim
                 )
             ]
         )
-    return resolve(spec["preset"], merge(spec, {"training": {"epochs": total}}))
+    return resolve_over(spec, {"training": {"epochs": total}})

@@ -663,9 +663,16 @@ function readField(input) {
 }
 
 function setPath(target, dotted, value) {
+  // Plain nested assignment: the changed fields make the same body in any order (the server
+  // applies it once, keeping every value given for an optimizer the body switches to), and a
+  // field set twice, or inside a field set to a value, is refused rather than overwritten.
   const keys = dotted.split(".");
   let node = target;
-  for (const key of keys.slice(0, -1)) node = node[key] ??= {};
+  for (const key of keys.slice(0, -1)) {
+    node = node[key] ??= {};
+    if (typeof node !== "object" || node === null || Array.isArray(node)) throw new Error(`${dotted} is inside a field set to a value`);
+  }
+  if (Object.hasOwn(node, keys.at(-1))) throw new Error(`${dotted} is set twice`);
   node[keys.at(-1)] = value;
 }
 

@@ -48,21 +48,22 @@ def assignments(sets: list[str] | None) -> list[tuple[str, str]]:
 
 
 def request_body(sets: list[str] | None, options: Options) -> Json:
-    """The --set assignments (later ones winning) with the given options merged in; an option
-    and a --set (or two options) of the same field, or one inside the other, is a usage error
-    naming both."""
+    """The --set assignments and the given options as one body, by plain nested assignment: in
+    any order they make the same body, and two of them that set the same field, or one a field
+    inside the other's, are a usage error naming both."""
     given = [(flag, path, value) for flag, (path, value) in options.items() if value is not None]
-    sources = [(flag, path) for flag, path, _ in given]
-    sources += [(f"--set {path}", path) for path, _ in assignments(sets)]
-    for index, (flag, path) in enumerate(sources[: len(given)]):
-        for other, other_path in sources[index + 1 :]:
+    given += [(f"--set {path}", path, json_value(text)) for path, text in assignments(sets)]
+    for index, (flag, path, _) in enumerate(given):
+        for other, other_path, _ in given[index + 1 :]:
             if _overlap(path, other_path):
-                raise typer.BadParameter(f"{flag} and {other} both set {path}; give one of them.")
+                raise _clash(flag, path, other, other_path)
     body: Json = {}
-    for path, text in assignments(sets):
-        _put(body, path, json_value(text))
     for _, path, value in given:
-        _put(body, path, value)
+        *parents, last = path.split(".")
+        node = body
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
     return body
 
 
@@ -71,16 +72,15 @@ def _overlap(path: str, other: str) -> bool:
     return path == other or other.startswith(f"{path}.") or path.startswith(f"{other}.")
 
 
-def _put(body: Json, path: str, value: Any) -> None:
-    """Set a dotted path of nested dicts; a usage error if a prefix already holds a value."""
-    keys = path.split(".")
-    node = body
-    for depth, key in enumerate(keys[:-1], 1):
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            prefix = ".".join(keys[:depth])
-            raise typer.BadParameter(f"{prefix} was set to a value, not keys", param_hint="--set")
-    node[keys[-1]] = value
+def _clash(flag: str, path: str, other: str, other_path: str) -> typer.BadParameter:
+    """Why two sources of overlapping fields cannot both be given (options come first)."""
+    if not (flag.startswith("--set ") and other.startswith("--set ")):
+        return typer.BadParameter(f"{flag} and {other} both set {path}; give one of them.")
+    if path == other_path:
+        return typer.BadParameter(f"{path} is set twice; give it once", param_hint="--set")
+    outer, inner = sorted((path, other_path), key=len)
+    message = f"{outer} was set to a value, not keys; set {outer} or {inner}, not both"
+    return typer.BadParameter(message, param_hint="--set")
 
 
 def _list_hint(path: str, text: str) -> str:
