@@ -286,6 +286,22 @@ class AcceleratorPublic(BaseModel):
     memory_mb: int | None
 
 
+class DatasetRecordPublic(BaseModel):
+    """The data an experiment trains on, as it was when the experiment was submitted."""
+
+    name: str
+    kind: Literal["built-in", "upload", "folder"]
+    shape: list[int] = Field(description="Height, width, channels of every image.")
+    classes: int
+    class_names: list[str] | None = Field(description="null: the classes are numbered.")
+    train_count: int
+    test_count: int
+    digest: str | None = Field(
+        description="SHA-256 of what the data is read from (docs/API.md, 'The dataset a run "
+        "trained on'); null for a built-in whose archive was not in CONVLAB_DATA_DIR."
+    )
+
+
 class AttemptPublic(BaseModel):
     number: int = Field(description="1 for the first claim; a resume after a loss is the next.")
     worker: str = Field(description="The process, host/pid/start, as GET /workers names it.")
@@ -303,6 +319,12 @@ class ExperimentPublic(BaseModel):
     status: Status
     spec: dict[str, Any] = Field(
         description="The resolved spec, as stored at submission (see ExperimentSpec)."
+    )
+    dataset: DatasetRecordPublic | None = Field(
+        None,
+        description="What it trains on, recorded when it was submitted: predictions, model "
+        "downloads and evaluation use it, whatever its dataset's name holds now (null: "
+        "submitted before records were kept).",
     )
     study_id: str | None
     parent_id: str | None = Field(description="The experiment it was rerun or continued from.")

@@ -51,6 +51,8 @@ class DatasetInfo:
     """When it was uploaded (ISO 8601), or when its folder last changed."""
     size_bytes: int | None = None
     """The uploaded file's size."""
+    sha256: str | None = None
+    """The uploaded file's SHA-256."""
     identity: str = ""
     """Changes whenever its contents may have: what a worker's cache of its arrays is keyed by."""
     problem: str | None = None
@@ -359,6 +361,7 @@ def _uploaded(path: Path, name: str) -> DatasetInfo | None:
             owner=owner,
             created_at=meta["created_at"],
             size_bytes=meta["bytes"],
+            sha256=meta["sha256"],
             identity=f"{meta['file']}:{meta['sha256']}",
             deleted_at=meta.get("deleted_at"),
         )
@@ -391,6 +394,29 @@ def _signature(root: Path) -> tuple[tuple[str, int], ...]:
 def folder_classes(root: Path) -> tuple[str, ...]:
     """The class names of a folder dataset: its ``train`` subfolders, sorted (Keras' order)."""
     return tuple(folder.name for folder in _subfolders(root / "train"))
+
+
+def folder_pictures(root: Path) -> list[tuple[str, os.DirEntry[str]]]:
+    """The pictures a folder dataset is read from, in the order they are read (each class's in
+    ``train/``, then in ``test/``), each as its ``<split>/<class>/<file>`` and its directory
+    entry (a stat, once: a folder may hold tens of thousands)."""
+    found = []
+    for split in ("train", "test"):
+        for name in folder_classes(root):
+            if not (root / split / name).is_dir():
+                continue
+            with os.scandir(root / split / name) as entries:
+                pictures = [
+                    entry
+                    for entry in entries
+                    if os.path.splitext(entry.name)[1].lower() in PICTURES and entry.is_file()
+                ]
+            found += [(f"{split}/{name}/{e.name}", e) for e in sorted(pictures, key=_name)]
+    return found
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,5 +1,5 @@
 """Uploaded datasets on disk, in the data directory every worker reads: stored whole or not at
-all, deleted, and which unfinished experiments use one."""
+all, deleted, and which experiments use one; the dataset an experiment was submitted with."""
 
 import contextlib
 import hashlib
@@ -7,10 +7,11 @@ import json
 import os
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, Engine, and_, func, not_, or_
 from sqlmodel import Session, col, select
 
 from models.datasets import (
@@ -118,12 +119,30 @@ def remove(data_dir: Path, info: DatasetInfo) -> None:
         (data_dir / info.archive_files[0]).unlink()
 
 
-def unfinished_using(session: Session, *, dataset: str, limit: int = 5) -> tuple[int, list[str]]:
-    """How many queued, running or paused experiments train on ``dataset``, and a few ids."""
-    uses = col(Experiment.spec)["dataset", "name"].as_string() == dataset
-    active = col(Experiment.status).in_(ACTIVE)
-    count = session.exec(select(func.count()).where(uses, active)).one()
+def using(
+    session: Session, info: DatasetInfo, *, active: bool, limit: int = 5
+) -> tuple[int, list[str]]:
+    """How many experiments use the upload ``info``, and the ids of a few: unfinished ones
+    (queued, running, paused), or ``active=False``, the others. An experiment uses it when its
+    dataset record names it with its digest, or, submitted before records were kept, when its
+    spec names it and it came after the upload."""
+    named = col(Experiment.spec)["dataset", "name"].as_string() == info.name
+    recorded = col(Experiment.dataset)["digest"].as_string() == info.sha256
+    unrecorded: list[ColumnElement[bool]] = [col(Experiment.dataset).is_(None)]
+    if info.created_at is not None:
+        unrecorded.append(col(Experiment.created_at) >= datetime.fromisoformat(info.created_at))
+    status = col(Experiment.status).in_(ACTIVE)
+    uses = and_(named, or_(recorded, and_(*unrecorded)), status if active else not_(status))
+    count = session.exec(select(func.count()).where(uses)).one()
     ids = session.exec(
-        select(Experiment.id).where(uses, active).order_by(col(Experiment.created_at)).limit(limit)
+        select(Experiment.id).where(uses).order_by(col(Experiment.created_at)).limit(limit)
     ).all()
     return count, list(ids)
+
+
+def recorded_dataset(engine: Engine, experiment_id: str) -> dict[str, Any] | None:
+    """The record of the dataset an experiment was submitted to train on (None: it was
+    submitted before records were kept)."""
+    with Session(engine) as session:
+        experiment = session.get(Experiment, experiment_id)
+        return None if experiment is None else experiment.dataset

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, distinct, func, or_, update
 from sqlmodel import Session, col, select
 
+from models.dataset_record import DatasetRecord, current_record
 from store.tables import (
     ACTIVE,
     EpochMetrics,
@@ -51,7 +52,8 @@ def create_experiment(
     parent_id: str | None = None,
     priority: Priority = Priority.normal,
 ) -> Experiment:
-    """Store a new queued experiment for a resolved spec (the caller commits, then dispatches)."""
+    """Store a new queued experiment for a resolved spec (the caller commits, then dispatches),
+    with the record of the dataset it is to train on as that dataset is now."""
     experiment = Experiment(
         id=uuid.uuid4().hex,
         name=name,
@@ -63,9 +65,19 @@ def create_experiment(
         parent_id=parent_id,
         priority=priority,
         epochs_total=spec["training"]["epochs"],
+        dataset=_dataset_record(session, spec["dataset"]["name"]),
     )
     session.add(experiment)
     return experiment
+
+
+def _dataset_record(session: Session, name: str) -> DatasetRecord | None:
+    """``name``'s record as it is now, taken once per session: a study's many experiments
+    share it (a folder's digest looks at every picture's size and time)."""
+    records = session.info.setdefault("dataset_records", {})
+    if name not in records:
+        records[name] = current_record(name)
+    return records[name]
 
 
 Sort = Literal[

@@ -454,7 +454,8 @@ def test_delete_is_a_409_while_an_experiment_uses_it_queued_or_running(
     assert first in detail and second in detail
     trainer.finish(first, Status.succeeded)
     client.post(f"/experiments/{second}/cancel")
-    assert client.delete("/datasets/busy").status_code == 204
+    assert client.delete("/datasets/busy").status_code == 409  # finished ones: force=true
+    assert client.delete("/datasets/busy", params={"force": "true"}).status_code == 204
 
 
 def test_with_auth_only_the_uploader_or_an_admin_may_delete(tmp_path: Path) -> None:
@@ -524,9 +525,11 @@ def test_an_uploaded_dataset_trains_to_high_accuracy(stack: Stack, tmp_path: Pat
 
     assert done["status"] == "succeeded", stack.log_tail()
     assert history[-1]["val_accuracy"] > 0.9, [epoch["val_accuracy"] for epoch in history]
-    deleted = stack.convlab("datasets", "delete", "quadrants")
-    assert deleted.returncode == 0 and deleted.stdout.strip() == "Deleted dataset quadrants."
-    with stack.client() as client:  # what it trained stays usable
+    refused = stack.convlab("datasets", "delete", "quadrants")  # an experiment trained on it
+    assert refused.returncode != 0
+    assert "Dataset quadrants is used by 1 experiment(s)" in refused.stdout + refused.stderr
+    with stack.client() as client:  # deleted anyway, what it trained stays usable
+        assert client.delete("/datasets/quadrants", params={"force": "true"}).status_code == 204
         assert client.get(f"/experiments/{experiment_id}/model").status_code == 200
         picture = io.BytesIO()
         Image.fromarray(x_test[0]).save(picture, format="PNG")

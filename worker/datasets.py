@@ -26,6 +26,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from core.config import get_settings
+from models.dataset_record import DatasetRecord, record_of, what_changed
 from models.datasets import (
     BUILT_IN,
     DATASETS,
@@ -69,6 +70,10 @@ _DOWNLOAD_TIMEOUT_S = 30.0
 
 class DatasetUnavailable(Exception):
     """A dataset's archive is missing or unreadable, and Keras could not provide it either."""
+
+
+class DatasetChanged(DatasetUnavailable):
+    """A run's dataset no longer holds what it held when the run was submitted."""
 
 
 @dataclass(frozen=True)
@@ -243,10 +248,20 @@ def load_dataset(name: str, data_dir: Path) -> Split:
     Raises ValueError for an unknown name and DatasetUnavailable when no source works.
     The arrays are read-only, since every later job of this process shares them.
     """
+    return _read(_found(name, data_dir), data_dir)
+
+
+def _found(name: str, data_dir: Path) -> DatasetInfo:
+    """The facts of the dataset called ``name`` now; ValueError for an unknown name."""
     info = BUILT_IN.get(name) or find_custom(name, data_dir) or find_deleted(name, data_dir)
     if info is None:
         known = [*BUILT_IN, *(n for n in DATASETS if n not in BUILT_IN)]
         raise ValueError(f"Unknown dataset {name!r}: choose one of {', '.join(known)}.")
+    return info
+
+
+def _read(info: DatasetInfo, data_dir: Path) -> Split:
+    """``info``'s arrays, from this process's cache while its contents are the same."""
     if info.deleted_at is not None:
         raise DatasetUnavailable(unavailable_sentence(info, data_dir) + ".")
     identity = _fingerprint(info, data_dir) if info.kind == "folder" else info.identity
@@ -365,14 +380,25 @@ def _balanced(
 
 
 def prepare(
-    name: str, data_dir: Path, *, train_size: int | None, test_size: int | None, seed: int
+    name: str,
+    data_dir: Path,
+    *,
+    train_size: int | None,
+    test_size: int | None,
+    seed: int,
+    record: DatasetRecord | None = None,
 ) -> Split:
     """What training uses: seed-determined class-balanced subsets of the raw uint8 pixels
     (the model scales them; see ``models.build``).
 
     A size of None takes the whole part. A size the data cannot satisfy raises ValueError.
+    With the run's dataset ``record``, data that differs from it (shape, classes, counts,
+    contents) raises DatasetChanged.
     """
-    data = load_dataset(name, data_dir)
+    info = _found(name, data_dir)
+    data = _read(info, data_dir)
+    if record is not None:
+        _check_unchanged(record, info, data, data_dir)
     train = _balanced(data.y_train, train_size, [seed, 0], f"{name} training")
     test = _balanced(data.y_test, test_size, [seed, 1], f"{name} test")
     return Split(
@@ -381,3 +407,17 @@ def prepare(
         x_test=data.x_test[test],
         y_test=data.y_test[test],
     )
+
+
+def _check_unchanged(record: DatasetRecord, info: DatasetInfo, data: Split, data_dir: Path) -> None:
+    """DatasetChanged when what was loaded differs from what the run was submitted with."""
+    loaded = record_of(info, data_dir) | {
+        "shape": list(data.x_train.shape[1:]),
+        "train_count": len(data.y_train),
+        "test_count": len(data.y_test),
+    }
+    if changes := what_changed(record, loaded):
+        raise DatasetChanged(
+            f"Dataset {info.name} changed since this run was submitted: {'; '.join(changes)}; "
+            "rerun it to train on the new data."
+        )

@@ -11,8 +11,9 @@ import keras
 import numpy as np
 
 from models.build import as_input
-from models.datasets import DATASETS
+from models.dataset_record import DatasetRecord, trained_on
 from models.spec import ExperimentSpec
+from store.datasets import recorded_dataset
 from store.evaluations import save_evaluation
 from store.tables import Evaluation
 from worker.datasets import prepare
@@ -36,17 +37,23 @@ def per_class_accuracy(confusion: list[list[int]]) -> list[float | None]:
 
 
 def evaluate(
-    experiment_id: str, spec: ExperimentSpec, model: keras.Model, data_dir: Path
+    experiment_id: str,
+    spec: ExperimentSpec,
+    model: keras.Model,
+    data_dir: Path,
+    record: DatasetRecord | None,
 ) -> Evaluation:
-    """``model``'s predictions on the run's test set (the same seeded subset fit used)."""
+    """``model``'s predictions on the run's test set (the same seeded subset fit used), with
+    the classes of its dataset ``record`` (None: a run from before records were kept)."""
     data = prepare(
         spec.dataset.name,
         data_dir,
         train_size=spec.dataset.train_size,
         test_size=spec.dataset.test_size,
         seed=spec.seed,
+        record=record,
     )
-    info = DATASETS[spec.dataset.name]
+    info = trained_on(spec.dataset.name, record)
     scores = model.predict(
         as_input(model, data.x_test, info.pixel_max), batch_size=spec.training.batch_size, verbose=0
     )
@@ -67,8 +74,12 @@ def record_evaluation(job: Job, spec: ExperimentSpec, model: keras.Model | None)
     waits for it."""
     if model is None:
         return
+    record = job.durably(
+        "reading its dataset record", lambda: recorded_dataset(job.engine, job.experiment_id)
+    )
     try:
-        evaluation = evaluate(job.experiment_id, spec, model, job.settings.resolved_data_dir)
+        data_dir = job.settings.resolved_data_dir
+        evaluation = evaluate(job.experiment_id, spec, model, data_dir, record)
     except Exception:
         log.exception("experiment %s: could not evaluate its test set", job.experiment_id)
         return

@@ -24,6 +24,7 @@ from jobs.search import PRUNED, TrialReporter, advance
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
 from models.spec import ExperimentSpec
+from store.datasets import recorded_dataset
 from store.db import get_engine, session_scope
 from store.experiments import history
 from store.leases import this_process
@@ -287,6 +288,9 @@ def fit(
         train_size=spec.dataset.train_size,
         test_size=spec.dataset.test_size,
         seed=spec.seed,
+        record=job.durably(
+            "reading its dataset record", lambda: recorded_dataset(job.engine, job.experiment_id)
+        ),
     )
     reset_seed(spec.seed)
     initial_epoch, model = resume_from

@@ -2,10 +2,10 @@
 and folders of pictures in the data directory; uploads can be deleted again."""
 
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,7 +34,7 @@ from models.datasets import (
 )
 from models.errors import SpecError, error_entry
 from models.uploads import BadUpload, TooLarge, check_npz
-from store.datasets import NameTaken, publish, receive, remove, unfinished_using
+from store.datasets import NameTaken, publish, receive, remove, using
 
 router = APIRouter(
     prefix="/datasets",
@@ -90,7 +90,8 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
 NO_SUCH = {404: "No such dataset."}
 DELETE_REASONS = NO_SUCH | {
     400: "A built-in or folder dataset (or a NUL in the URL, or an unknown Host).",
-    409: "Queued, running or paused experiments use it.",
+    409: "Queued, running or paused experiments use it, or finished ones do and force is not "
+    "given.",
 }
 _NAME_RULE = (
     "a dataset name is 1 to 64 lowercase letters, digits, '-' and '_', starting with a letter "
@@ -147,9 +148,20 @@ async def upload_dataset(
     "/{name}", status_code=204, responses=documented(400, 403, 404, 409, reasons=DELETE_REASONS)
 )
 def delete_dataset(
-    name: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+    name: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    force: Annotated[
+        bool,
+        Query(
+            description="Delete it although finished experiments trained on it: their models "
+            "stay usable for prediction, but they cannot be continued or rerun on it."
+        ),
+    ] = False,
 ) -> Response:
-    """Delete an uploaded dataset (its owner or an admin), unless unfinished experiments use it."""
+    """Delete an uploaded dataset (its owner or an admin), unless experiments use it: never
+    while unfinished ones do, and while finished ones do only with ``force``."""
     data_dir = settings.resolved_data_dir
     if name in BUILT_IN:
         raise HTTPException(
@@ -165,16 +177,28 @@ def delete_dataset(
             "it goes when that folder is removed from the server.",
         )
     require_owner(principal, info.owner, f"delete dataset {name}")
-    count, ids = unfinished_using(session, dataset=name)
+    count, ids = using(session, info, active=True)
     if count:
-        some = ", ".join(ids) + (", ..." if count > len(ids) else "")
         raise HTTPException(
             409,
-            f"Dataset {name} is used by {count} unfinished experiment(s) ({some}); cancel them "
-            "or let them finish, then delete it.",
+            f"Dataset {name} is used by {count} unfinished experiment(s) ({_some(count, ids)}); "
+            "cancel them or let them finish, then delete it.",
+        )
+    count, ids = using(session, info, active=False)
+    if count and not force:
+        raise HTTPException(
+            409,
+            f"Dataset {name} is used by {count} experiment(s) ({_some(count, ids)}); delete "
+            "them first, or delete the dataset with force=true: their trained models stay "
+            "usable for prediction, but they cannot be continued or rerun on it.",
         )
     remove(data_dir, info)
     return Response(status_code=204)
+
+
+def _some(count: int, ids: list[str]) -> str:
+    """A few of ``count`` experiments' ids."""
+    return ", ".join(ids) + (", ..." if count > len(ids) else "")
 
 
 def _store(settings: Settings, name: str, source: IO[bytes], owner: str | None) -> DatasetInfo:

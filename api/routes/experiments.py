@@ -8,7 +8,16 @@ from typing import Annotated, Literal
 
 from cachetools import LRUCache, cached
 from cachetools.keys import hashkey
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Body,
+    Depends,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+)
 
 from api.deps import (
     CeleryDep,
@@ -42,6 +51,7 @@ from core.config import Settings
 from jobs.queueing import publish
 from jobs.retention import give_back_space
 from models.budget import check_budget
+from models.dataset_record import changes_since
 from models.datasets import check_available
 from models.errors import SpecError, error_entry
 from models.presets import PRESETS, resolve, resolve_over
@@ -85,6 +95,7 @@ def submit(
 ) -> ExperimentPublic:
     """Store an experiment (a preset, or another experiment's spec, with overrides) and queue
     it for a worker."""
+    _check_rerun_data(body, session, principal, settings)
     spec, parent_id = _spec_of(body, session, principal, settings)
     check_budget(spec, settings)
     check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
@@ -118,6 +129,25 @@ def _spec_of(
         raise SpecError([error_entry(("preset",), "give either from or preset", body.preset)])
     parent = find_experiment(session, body.from_, principal, settings)
     return resolve_over(parent.spec, body.overrides()), parent.id
+
+
+def _check_rerun_data(
+    body: ExperimentCreate, session: Session, principal: Principal | None, settings: Settings
+) -> None:
+    """409 when a rerun's dataset changed since the experiment it reruns was submitted, unless
+    the body names the dataset (and so takes the data its name holds now); checked before the
+    spec, which today's data may refuse."""
+    if body.from_ is None or "name" in body.overrides().get("dataset", {}):
+        return
+    parent = find_experiment(session, body.from_, principal, settings)
+    if changed := changes_since(parent.dataset):
+        name = parent.spec["dataset"]["name"]
+        raise HTTPException(
+            409,
+            f"Dataset {name} changed since experiment {parent.id} was submitted: {changed}. To "
+            f'rerun it on the data the name holds now, name the dataset: "dataset": {{"name": '
+            f'"{name}"}}.',
+        )
 
 
 @router.get("", response_model=ExperimentPage)

@@ -22,6 +22,8 @@ from api.schemas import ContinueCreate, ExperimentPublic
 from jobs.queueing import publish
 from jobs.retention import removal_note
 from models.budget import check_budget
+from models.dataset_record import changes_since
+from models.datasets import check_available
 from models.errors import SpecError, error_entry
 from models.presets import resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
@@ -65,7 +67,17 @@ def continue_experiment(
             f"Experiment {parent.id} has no checkpoint to continue from: it finished no epoch"
             f"{note}.",
         )
+    if changed := changes_since(parent.dataset):  # before the spec, which it may refuse
+        name = parent.spec["dataset"]["name"]
+        raise HTTPException(
+            409,
+            f"Dataset {name} changed since experiment {parent.id} was submitted: {changed}; "
+            "its model cannot train on other data. Rerun it instead, naming the dataset "
+            f'(POST /experiments with "from": "{parent.id}", "dataset": {{"name": "{name}"}}), '
+            "to train on the new data from scratch.",
+        )
     spec = _continued_spec(parent.spec, after=checkpoint[0], epochs=body.epochs)
+    check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
     check_budget(spec, settings)
     check_active_cap(session, principal, settings, adding=1)
     child = lifecycle.continue_experiment(

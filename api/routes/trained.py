@@ -16,9 +16,10 @@ from api.predictor import Predictor, PredictorGone
 from api.schemas import ClassProbability, Prediction
 from core.config import Settings
 from jobs.retention import removal_note
-from models.datasets import DATASETS, DatasetInfo
+from models.dataset_record import trained_on
+from models.datasets import DatasetInfo
 from models.errors import error_entry
-from models.spec import ExperimentSpec
+from models.spec import TrainingSpec
 from store.best_models import best_model
 from store.handles import Engine, Session
 from store.runs import trained_model
@@ -67,7 +68,7 @@ def _finished_model(
             f"Experiment {experiment.id} is {experiment.status}; its model can be had once it "
             "has finished.",
         )
-    training = ExperimentSpec.model_validate(experiment.spec).training
+    training = TrainingSpec.model_validate(experiment.spec["training"])  # not today's dataset
     if (weights or ("best" if training.restores_best() else "last")) == "best":
         model = best_model(engine, experiment.id)
         missing = "no best model kept: it finished no epoch, or ran before they were kept"
@@ -126,14 +127,15 @@ async def predict(
     weights: WeightsQuery = None,
 ) -> Prediction:
     """Class probabilities for one picture from a finished experiment's model. The picture is
-    converted to the dataset's channels, resized to its shape and scaled as in training; it
-    should look like the dataset's (light strokes on dark for MNIST and digits)."""
+    converted to the channels of the data it trained on, resized to its shape and scaled as in
+    training (as the experiment's dataset record says, whatever its dataset's name holds now);
+    it should look like the dataset's (light strokes on dark for MNIST and digits)."""
     slots: PredictionSlots = request.app.state.prediction_slots
     async with slots.slot(requester(principal, request)):
         experiment, epoch, data = await anyio.to_thread.run_sync(
             _finished_model, engine, experiment_id, principal, settings, weights
         )
-        dataset = DATASETS[experiment.spec["dataset"]["name"]]
+        dataset = trained_on(experiment.spec["dataset"]["name"], experiment.dataset)
         pixels = await _pixels(file, dataset, settings.max_upload_pixels)
         predictor: Predictor = request.app.state.predictor
         digest = hashlib.sha256(data).hexdigest()
@@ -141,7 +143,7 @@ async def predict(
             values = await predictor.probabilities(data, digest, pixels, dataset.pixel_max)
         except PredictorGone as exc:
             raise HTTPException(503, str(exc)) from None
-    names = dataset.class_names or tuple(str(index) for index in range(dataset.classes))
+    names = dataset.labels()
     ranked = sorted(
         (
             ClassProbability(label=names[index], index=index, probability=value)
