@@ -9,9 +9,9 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from sqlalchemy import ColumnElement, Engine, and_, func, not_, or_
+from sqlalchemy import ColumnElement, and_, func, not_, or_
 from sqlmodel import Session, col, select
 
 from models.datasets import (
@@ -138,11 +138,3 @@ def using(
         select(Experiment.id).where(uses).order_by(col(Experiment.created_at)).limit(limit)
     ).all()
     return count, list(ids)
-
-
-def recorded_dataset(engine: Engine, experiment_id: str) -> dict[str, Any] | None:
-    """The record of the dataset an experiment was submitted to train on (None: it was
-    submitted before records were kept)."""
-    with Session(engine) as session:
-        experiment = session.get(Experiment, experiment_id)
-        return None if experiment is None else experiment.dataset

@@ -13,7 +13,6 @@ import numpy as np
 from models.build import as_input
 from models.dataset_record import DatasetRecord, trained_on
 from models.spec import ExperimentSpec
-from store.datasets import recorded_dataset
 from store.evaluations import save_evaluation
 from store.tables import Evaluation
 from worker.datasets import prepare
@@ -74,12 +73,9 @@ def record_evaluation(job: Job, spec: ExperimentSpec, model: keras.Model | None)
     waits for it."""
     if model is None:
         return
-    record = job.durably(
-        "reading its dataset record", lambda: recorded_dataset(job.engine, job.experiment_id)
-    )
     try:
         data_dir = job.settings.resolved_data_dir
-        evaluation = evaluate(job.experiment_id, spec, model, data_dir, record)
+        evaluation = evaluate(job.experiment_id, spec, model, data_dir, job.dataset)
     except Exception:
         log.exception("experiment %s: could not evaluate its test set", job.experiment_id)
         return

@@ -24,7 +24,6 @@ from jobs.search import PRUNED, TrialReporter, advance
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
 from models.spec import ExperimentSpec
-from store.datasets import recorded_dataset
 from store.db import get_engine, session_scope
 from store.experiments import history
 from store.leases import this_process
@@ -111,11 +110,20 @@ def reset_seed(seed: int) -> None:
 class Job:
     """What the callbacks share: which experiment, which process holds it, how to write."""
 
-    def __init__(self, engine: Engine, experiment_id: str, owner: str, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        experiment_id: str,
+        owner: str,
+        settings: Settings,
+        dataset: dict[str, Any] | None = None,
+    ) -> None:
         self.engine = engine
         self.experiment_id = experiment_id
         self.owner = owner
         self.settings = settings
+        self.dataset = dataset
+        """The record of the dataset it was submitted with (None: from before records)."""
         self.lease_lost = threading.Event()
 
     def durably(
@@ -288,9 +296,7 @@ def fit(
         train_size=spec.dataset.train_size,
         test_size=spec.dataset.test_size,
         seed=spec.seed,
-        record=job.durably(
-            "reading its dataset record", lambda: recorded_dataset(job.engine, job.experiment_id)
-        ),
+        record=job.dataset,
     )
     reset_seed(spec.seed)
     initial_epoch, model = resume_from
@@ -367,7 +373,7 @@ def run_experiment(experiment_id: str) -> None:
         return
     experiment = claimed.experiment
     experiment_id = experiment.id  # the fair-share order's choice, not always the message's
-    job = Job(engine, experiment_id, owner, settings)
+    job = Job(engine, experiment_id, owner, settings, experiment.dataset)
     keeper = LeaseKeeper(job)
     keeper.start()
     study = None
