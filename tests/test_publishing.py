@@ -114,6 +114,7 @@ def test_a_study_is_answered_at_once_with_the_broker_down_and_published_once_it_
         thirteen_runs = time.monotonic() - started
         assert study.status_code == 201, study.text
         assert len(study.json()["experiment_ids"]) == 13
+        print(f"\nbroker down: one run answered in {one_run:.2f} s, 13 in {thirteen_runs:.2f} s")
         assert thirteen_runs < 3 * one_run, (one_run, thirteen_runs)
 
         broker.start()
