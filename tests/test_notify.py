@@ -246,7 +246,11 @@ def test_an_attempt_goes_to_the_checked_address_under_the_urls_name(tmp_path: Pa
     def answer_once() -> None:
         connection, _ = listener.accept()
         with served.wrap_socket(connection, server_side=True) as tls:
-            heard.append(tls.recv(65536))
+            request = b""
+            while not request.endswith(b"{}"):  # the whole request, its body last
+                request += (chunk := tls.recv(65536))
+                assert chunk, "the client hung up before its body"
+            heard.append(request)
             tls.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
 
     threading.Thread(target=answer_once, daemon=True).start()

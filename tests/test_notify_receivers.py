@@ -127,7 +127,7 @@ def test_slow_receivers_hold_neither_another_notification_nor_the_servers_memory
         outcomes = {path: _outcome(client, run) for path, run in slow.items()}
         assert _outcome(client, prompt)["state"] == "delivered"
     (arrived,) = hooks.at("/prompt")
-    assert arrived.at - ended < DEADLINE_S + 1.5  # one slow attempt's deadline, and a pass
+    assert arrived.at - ended < 2 * DEADLINE_S  # held by one slow attempt at most, not two
     no_answer = f"attempt 1: no answer within {DEADLINE_S:g} s"
     assert outcomes["/drip"] == {"state": "failed", "attempts": 1, "error": no_answer}
     assert outcomes["/silent"] == {"state": "failed", "attempts": 1, "error": no_answer}
