@@ -1,13 +1,14 @@
 """Prometheus metrics for ``GET /metrics``: experiments by status and the queue, read from the
 database at each scrape; epochs completed and their durations, from the rows workers write
-(the workers' metrics reach Prometheus through the database); and the API's own requests."""
+(the workers' metrics reach Prometheus through the database); and the API's own requests.
+Figures about each user (the bytes their runs hold) are shown to admins only."""
 
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -41,7 +42,6 @@ class ExperimentsCollector(Collector):
             workers = [
                 live.record for live in live_workers(session, seen_within_s=self.workers_seen_s)
             ]
-            stored = stored_bytes(session)
         by_status = GaugeMetricFamily(
             "convlab_experiments", "Experiments in each status.", labels=["status"]
         )
@@ -61,6 +61,18 @@ class ExperimentsCollector(Collector):
         for priority in Priority:
             by_priority.add_metric([priority.value], waiting.get(priority.value, 0))
         yield by_priority
+        yield from _gpu_readings(workers)
+
+
+class PerUserCollector(Collector):
+    """The bytes of weights each user's runs hold, read at scrape time (for admins)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        with session_scope(self.engine) as session:
+            stored = stored_bytes(session)
         by_user = GaugeMetricFamily(
             "convlab_stored_bytes",
             "Bytes of weights (checkpoints and best epochs) each user's runs hold.",
@@ -69,7 +81,6 @@ class ExperimentsCollector(Collector):
         for user, size in sorted(stored.items(), key=lambda item: item[0] or ""):
             by_user.add_metric([user or ""], size)
         yield by_user
-        yield from _gpu_readings(workers)
 
 
 def _gpu_readings(workers: list[WorkerRecord]) -> Iterator[Metric]:
@@ -143,12 +154,15 @@ class EpochWatcher:
 
 
 class ApiMetrics:
-    """The registry ``/metrics`` serves: the database's gauges, and the instruments of this
-    process, or of all the API's processes when they are several (``api.shared_metrics``)."""
+    """What ``/metrics`` serves: the database's gauges, and the instruments of this process, or
+    of all the API's processes when they are several (``api.shared_metrics``); to an admin
+    (or anyone, with auth off), the per-user figures too."""
 
     def __init__(self, engine: Engine, *, workers_seen_s: float) -> None:
         self.shared = shared()
         self.registry = CollectorRegistry()
+        self.per_user = CollectorRegistry()
+        self.per_user.register(PerUserCollector(engine))
         if self.shared:
             MultiProcessCollector(self.registry)
         self.registry.register(ExperimentsCollector(engine, workers_seen_s))
@@ -166,6 +180,11 @@ class ApiMetrics:
             ["method", "route"],
             registry=own,
         )
+
+    def exposition(self, *, per_user: bool) -> bytes:
+        """The text exposition, with the per-user figures or without."""
+        shown = generate_latest(self.registry)
+        return shown + generate_latest(self.per_user) if per_user else shown
 
 
 class RequestMetrics:

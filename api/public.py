@@ -3,7 +3,7 @@ in the queue, its attempts)."""
 
 from api.schemas import AcceleratorPublic, AttemptPublic, ExperimentPublic
 from core.config import Settings
-from jobs.forecast import forecast
+from jobs.forecast import served_places
 from store.handles import Session
 from store.tables import Attempt, Experiment, Status
 from store.workers import attempts_of
@@ -17,9 +17,12 @@ def experiment_public(session: Session, settings: Settings, row: Experiment) -> 
 def experiments_public(
     session: Session, settings: Settings, rows: list[Experiment]
 ) -> list[ExperimentPublic]:
-    """Experiments for an answer; the queue is forecast once, and only if one of them waits."""
-    waiting = any(row.status == Status.queued for row in rows)
-    places = forecast(session, seen_within_s=settings.workers_seen_s) if waiting else {}
+    """Experiments for an answer; the queue's places are read only if one of them waits, from
+    the forecast this process last made (``jobs.forecast.Forecasts``)."""
+    waiting = [row.id for row in rows if row.status == Status.queued]
+    places = (
+        served_places(session, waiting, seen_within_s=settings.workers_seen_s) if waiting else {}
+    )
     attempts = attempts_of(session, [row.id for row in rows])
     shown = []
     for row in rows:

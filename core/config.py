@@ -118,7 +118,9 @@ class Settings(BaseSettings):
     notify_retry_s: float = Field(
         10, gt=0, description="Wait after a failed delivery, doubled after each further one."
     )
-    notify_timeout_s: float = Field(5, gt=0, description="How long one delivery may take.")
+    notify_timeout_s: float = Field(
+        5, gt=0, description="How long one delivery attempt may take in all, answer included."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)

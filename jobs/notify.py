@@ -1,9 +1,13 @@
 """Notifications: when an experiment or study with a ``notify`` URL ends, the API POSTs a JSON
 body about it there, signed with HMAC-SHA256 (``X-Convlab-Signature: sha256=<hex>``, key
 ``CONVLAB_NOTIFY_SECRET``), retrying with a doubling backoff; the outcome is recorded on the
-row. A URL whose host is a loopback, private or otherwise non-public address is refused at
-submit and again before each attempt (its name may resolve elsewhere by then), unless
-``CONVLAB_NOTIFY_ALLOWED_HOSTS`` lists the host."""
+row as the receiver's status code, or a sentence of the server's own. A URL whose host is a
+loopback, private or otherwise non-public address is refused at submit and again before each
+attempt, unless ``CONVLAB_NOTIFY_ALLOWED_HOSTS`` lists the host; an attempt looks the name up
+once and connects to the addresses it checked (``jobs.webhook``), so a name that resolves
+elsewhere by the time of the connection cannot lead it into the LAN. The notifications due
+are sent side by side, each attempt ending by ``CONVLAB_NOTIFY_TIMEOUT_S``: a slow receiver
+holds no other."""
 
 import hashlib
 import hmac
@@ -11,14 +15,16 @@ import ipaddress
 import json
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-import httpx
 from sqlalchemy import Engine
 
 from core.config import Settings
 from jobs.search import trials_to_come
+from jobs.webhook import Unanswered, post
 from store.notifications import Delivery, Notified, due, record_outcome, take_attempt
 from store.studies import progress, status_of
 from store.tables import ACTIVE, Experiment, Study
@@ -28,25 +34,44 @@ SIGNATURE_HEADER = "X-Convlab-Signature"
 
 
 def refusal(url: str, allowed_hosts: frozenset[str]) -> str | None:
-    """Why the server will not POST to ``url`` (a sentence), or None."""
+    """Why the server will not POST to ``url`` (a sentence), or None. A host that
+    ``allowed_hosts`` lists is not looked up (it need not resolve before the run ends)."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        return f"{url!r} is not an http:// or https:// URL with a host."
-    if host in allowed_hosts:
+    if (problem := _not_http(parts)) is not None:
+        return problem
+    if (parts.hostname or "").lower() in allowed_hosts:
         return None
+    found = addresses(url, allowed_hosts)
+    return found if isinstance(found, str) else None
+
+
+def addresses(url: str, allowed_hosts: frozenset[str]) -> list[str] | str:
+    """The addresses of ``url``'s host, looked up once, every one of them public unless
+    ``allowed_hosts`` lists the host; else why the server will not POST there (a sentence)."""
+    parts = urlsplit(url)
+    if (problem := _not_http(parts)) is not None:
+        return problem
+    host = (parts.hostname or "").lower()
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = {str(info[4][0]) for info in found}
     except (OSError, ValueError, UnicodeError) as exc:
         return f"{host} does not resolve from this server ({exc})."
-    for address in sorted(addresses):
+    ordered = list(dict.fromkeys(str(info[4][0]) for info in found))
+    if host in allowed_hosts:
+        return ordered
+    for address in ordered:
         if not ipaddress.ip_address(address.split("%")[0]).is_global:
             return (
                 f"{host} is a loopback or private address ({address}); this server notifies "
                 "such a host only if CONVLAB_NOTIFY_ALLOWED_HOSTS lists it."
             )
+    return ordered
+
+
+def _not_http(parts: SplitResult) -> str | None:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{parts.geturl()!r} is not an http:// or https:// URL with a host."
     return None
 
 
@@ -56,7 +81,8 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def deliver_due(engine: Engine, settings: Settings) -> int:
-    """Send each notification that is due once; the number sent successfully."""
+    """Send each notification that is due once, side by side (the pass lasts about one
+    attempt's deadline however many receivers are slow); the number sent successfully."""
     if settings.notify_secret is None:
         return 0
     runs, studies = due(engine)
@@ -67,21 +93,18 @@ def deliver_due(engine: Engine, settings: Settings) -> int:
             bodies.append((study, _about_study(study, members, status)))
     if not bodies:
         return 0
-    with httpx.Client(timeout=settings.notify_timeout_s, follow_redirects=False) as client:
-        return sum(_attempt(engine, settings, client, row, body) for row, body in bodies)
+    with ThreadPoolExecutor(len(bodies), thread_name_prefix="notify") as senders:
+        sent = senders.map(lambda job: _attempt(engine, settings, *job), bodies)
+        return sum(sent)
 
 
-def _attempt(
-    engine: Engine, settings: Settings, client: httpx.Client, row: Notified, body: dict[str, Any]
-) -> bool:
+def _attempt(engine: Engine, settings: Settings, row: Notified, body: dict[str, Any]) -> bool:
     """One delivery attempt, recorded; whether it was delivered."""
     attempt = row.notify_attempts + 1
     backoff = settings.notify_retry_s * 2 ** (attempt - 1)
     if not take_attempt(engine, row, retry_after_s=backoff) or row.notify_url is None:
         return False
-    problem = refusal(row.notify_url, settings.notify_hosts)
-    if problem is None:
-        problem = _post(client, row.notify_url, body, settings.notify_secret or "")
+    problem = _send(row.notify_url, body, settings)
     if problem is None:
         record_outcome(engine, row, Delivery.delivered, None)
         return True
@@ -92,21 +115,34 @@ def _attempt(
     return False
 
 
-def _post(client: httpx.Client, url: str, body: dict[str, Any], secret: str) -> str | None:
-    """POST the signed body; None if the receiver answered 2xx, else what went wrong."""
+def _send(url: str, body: dict[str, Any], settings: Settings) -> str | None:
+    """POST the signed body to the addresses checked now; None if the receiver answered 2xx,
+    else what went wrong: its status code with the standard phrase, or the server's words."""
+    checked = addresses(url, settings.notify_hosts)  # the allow-list as it stands now
+    if isinstance(checked, str):
+        return checked
     data = json.dumps(body, sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: signature(secret, data),
+        SIGNATURE_HEADER: signature(settings.notify_secret or "", data),
         "X-Convlab-Delivery": f"{body['kind']}:{body['id']}",
     }
     try:
-        response = client.post(url, content=data, headers=headers)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    if response.is_success:
+        status = post(url, checked, data, headers, deadline_s=settings.notify_timeout_s)
+    except Unanswered as exc:
+        return str(exc)
+    if 200 <= status < 300:
         return None
-    return f"the receiver answered {response.status_code} {response.reason_phrase}"
+    redirect = " (redirects are not followed)" if 300 <= status < 400 else ""
+    return f"the receiver answered {_status_line(status)}{redirect}"
+
+
+def _status_line(status: int) -> str:
+    """``status`` with its standard phrase (the receiver's own phrase is never shown)."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def _about_run(run: Experiment) -> dict[str, Any]:

@@ -4,9 +4,17 @@ re-publishes what a broker outage or a crash lost and requeues runs whose worker
 A message is only a wake-up call carrying an id: publishing twice is harmless, because a run
 is claimed in the database exactly once. The database decides what runs: a queued row is
 published again whenever the broker may have lost its message, whatever became of it (a broker
-restarted empty, a worker killed between taking it and claiming the run)."""
+restarted empty, a worker killed between taking it and claiming the run), as many as the broker
+is missing.
+
+A broker that is down is waited on once, not once a run: after it refuses a publish, this
+process publishes nothing to it for ``QUIET_AFTER_REFUSAL_S`` (a request that publishes many
+runs answers at once; its runs wait, queued, for the sweeper), and a sweeper pass ends its
+publishing at the first refusal."""
 
 import logging
+import threading
+import time
 from datetime import timedelta
 
 from celery import Celery
@@ -22,18 +30,49 @@ log = logging.getLogger(__name__)
 
 TRAIN_TASK = "convlab.train"
 QUEUE = "convlab"
+QUIET_AFTER_REFUSAL_S = 2.0
+"""Seconds after a broker refused a publish in which this process does not try it again (one
+try costs Celery's publish retries, about 0.6 s)."""
+
+
+class _Refusals:
+    """When each broker (by URL) last refused a publish or a count, in this process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.at: dict[str, float] = {}
+
+    def recent(self, celery: Celery) -> bool:
+        """Whether ``celery``'s broker refused less than QUIET_AFTER_REFUSAL_S ago."""
+        with self.lock:
+            refused = self.at.get(str(celery.conf.broker_url))
+        return refused is not None and time.monotonic() - refused < QUIET_AFTER_REFUSAL_S
+
+    def note(self, celery: Celery, refused: bool) -> None:
+        with self.lock:
+            if refused:
+                self.at[str(celery.conf.broker_url)] = time.monotonic()
+            else:
+                self.at.pop(str(celery.conf.broker_url), None)
+
+
+_refusals = _Refusals()
 
 
 def publish(engine: Engine, celery: Celery, experiment_id: str) -> bool:
     """Send the experiment's message and note when; False (row left for the sweeper) if the
-    broker did not take it."""
+    broker did not take it, or refused another one moments ago."""
+    if _refusals.recent(celery):
+        return False
     try:
         celery.send_task(TRAIN_TASK, args=[experiment_id], queue=QUEUE)
     except Exception as exc:
+        _refusals.note(celery, refused=True)
         log.warning(
             "broker did not take experiment %s (%s); the sweeper will retry", experiment_id, exc
         )
         return False
+    _refusals.note(celery, refused=False)
     with session_scope(engine) as session:
         session.exec(
             update(Experiment)
@@ -88,55 +127,73 @@ def requeue_abandoned(engine: Engine, *, lease_seconds: float) -> list[str]:
 def publish_pending(
     engine: Engine, celery: Celery, *, grace_seconds: float, horizon_seconds: float
 ) -> list[str]:
-    """Publish queued experiments whose message the broker may not hold.
+    """Publish queued experiments whose message the broker may not hold, until the broker
+    refuses one (the rest wait for the next pass).
 
     Those never published (older than ``grace_seconds``, so a submit still publishing is left
-    alone), and, when the broker holds fewer messages than there are queued runs (so one was
-    lost), those last published longer than ``horizon_seconds`` ago, oldest first.
+    alone), then, of those last published longer than ``horizon_seconds`` ago, oldest first, as
+    many as the broker holds fewer messages than there are published queued runs (so many were
+    lost).
     """
     with session_scope(engine) as session:
         now = db_now(session)
-        never = (
-            col(Experiment.dispatched_at).is_(None),
-            col(Experiment.created_at) < now - timedelta(seconds=grace_seconds),
-        )
-        pending = list(
-            session.exec(
-                select(Experiment.id).where(Experiment.status == Status.queued, *never)
-            ).all()
-        )
+        queued = col(Experiment.status) == Status.queued
+        pending = session.exec(
+            select(Experiment.id)
+            .where(
+                queued,
+                col(Experiment.dispatched_at).is_(None),
+                col(Experiment.created_at) < now - timedelta(seconds=grace_seconds),
+            )
+            .order_by(col(Experiment.created_at))
+        ).all()
         stale = col(Experiment.dispatched_at) < now - timedelta(seconds=horizon_seconds)
-        lost = list(
-            session.exec(
-                select(Experiment.id)
-                .where(Experiment.status == Status.queued, stale)
-                .order_by(col(Experiment.dispatched_at))
-            ).all()
-        )
-        queued = session.exec(select(func.count()).where(Experiment.status == Status.queued)).one()
-    held = _messages_held(celery) if lost else None  # the broker is asked only when needed
-    if held is None or held >= queued:
-        lost = []
-    if lost:
+        lost = session.exec(
+            select(Experiment.id)
+            .where(queued, stale)
+            .order_by(col(Experiment.dispatched_at), col(Experiment.created_at))
+        ).all()
+        published = col(Experiment.dispatched_at).is_not(None)
+        sent = session.exec(select(func.count()).where(queued, published)).one() if lost else 0
+    done = _publish_in_turn(engine, celery, list(pending))
+    if len(done) < len(pending) or not lost:
+        return done
+    sent += len(done)
+    held = _messages_held(celery)
+    missing = 0 if held is None else max(sent - held, 0)
+    if missing:
         log.warning(
-            "the broker holds %d message(s) for %d queued run(s); publishing %d again",
+            "the broker holds %d message(s) for %d published queued run(s); publishing the %d "
+            "oldest again",
             held,
-            queued,
-            len(lost),
+            sent,
+            min(missing, len(lost)),
         )
-    return [
-        experiment_id
-        for experiment_id in [*pending, *lost]
-        if publish(engine, celery, experiment_id)
-    ]
+    return done + _publish_in_turn(engine, celery, list(lost[:missing]))
+
+
+def _publish_in_turn(engine: Engine, celery: Celery, experiment_ids: list[str]) -> list[str]:
+    """Publish these in turn until the broker refuses one; those it took."""
+    taken: list[str] = []
+    for experiment_id in experiment_ids:
+        if not publish(engine, celery, experiment_id):
+            left = len(experiment_ids) - len(taken)
+            log.warning("the broker is down: %d run(s) wait for the next pass", left)
+            break
+        taken.append(experiment_id)
+    return taken
 
 
 def _messages_held(celery: Celery) -> int | None:
-    """How many messages wait in the broker's queue (None if it cannot be asked)."""
+    """How many messages wait in the broker's queue (None if it cannot be asked at once)."""
+    if _refusals.recent(celery):
+        return None
     try:
         with celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=0)  # no retries: a pass never waits
             declared = connection.default_channel.queue_declare(queue=QUEUE, durable=True)
     except Exception as exc:
+        _refusals.note(celery, refused=True)
         log.warning("could not count the broker's messages (%s)", exc)
         return None
     return int(declared.message_count)

@@ -154,3 +154,15 @@ def recent_epoch_seconds(session: Session) -> list[tuple[dict[str, Any], float]]
         .limit(PACE_SAMPLE)
     ).all()
     return [(dict(spec), seconds) for spec, seconds in rows]
+
+
+def queue_counts(session: Session) -> tuple[int, int]:
+    """How many runs are queued and how many run (counted on the status index): a forecast
+    made at other counts is out of date."""
+    rows = session.exec(
+        select(Experiment.status, func.count())
+        .where(col(Experiment.status).in_([Status.queued, Status.running]))
+        .group_by(col(Experiment.status))
+    ).all()
+    counts = {str(status): int(count) for status, count in rows}
+    return counts.get(Status.queued, 0), counts.get(Status.running, 0)

@@ -4,17 +4,21 @@ longest ago), whatever message woke it; queued runs say their place and when the
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import Session, select
 
+import jobs.forecast as forecasting
 from store.db import session_scope
 from store.experiments import create_experiment
+from store.queue import Line, read_line
 from store.runs import claim_next, finish
 from store.tables import Experiment, Priority, Status, utcnow
 from store.workers import Accelerator, attempts_of
@@ -188,3 +192,34 @@ def test_a_second_users_run_starts_second_and_queue_places_fall(stack: Stack) ->
         (bob if run == bobs else alice).post(f"/experiments/{run}/cancel")
     for client in (alice, bob, admin):
         client.close()
+
+
+def test_reads_of_queued_runs_share_one_forecast(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = client.app.state.engine
+    runs = _queue(engine, *[("alice", Priority.normal)] * 20, *[("bob", Priority.normal)] * 20)
+    made = []
+
+    def counted(session: Session) -> Line:
+        made.append(time.monotonic())
+        return read_line(session)
+
+    monkeypatch.setattr(forecasting, "read_line", counted)  # the real one, counted
+    started = time.monotonic()
+    places = [client.get(f"/experiments/{run}").json()["queue_position"] for run in runs]
+    reads_took = time.monotonic() - started
+    assert sorted(places) == list(range(1, 41))
+    assert len(made) <= 1 + reads_took / forecasting.FRESH_S  # not one forecast per read
+
+    made.clear()
+    new = client.post("/experiments", json=SPEC).json()  # one more queued: forecast again
+    assert new["queue_position"] is not None and len(made) == 1
+    client.post(f"/experiments/{runs[0]}/cancel")  # one fewer: forecast again
+    shown = client.get(f"/experiments/{runs[-1]}").json()["queue_position"]
+    assert len(made) == 2
+    client.post(f"/experiments/{runs[1]}/cancel")  # one fewer and one more: the same counts,
+    again = client.post("/experiments", json=SPEC).json()  # but a run the forecast lacks
+    assert again["queue_position"] is not None and len(made) == 3
+    with session_scope(engine) as session:
+        assert shown == forecasting.forecast(session, seen_within_s=60)[runs[-1]].position

@@ -5,6 +5,10 @@ the server allows them."""
 import hashlib
 import hmac
 import json
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +24,11 @@ from api.main import create_app
 from api.notify import NO_SECRET
 from core.config import Settings
 from jobs.notify import deliver_due, refusal
+from jobs.webhook import Unanswered, post
 from store.notifications import due, take_attempt
 from store.tables import Status
-from tests.services import Trainer, running_stack, wait_for, wait_for_status
+from tests.receivers import receiver as hostile_receiver
+from tests.services import Trainer, missing, running_stack, wait_for, wait_for_status
 
 SECRET = "a test secret of the lab"
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
@@ -215,3 +221,57 @@ def test_the_running_server_notifies_when_a_worker_finishes_a_run(
         wait_for(lambda: receiver.posts, timeout=30, what="the notification")
         (sent,) = receiver.bodies()
         assert (sent["id"], sent["status"], sent["epochs_done"]) == (experiment_id, "succeeded", 1)
+
+
+def test_an_attempt_goes_to_the_checked_address_under_the_urls_name(tmp_path: Path) -> None:
+    name = "hook.convlab.test"
+    if shutil.which("openssl") is None:
+        missing("openssl is not installed (it makes the receiver's certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    names = ["-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *names, *files],
+        check=True,
+        capture_output=True,
+    )
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    told: list[str | None] = []
+    served.sni_callback = lambda _, server_name, __: told.append(server_name)
+    heard: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with served.wrap_socket(connection, server_side=True) as tls:
+            request = b""
+            while not request.endswith(b"{}"):  # the whole request, its body last
+                request += (chunk := tls.recv(65536))
+                assert chunk, "the client hung up before its body"
+            heard.append(request)
+            tls.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=answer_once, daemon=True).start()
+    trusting = ssl.create_default_context(cafile=cert)
+    with listener:
+        status = post(
+            f"https://{name}:{port}/tls",
+            ["127.0.0.1"],  # what the name was checked as; the name itself is not looked up
+            b"{}",
+            {"Content-Type": "application/json"},
+            deadline_s=5,
+            ssl_context=trusting,  # verifies the certificate against the name
+        )
+    assert status == 204
+    assert told == [name]
+    assert f"\r\nHost: {name}:{port}\r\n".encode() in heard[0]
+
+
+def test_an_answer_whose_head_goes_on_is_cut_off_after_8_kb() -> None:
+    with hostile_receiver() as hooks:
+        started = time.monotonic()
+        with pytest.raises(Unanswered, match="the answer's head passed 8 KB"):
+            post(f"{hooks.url}/longhead", ["127.0.0.1"], b"{}", {}, deadline_s=5)
+    assert time.monotonic() - started < 2  # cut off at once, not at the deadline

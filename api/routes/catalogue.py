@@ -5,9 +5,9 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.deps import CeleryDep, ReleasingRoute, SessionDep
+from api.deps import CeleryDep, PrincipalDep, ReleasingRoute, SessionDep
 from api.errors import documented
 from api.metrics import ApiMetrics
 from api.schemas import Health, PresetPublic, Readiness
@@ -71,9 +71,10 @@ def _unreachable(service: str, exc: Exception) -> str:
     response_class=Response,
     responses=documented(400, 401) | {200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-def metrics(request: Request) -> Response:
-    """Prometheus metrics in the text exposition format."""
+def metrics(request: Request, principal: PrincipalDep) -> Response:
+    """Prometheus metrics in the text exposition format; the per-user figures to admins only."""
     collected: ApiMetrics = request.app.state.metrics
     if not collected.shared:  # several processes: the lock holder counts, in its loop
         collected.epochs.observe_new()
-    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)
+    admin = principal is None or principal.admin  # with auth off, everyone is
+    return Response(collected.exposition(per_user=admin), media_type=CONTENT_TYPE_LATEST)

@@ -2,18 +2,24 @@
 
 from fastapi import APIRouter
 
-from api.deps import ReleasingRoute, SessionDep, SettingsDep
+from api.deps import PrincipalDep, ReleasingRoute, SessionDep, SettingsDep, visible_owner
 from api.errors import documented
 from api.schemas import AcceleratorPublic, WorkerPublic
+from store.handles import Session
+from store.lookups import status_and_owner
 from store.workers import live_workers
 
 router = APIRouter(tags=["workers"], route_class=ReleasingRoute)
 
 
 @router.get("/workers", response_model=list[WorkerPublic], responses=documented(400, 401))
-def list_workers(session: SessionDep, settings: SettingsDep) -> list[WorkerPublic]:
+def list_workers(
+    session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> list[WorkerPublic]:
     """Each training process heard from in the last ``CONVLAB_WORKERS_SEEN_S`` (60 s), by host:
-    its accelerator, the experiment it runs, when it started and last beat."""
+    its accelerator, the experiment it runs (``null`` when it is someone else's and reads are
+    owner-only), when it started and last beat."""
+    owner = visible_owner(principal, settings)
     return [
         WorkerPublic(
             name=live.record.name,
@@ -22,9 +28,17 @@ def list_workers(session: SessionDep, settings: SettingsDep) -> list[WorkerPubli
             accelerator=AcceleratorPublic(
                 name=live.record.accelerator, memory_mb=live.record.accelerator_memory_mb
             ),
-            experiment_id=live.experiment_id,
+            experiment_id=_shown(session, live.experiment_id, owner),
             started_at=live.record.started_at,
             heartbeat_at=live.record.heartbeat_at,
         )
         for live in live_workers(session, seen_within_s=settings.workers_seen_s)
     ]
+
+
+def _shown(session: Session, experiment_id: str | None, owner: str | None) -> str | None:
+    """``experiment_id`` if reads are not limited to ``owner``, or it is ``owner``'s."""
+    if experiment_id is None or owner is None:
+        return experiment_id
+    found = status_and_owner(session, experiment_id=experiment_id)
+    return experiment_id if found is not None and found[1] == owner else None
