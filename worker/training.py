@@ -46,6 +46,7 @@ from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
 from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
+from worker.environment import determinism, environment
 from worker.evaluation import record_evaluation
 from worker.heartbeat import accelerator
 from worker.resident import feed, wanted
@@ -94,11 +95,13 @@ class Pruned(Exception):
         super().__init__(f"{PRUNED} {epoch}")
 
 
-def reset_seed(seed: int) -> None:
+def reset_seed(seed: int, *, deterministic: bool = False) -> None:
     """The chapter's ``reset_seed`` (hash seed, Python, NumPy, TensorFlow), plus Keras 3's
-    global seed generator, which a warm process would otherwise carry from job to job."""
+    global seed generator, which a warm process would otherwise carry from job to job; op
+    determinism on for a deterministic run and off again for the next one in the process."""
     os.environ["PYTHONHASHSEED"] = str(seed)
     keras.utils.set_random_seed(seed)
+    determinism(deterministic)
 
 
 class Job:
@@ -282,7 +285,7 @@ def fit(
         test_size=spec.dataset.test_size,
         seed=spec.seed,
     )
-    reset_seed(spec.seed)
+    reset_seed(spec.seed, deterministic=spec.training.deterministic)
     initial_epoch, model = resume_from
     settings = job.settings
     if model is None:
@@ -345,6 +348,7 @@ def run_experiment(experiment_id: str) -> None:
                 lease_seconds=settings.lease_seconds,
                 max_lost=settings.max_workers_lost,
                 accelerator=accelerator(),
+                environment=environment(),
             ),
             give_up=stop_requested,
         )
