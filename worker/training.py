@@ -5,6 +5,7 @@ fit, and record every epoch the moment it ends, with a checkpoint when one is du
 Every database call waits out an outage (``store.outages``): training waits at the epoch's end
 until its row can be written, and a cancel poll that cannot be made is skipped."""
 
+import contextlib
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ from sqlalchemy import Engine
 
 from core.config import Settings, get_settings
 from jobs.search import PRUNED, TrialReporter, advance
+from jobs.verify import settle
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
 from models.spec import ExperimentSpec
@@ -380,6 +382,8 @@ def run_experiment(experiment_id: str) -> None:
         keras.backend.clear_session()  # and a full garbage collection (free_memory's default)
     if study is not None:
         job.durably("starting the next trial", lambda: advance(engine, app, settings, study.id))
+    with contextlib.suppress(*DATABASE_ERRORS):  # what this misses, the sweeper judges
+        settle(engine, experiment_id)  # if it is a verification rerun that succeeded
 
 
 def _leave_to_the_sweeper(engine: Engine, experiment_id: str) -> None:
