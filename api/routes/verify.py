@@ -31,7 +31,7 @@ router = APIRouter(
     status_code=201,
     response_model=ExperimentPublic,
     dependencies=[Depends(limit_submissions)],
-    responses=documented(404, 409, 413, 429),
+    responses=documented(404, 409, 429),
 )
 def verify_experiment(
     experiment_id: str,
