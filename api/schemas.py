@@ -319,7 +319,8 @@ class Difference(BaseModel):
 
 
 class Verdict(BaseModel):
-    """How a verification rerun compared with the run it verifies (docs/API.md, "Verify")."""
+    """How a verification rerun compared with the run it verifies (docs/API.md: "Verifying a
+    run")."""
 
     original_id: str
     rerun_id: str
