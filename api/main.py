@@ -40,6 +40,7 @@ from api.routes import (
     trained,
     ui,
     usage,
+    verify,
     workers,
 )
 from api.shared_counts import counts_for
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every answer
     app.include_router(experiments.router)
     app.include_router(lifecycle.router)
+    app.include_router(verify.router)
     app.include_router(studies.router)
     app.include_router(catalogue.router)
     app.include_router(datasets.router)

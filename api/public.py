@@ -1,7 +1,7 @@
 """Experiments as the API shows them: the row, plus what other rows tell about it (its place
-in the queue, its attempts)."""
+in the queue, its attempts and what each ran with)."""
 
-from api.schemas import AcceleratorPublic, AttemptPublic, ExperimentPublic
+from api.schemas import AcceleratorPublic, AttemptPublic, EnvironmentPublic, ExperimentPublic
 from core.config import Settings
 from jobs.forecast import served_places
 from store.handles import Session
@@ -45,4 +45,7 @@ def _attempt(attempt: Attempt) -> AttemptPublic:
         worker=attempt.worker,
         accelerator=accelerator,
         started_at=attempt.started_at,
+        environment=None
+        if attempt.environment is None
+        else EnvironmentPublic.model_validate(attempt.environment),
     )

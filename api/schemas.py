@@ -302,11 +302,62 @@ class DatasetRecordPublic(BaseModel):
     )
 
 
+class EnvironmentPublic(BaseModel):
+    """What the training process ran with (null: not known to it, or not recorded by the
+    worker that ran it)."""
+
+    python: str | None = None
+    tensorflow: str | None = None
+    keras: str | None = None
+    cuda: str | None = Field(None, description="The CUDA version TensorFlow was built with.")
+    cudnn: str | None = Field(None, description="The cuDNN version TensorFlow was built with.")
+    gpu: str | None = Field(None, description='The GPU as its driver names it, or "cpu".')
+    driver: str | None = Field(None, description="NVIDIA's driver version (null on a CPU).")
+    convlab: str | None = Field(None, description="convlab's version.")
+    commit: str | None = Field(
+        None, description="The git commit of convlab's checkout (null when not run from one)."
+    )
+
+
 class AttemptPublic(BaseModel):
     number: int = Field(description="1 for the first claim; a resume after a loss is the next.")
     worker: str = Field(description="The process, host/pid/start, as GET /workers names it.")
     accelerator: AcceleratorPublic | None = Field(description="null where it was not recorded.")
     started_at: Timestamp
+    environment: EnvironmentPublic | None = Field(
+        None, description="What it ran with; null for attempts from before it was recorded."
+    )
+
+
+class Difference(BaseModel):
+    original: Any
+    rerun: Any
+
+
+class Verdict(BaseModel):
+    """How a verification rerun compared with the run it verifies (docs/API.md: "Verifying a
+    run")."""
+
+    original_id: str
+    rerun_id: str
+    outcome: Literal["identical", "within", "diverged"] = Field(
+        description="identical: every epoch's metrics equal; within: the largest difference "
+        "below 1e-6; diverged: not."
+    )
+    epochs: int = Field(description="Epochs compared (the longer history's).")
+    diverged_at: int | None = Field(
+        description="The first epoch that differs by 1e-6 or more, or that one run lacks."
+    )
+    largest_difference: float = Field(
+        description="The largest absolute difference of one metric at one epoch."
+    )
+    largest_at: dict[str, Any] | None = Field(
+        description='Where it is: {"epoch": k, "metric": name}; null when all are equal.'
+    )
+    summary: str = Field(description="The verdict in a sentence.")
+    environment_differences: dict[str, Difference] = Field(
+        description="Each environment field that differs between the attempts that ended them."
+    )
 
 
 class ExperimentPublic(BaseModel):
@@ -358,7 +409,17 @@ class ExperimentPublic(BaseModel):
         "of similar runs on the workers up now (null when unknown).",
     )
     attempt_log: list[AttemptPublic] = Field(
-        [], description="Each attempt: the process that ran it, its accelerator, its start."
+        [],
+        description="Each attempt: the process that ran it, its accelerator, its start, its "
+        "environment.",
+    )
+    verifies_id: str | None = Field(
+        None, description="The experiment this one reruns to verify (POST .../verify)."
+    )
+    verdict: Verdict | None = Field(
+        None,
+        description="How the verification rerun compared, on both runs; null until one "
+        "succeeded (the original keeps its newest).",
     )
 
 

@@ -9,6 +9,7 @@ from sqlmodel import select
 from core.config import Settings
 from jobs.queueing import publish_pending, requeue_abandoned
 from jobs.search import advance, trials_to_come
+from jobs.verify import settle_all
 from store.db import session_scope
 from store.tables import Study
 
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def sweep(engine: Engine, celery: Celery, settings: Settings) -> None:
-    """Requeue runs whose worker vanished, publish what the broker never got, and keep
-    unfinished searches going (a worker may have died before starting the next trial)."""
+    """Requeue runs whose worker vanished, publish what the broker never got, keep unfinished
+    searches going (a worker may have died before starting the next trial) and judge the
+    verification reruns no worker judged."""
     requeue_abandoned(engine, lease_seconds=settings.lease_seconds)
     published = publish_pending(
         engine,
@@ -32,6 +34,7 @@ def sweep(engine: Engine, celery: Celery, settings: Settings) -> None:
             advance(engine, celery, settings, study_id)
         except Exception:  # one broken search must not stall the others
             log.exception("sweeper could not advance search %s", study_id)
+    settle_all(engine)
 
 
 def _unfinished_searches(engine: Engine) -> list[str]:

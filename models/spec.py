@@ -229,6 +229,13 @@ class TrainingSpec(StrictModel):
     lr_schedule: Schedule | None = Field(
         None, description="How the learning rate changes from epoch to epoch (null: constant)."
     )
+    deterministic: bool = Field(
+        False,
+        description=(
+            "Turn on TensorFlow's op determinism, so that a rerun of the same spec on the same "
+            "software and hardware repeats every epoch's metrics bit for bit (slower on GPUs)."
+        ),
+    )
 
     @field_validator("lr_schedule")
     @classmethod

@@ -60,6 +60,7 @@ def claim_next(
     lease_seconds: float,
     max_lost: int,
     accelerator: Accelerator | None = None,
+    environment: dict[str, Any] | None = None,
 ) -> Claim | None:
     """Take the run this process should train now, whichever message woke it: one it holds
     already (a claim whose answer an outage lost), else ``woken_for`` if it is running and its
@@ -69,6 +70,7 @@ def claim_next(
         "lease_seconds": lease_seconds,
         "max_lost": max_lost,
         "accelerator": accelerator,
+        "environment": environment,
     }
     with session_scope(engine) as session:
         held = session.exec(
@@ -99,11 +101,12 @@ def claim(
     lease_seconds: float,
     max_lost: int,
     accelerator: Accelerator | None = None,
+    environment: dict[str, Any] | None = None,
     queued_too: bool = True,
 ) -> Claim | None:
     """Take a queued run (unless not ``queued_too``), or a running one whose holder is gone (or
-    is this process); None if neither. Each claim is an attempt, recorded with the process and
-    its ``accelerator``.
+    is this process); None if neither. Each claim is an attempt, recorded with the process, its
+    ``accelerator`` and its ``environment`` (``worker.environment``).
 
     Taking over from a dead holder counts a lost worker; at ``max_lost`` the run fails instead.
     """
@@ -166,6 +169,7 @@ def claim(
                 worker=owner,
                 accelerator=accelerator.name if accelerator else None,
                 accelerator_memory_mb=accelerator.memory_mb if accelerator else None,
+                environment=environment,
                 started_at=now,
             )
         )

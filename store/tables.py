@@ -161,8 +161,9 @@ class Experiment(Notified, table=True):
     """What it trains on, recorded at submit: name, kind, shape, classes, counts, digest."""
     verifies_id: str | None = Field(default=None, max_length=32, index=True)
     """The experiment this one reruns to verify (``POST /experiments/{id}/verify``)."""
-    verdict: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    """How its verification rerun compared with it, recorded on both runs."""
+    verdict: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    """How its verification rerun compared with it, recorded on both runs (SQL NULL until
+    then, so that the runs still to judge can be found)."""
 
 
 class EpochRecord(SQLModel, table=True):

@@ -31,7 +31,7 @@ def test_submit_returns_201_with_location_and_the_resolved_spec(client: TestClie
     assert body["spec"]["model"]["dropout"] == 0.5
     assert body["spec"]["training"] == {
         "epochs": 3, "batch_size": 1024, "early_stopping": None, "validation_split": None,
-        "label_smoothing": 0.0, "lr_schedule": None,
+        "label_smoothing": 0.0, "lr_schedule": None, "deterministic": False,
     }  # fmt: skip
     assert (body["epochs_done"], body["epochs_total"], body["final"]) == (0, 3, None)
     assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")

@@ -5,6 +5,7 @@ fit, and record every epoch the moment it ends, with a checkpoint when one is du
 Every database call waits out an outage (``store.outages``): training waits at the epoch's end
 until its row can be written, and a cancel poll that cannot be made is skipped."""
 
+import contextlib
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 
 from core.config import Settings, get_settings
 from jobs.search import PRUNED, TrialReporter, advance
+from jobs.verify import settle
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
 from models.spec import ExperimentSpec
@@ -47,6 +49,7 @@ from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
 from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
+from worker.environment import determinism, environment
 from worker.evaluation import record_evaluation
 from worker.fidelity import BuiltDiffers, check_built
 from worker.heartbeat import accelerator
@@ -100,11 +103,13 @@ class Pruned(Exception):
         super().__init__(f"{PRUNED} {epoch}")
 
 
-def reset_seed(seed: int) -> None:
+def reset_seed(seed: int, *, deterministic: bool = False) -> None:
     """The chapter's ``reset_seed`` (hash seed, Python, NumPy, TensorFlow), plus Keras 3's
-    global seed generator, which a warm process would otherwise carry from job to job."""
+    global seed generator, which a warm process would otherwise carry from job to job; op
+    determinism on for a deterministic run and off again for the next one in the process."""
     os.environ["PYTHONHASHSEED"] = str(seed)
     keras.utils.set_random_seed(seed)
+    determinism(deterministic)
 
 
 class Job:
@@ -298,7 +303,7 @@ def fit(
         seed=spec.seed,
         record=job.dataset,
     )
-    reset_seed(spec.seed)
+    reset_seed(spec.seed, deterministic=spec.training.deterministic)
     initial_epoch, model = resume_from
     settings = job.settings
     fresh = model is None
@@ -363,6 +368,7 @@ def run_experiment(experiment_id: str) -> None:
                 lease_seconds=settings.lease_seconds,
                 max_lost=settings.max_workers_lost,
                 accelerator=accelerator(),
+                environment=environment(),
             ),
             give_up=stop_requested,
         )
@@ -389,6 +395,8 @@ def run_experiment(experiment_id: str) -> None:
         keras.backend.clear_session()  # and a full garbage collection (free_memory's default)
     if study is not None:
         job.durably("starting the next trial", lambda: advance(engine, app, settings, study.id))
+    with contextlib.suppress(*DATABASE_ERRORS):  # what this misses, the sweeper judges
+        settle(engine, experiment_id)  # if it is a verification rerun that succeeded
 
 
 def _leave_to_the_sweeper(engine: Engine, experiment_id: str) -> None:

@@ -463,10 +463,41 @@ function summaryOf(experiment, parent) {
       ? fact(experiment.epoch_offset ? "Continues" : "Rerun of",
         experimentLink(parent ?? { id: experiment.parent_id }), { id: "parent" })
       : [],
+    experiment.verifies_id
+      ? fact("Verifies", experimentLink({ id: experiment.verifies_id }), { id: "verifies" })
+      : [],
+    experiment.verdict ? verdictFacts(experiment) : [],
     fact(`${result} test accuracy`, fixed(experiment.final?.val_accuracy), { id: "final-val-accuracy" }),
     fact(`${result} test loss`, fixed(experiment.final?.val_loss)),
     fact("Best epoch", experiment.best ? `${experiment.best.epoch} (${fixed(experiment.best.val_accuracy)})` : "–"),
   ].flat();
+}
+
+function verdictFacts(experiment) {
+  // How the verification rerun compared with the run it verifies, and with which run.
+  const verdict = experiment.verdict;
+  const other = experiment.id === verdict.rerun_id ? verdict.original_id : verdict.rerun_id;
+  const changed = Object.entries(verdict.environment_differences)
+    .map(([key, change]) => `${key}: ${change.original ?? "–"} → ${change.rerun ?? "–"}`);
+  return [
+    fact("Verdict", verdict.summary, { id: "verdict", "data-outcome": verdict.outcome }),
+    fact(experiment.id === verdict.rerun_id ? "Verified run" : "Verified by", experimentLink({ id: other })),
+    changed.length ? fact("Environment changes", changed.join("; "), { id: "environment-changes" }) : [],
+  ].flat();
+}
+
+const environmentText = (env) => !env ? "not recorded" : [
+  `Python ${env.python}`, `TensorFlow ${env.tensorflow}`, `Keras ${env.keras}`,
+  `CUDA ${env.cuda ?? "–"}`, `cuDNN ${env.cudnn ?? "–"}`,
+  env.driver ? `${env.gpu} (driver ${env.driver})` : env.gpu,
+  `convlab ${env.convlab ?? "–"}${env.commit ? ` (${env.commit.slice(0, 12)})` : ""}`,
+].join(", ");
+
+function attemptRows(experiment) {
+  // Each attempt: when, which process, on what, with which software.
+  return experiment.attempt_log.map((a) => h("tr", { "data-attempt": a.number },
+    [a.number, a.started_at, a.worker, a.accelerator?.name ?? "–", environmentText(a.environment)]
+      .map((cell) => h("td", {}, String(cell)))));
 }
 
 function controlsFor(id, problems, show) {
@@ -487,6 +518,13 @@ function controlsFor(id, problems, show) {
     [h("button", { id: "download", onclick: () => downloadModel(id) }, "Download model"), trained],
     [continueForm(id, problems), trained],
     [h("button", { id: "rerun", onclick: () => { location.hash = `#/submit?from=${id}`; } }, "Rerun with changes"), () => true],
+    [h("button", { id: "verify", title: "Rerun the same spec and compare every epoch", onclick: async () => {
+      try {
+        location.hash = `#/experiments/${(await request("POST", `/experiments/${id}/verify`)).id}`;
+      } catch (error) {
+        problems.replaceChildren(errorBox(error));
+      }
+    } }, "Verify"), (e) => e.status === "succeeded" && !e.epoch_offset],
   ];
 }
 
@@ -498,6 +536,7 @@ async function experimentPage(id, signal) {
   const problems = h("div", { id: "action-errors" });
   const summary = h("dl", { class: "facts" });
   const rows = h("tbody", { id: "history" });
+  const attempts = h("tbody", { id: "attempts" });
   const plot = curves("plot", "Accuracy and loss per epoch");
   const rate = rateChart();
   const evaluation = evaluationPanel(id);
@@ -508,6 +547,7 @@ async function experimentPage(id, signal) {
     failure.hidden = !experiment.error;
     failure.textContent = experiment.error ?? "";
     summary.replaceChildren(...summaryOf(experiment, parent));
+    attempts.replaceChildren(...attemptRows(experiment));
     // a continued run's curves joined to its parents' (a run without a parent: its own)
     const path = `/experiments/${id}/plot.svg${experiment.epoch_offset ? "?lineage=true" : ""}`;
     plot.update(experiment.epochs_done > 0, ACTIVE.has(experiment.status), path);
@@ -527,6 +567,9 @@ async function experimentPage(id, signal) {
     h("h2", {}, "History"),
     h("table", {}, h("thead", {}, h("tr", {},
       ["Epoch", "Loss", "Accuracy", "Test loss", "Test accuracy", "Seconds", "Learning rate"].map((name) => h("th", { class: "number" }, name)))), rows),
+    h("h2", {}, "Attempts"),
+    h("table", {}, h("thead", {}, h("tr", {},
+      ["Attempt", "Started", "Worker", "Accelerator", "Environment"].map((name) => h("th", {}, name)))), attempts),
     h("h2", {}, "Spec"), h("pre", {}, JSON.stringify(experiment.spec, null, 2)),
   );
   show(experiment);
@@ -546,6 +589,12 @@ async function experimentPage(id, signal) {
     }
     refresh();
   }, signal);
+  // A verification's verdict is recorded just after its run ends (by the sweeper at worst).
+  for (let tries = 0; tries < 30 && !signal.aborted && experiment.verifies_id && !experiment.verdict
+    && !["failed", "cancelled"].includes(experiment.status); tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (!signal.aborted) show(await request("GET", `/experiments/${id}`));
+  }
 }
 
 function historyRow(e) {

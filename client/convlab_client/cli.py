@@ -36,6 +36,7 @@ from convlab_client.cli_common import (
 )
 from convlab_client.cli_spec import Sets, request_body
 from convlab_client.cli_studies import study
+from convlab_client.cli_verify import environment_line, verdict_facts
 from convlab_client.client import TERMINAL, ApiError, Client, Json, Status
 
 COMMANDS = "convlab.commands"
@@ -242,10 +243,17 @@ def show(experiment_id: str) -> None:
                 (f"attempt {attempt['number']}", _attempt_line(attempt))
                 for attempt in experiment["attempt_log"]
             ),
+            *(
+                (f"attempt {attempt['number']} ran", environment_line(attempt["environment"]))
+                for attempt in experiment["attempt_log"]
+                if attempt.get("environment")
+            ),
             ("progress", f"epoch {experiment['epochs_done']}/{experiment['epochs_total']}"),
             ("error", experiment["error"] or "-"),
             ("final", metrics(final) if final else "-"),
             ("best", f"epoch {best['epoch']}  {metrics(best)}" if best else "-"),
+            *((("verifies", experiment["verifies_id"]),) if experiment.get("verifies_id") else ()),
+            *verdict_facts(experiment.get("verdict")),
             *((f"spec {path}", json.dumps(leaf)) for path, leaf in _flat(experiment["spec"])),
         ]
     )
@@ -254,6 +262,38 @@ def show(experiment_id: str) -> None:
 def _attempt_line(attempt: Json) -> str:
     accelerator = attempt["accelerator"] or {"name": "?"}
     return f"{attempt['started_at']} on {attempt['worker']} ({accelerator['name']})"
+
+
+@app.command()
+def verify(
+    experiment_id: str,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the rerun and print the verdict.")
+    ] = False,
+    follow: Follow = False,
+) -> None:
+    """Rerun a succeeded experiment's spec to verify it and print the rerun's id; with --wait
+    or --follow, then its verdict (exit 0 whatever it is; 1 if the rerun did not succeed)."""
+    with api() as client:
+        rerun = client.verify(experiment_id)
+        typer.echo(rerun["id"])
+        if not (wait or follow):
+            return
+        if follow:
+            _follow(client, rerun)
+        else:
+            with following(f"verification {rerun['id']}"):
+                ended = client.wait(rerun["id"])
+            if ended["status"] != "succeeded":
+                reason = f": {ended['error']}" if ended["error"] else "."
+                fail(f"Verification {rerun['id']} {ended['status']}{reason}")
+        verdict = client.verdict(rerun["id"])
+    if verdict is None:
+        fail(
+            f"Verification {rerun['id']} succeeded but has no verdict yet; "
+            f"`convlab show {rerun['id']}` shows it once it is recorded."
+        )
+    print_facts(verdict_facts(verdict))
 
 
 @app.command()

@@ -216,6 +216,23 @@ class Client:
         path = f"/experiments/{experiment_id}/continue"
         return self._json("POST", path, json={"epochs": epochs})
 
+    def verify(self, experiment_id: str) -> Json:
+        """A new queued experiment that reruns a succeeded one's spec to verify it: once the
+        rerun succeeds, both carry the ``verdict`` (identical, within 1e-6, or diverged)."""
+        return self._json("POST", f"/experiments/{experiment_id}/verify")
+
+    def verdict(
+        self, experiment_id: str, *, timeout: float = 30, poll_seconds: float = 1.0
+    ) -> Json | None:
+        """A verification rerun's ``verdict``, waited for up to ``timeout`` seconds after it
+        has ended; None if none is recorded by then (a rerun that did not succeed gets none)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            verdict: Json | None = self.experiment(experiment_id)["verdict"]
+            if verdict is not None or time.monotonic() >= deadline:
+                return verdict
+            time.sleep(poll_seconds)
+
     def follow(self, experiment_id: str, *, poll_seconds: float = 1.0) -> Iterator[Json]:
         """Yield each epoch as it finishes, until the experiment has ended (then
         :meth:`experiment` tells how)."""
