@@ -11,6 +11,7 @@ from api.deps import (
     ReleasingRoute,
     SessionDep,
     SettingsDep,
+    derived_priority,
     find_experiment,
     limit_submissions,
     require_owner,
@@ -66,6 +67,7 @@ def continue_experiment(
             f"{note}.",
         )
     spec = _continued_spec(parent.spec, after=checkpoint[0], epochs=body.epochs)
+    priority = derived_priority(principal, body.priority, parent.priority)
     check_budget(spec, settings)
     check_active_cap(session, principal, settings, adding=1)
     child = lifecycle.continue_experiment(
@@ -74,6 +76,7 @@ def continue_experiment(
         checkpoint,
         spec=spec.model_dump(mode="json"),
         owner=principal.user if principal else None,
+        priority=priority,
     )
     session.commit()
     publish(engine, celery, child.id)  # a miss is left to the sweeper
