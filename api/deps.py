@@ -16,7 +16,7 @@ from api.limits import MinuteRate
 from core.config import Settings
 from store.handles import Engine, Session
 from store.lookups import experiment_by_id, status_and_owner, study_by_id
-from store.tables import Experiment, Status, Study
+from store.tables import Experiment, Priority, Status, Study
 from store.tokens import Principal
 
 
@@ -184,12 +184,29 @@ def find_study(
 
 def check_priority(principal: Principal | None, priority: str) -> None:
     """403 for ``high`` unless auth is off or the caller is an admin."""
-    if priority == "high" and principal is not None and not principal.admin:
+    if not _may_submit(principal, priority):
         raise HTTPException(
             403,
             "Only an admin may submit at priority high; submit at normal (the default) or low, "
             "or ask an admin to raise it.",
         )
+
+
+def derived_priority(
+    principal: Principal | None, requested: str | None, source: Priority
+) -> Priority:
+    """The priority of a run made from another (continued, or rerun with ``from``): the one the
+    caller asked for (checked: 403 as ``check_priority``), else ``source``'s, lowered to normal
+    where the caller may not submit it: a run made from another never takes more rights than its
+    caller has."""
+    if requested is not None:
+        check_priority(principal, requested)
+        return Priority(requested)
+    return source if _may_submit(principal, source) else Priority.normal
+
+
+def _may_submit(principal: Principal | None, priority: str) -> bool:
+    return priority != "high" or principal is None or principal.admin
 
 
 def require_owner(principal: Principal | None, owner: str | None, what: str) -> None:

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from models.errors import error_entry
 from models.search import SearchSpec
 from models.spec import MAX_EPOCHS, ExperimentSpec
-from models.studies import SECTIONS
+from models.studies import MAX_GRID_KEYS, MAX_GRID_VALUES, SECTIONS
 from store.experiments import MAX_TAGS, SpecValue
 from store.tables import EpochMetrics, Status
 from views.report import TableRow
@@ -107,7 +107,11 @@ class Notification(BaseModel):
 class ExperimentCreate(SpecKeys):
     name: Label | None = Field(None, max_length=200, description="A label for people.")
     notify: NotifyUrl = None
-    priority: PriorityName = "normal"
+    priority: PriorityName = Field(
+        "normal",
+        description="With from, the default is that experiment's, lowered to normal where the "
+        "caller may not submit high.",
+    )
     seed: int | None = Field(None, description="Seeds Python, NumPy and TensorFlow.")
     from_: str | None = Field(
         None,
@@ -124,6 +128,11 @@ class ContinueCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     epochs: int = Field(ge=1, le=MAX_EPOCHS, description="Epochs to train after the parent's last.")
+    priority: PriorityName | None = Field(
+        None,
+        description="Default: the parent's, lowered to normal where the caller may not submit "
+        "high.",
+    )
 
 
 class VariantCreate(SpecKeys):
@@ -148,7 +157,7 @@ class StudyCreate(SpecKeys):
         None,
         description='Values per spec field, e.g. {"optimizer.name": ["sgd", "adam"]}.',
         min_length=1,
-        max_length=8,
+        max_length=MAX_GRID_KEYS,
     )
     search: SearchSpec | None = Field(
         None, description="An Optuna search: trials are experiments, hopeless ones pruned."
@@ -165,8 +174,8 @@ class StudyCreate(SpecKeys):
     @classmethod
     def _grid_values(cls, grid: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
         for key, values in (grid or {}).items():
-            if not 1 <= len(values) <= 20:
-                raise ValueError(f"grid key {key!r} needs 1 to 20 values")
+            if not 1 <= len(values) <= MAX_GRID_VALUES:
+                raise ValueError(f"grid key {key!r} needs 1 to {MAX_GRID_VALUES} values")
         return grid
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from store.experiments import Conflict, create_experiment
-from store.tables import ACTIVE, Checkpoint, Experiment, Status
+from store.tables import ACTIVE, Checkpoint, Experiment, Priority, Status
 
 
 def pause(session: Session, experiment: Experiment) -> Experiment:
@@ -57,6 +57,7 @@ def continue_experiment(
     *,
     spec: dict[str, Any],
     owner: str | None,
+    priority: Priority,
 ) -> Experiment:
     """Store a queued experiment that trains on from ``parent``'s checkpoint (epoch, bytes):
     the checkpoint is copied as the child's own at that epoch, where its resume starts, and its
@@ -68,7 +69,7 @@ def continue_experiment(
         spec=spec,
         owner=owner,
         parent_id=parent.id,
-        priority=parent.priority,
+        priority=priority,
     )
     child.epoch_offset = child.epochs_done = offset
     session.flush()  # the row the checkpoint refers to

@@ -44,7 +44,7 @@ def create_study(
     members = [
         experiments.create_experiment(
             session,
-            name=f"{run.variant}, seed {run.spec.seed}",
+            name=run.name,
             spec=run.spec.model_dump(mode="json"),
             study_id=study.id,
             variant=run.variant,

@@ -1,10 +1,14 @@
 """Pictures that attack a predictor, and the memory they would cost a process."""
 
+import io
 import struct
+import time
+import warnings
 import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 """The eight bytes every PNG file starts with."""
@@ -33,3 +37,14 @@ def peak_rss_kb(pid: int) -> int:
         pytest.skip("no /proc here to read the API's memory from")
     line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
     return int(line.split()[1])
+
+
+def decode_seconds(png: bytes) -> float:
+    """Seconds this machine takes now to decode ``png`` in full and make it grey, as a
+    predictor that trusted it would: the baseline a refusal's speed is judged against."""
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(png)) as picture:
+            picture.convert("L")
+    return time.perf_counter() - started

@@ -1,11 +1,14 @@
-"""The README's ``console`` blocks as commands and the output they show, and the comparison of
-that output with a real run's: status codes, field names, headers, flags and words must match;
-numbers, ids and times may differ.
+"""The README's ``console`` blocks as commands and the output they show, its ``python`` blocks
+as programs, and the comparison of that output with a real run's: status codes, field names,
+headers, flags and words must match; numbers, ids and times may differ.
 
 Each command is a ``$ `` line (with ``\\`` continuation lines), its output the lines up to the
-next command. An HTML comment right before a block steers it: ``<!-- readme-test: skip, WHY -->``
-leaves it out; ``<!-- readme-test: fresh -->`` runs it on experiments submitted just before it
-rather than on finished ones.
+next command; a ``python`` block is one command, its whole text, showing no output. Every
+command must exit 0. An HTML comment right before a block steers it:
+``<!-- readme-test: skip, WHY -->`` leaves it out; ``<!-- readme-test: fresh -->`` runs it on
+experiments submitted just before it rather than on finished ones;
+``<!-- readme-test: fails -->`` says that each of its commands shows an error, and so must exit
+non-zero.
 """
 
 import json
@@ -18,7 +21,8 @@ ID = re.compile(r"\b[0-9a-f]{32}\b")
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\d)")
 """A number, also one with a unit (``0.24s``), but not one inside a word (``epoch3``)."""
 KEY = re.compile(r'"(\w+)":')
-DIRECTIVE = re.compile(r"<!-- readme-test: (skip|fresh)\b")
+DIRECTIVE = re.compile(r"<!-- readme-test: (skip|fresh|fails)\b")
+LANGUAGES = ("console", "python")
 
 
 @dataclass
@@ -35,13 +39,16 @@ class Block:
     """Where the block starts in the README (1-based line)."""
     directive: str | None
     commands: list[Command]
+    language: str = "console"
+    """``console`` (shell commands) or ``python`` (one program)."""
 
 
-def console_blocks(text: str) -> Iterator[Block]:
-    """Every ``console`` block of a markdown text, in order."""
+def readme_blocks(text: str) -> Iterator[Block]:
+    """Every ``console`` and ``python`` block of a markdown text, in order."""
     lines = text.splitlines()
     for start, line in enumerate(lines):
-        if line.strip() != "```console":
+        language = line.strip().removeprefix("```")
+        if not line.strip().startswith("```") or language not in LANGUAGES:
             continue
         before = lines[start - 1] if start else ""
         directive = DIRECTIVE.search(before)
@@ -50,7 +57,8 @@ def console_blocks(text: str) -> Iterator[Block]:
             if inner.startswith("```"):
                 break
             body.append(inner)
-        yield Block(start + 1, directive.group(1) if directive else None, _commands(body))
+        commands = _commands(body) if language == "console" else [Command("\n".join(body))]
+        yield Block(start + 1, directive.group(1) if directive else None, commands, language)
 
 
 def _commands(body: list[str]) -> list[Command]:

@@ -178,8 +178,7 @@ def test_health_and_token_checks_answer_while_slow_reads_hold_every_thread(
         spans = list(reads)
     assert max(end for _, end in spans) > probed, "the slow reads ended before the probes"
     slowest = max(end - started for started, end in spans)
-    assert health < 0.5
-    assert cheap < slowest / 4 and refused < slowest / 4, (cheap, refused, slowest)
+    assert max(health, cheap, refused) < slowest / 4, (health, cheap, refused, slowest)
 
 
 def _database_url(stack: Stack) -> str:

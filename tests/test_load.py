@@ -1,6 +1,7 @@
 """One client's worth of abuse at once against a running API: 200 open event streams and 20
-concurrent pixel-bomb predictions while /health is polled. Every /health answer stays quick,
-nothing is a 5xx and the API's memory stays bounded."""
+concurrent pixel-bomb predictions while /health is polled. Every /health answer comes sooner
+than this machine decodes two bombs (one decode measured in the same test), nothing is a 5xx
+and the API's memory stays bounded."""
 
 import asyncio
 import threading
@@ -13,14 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.pictures import blank_png, peak_rss_kb
+from tests.pictures import blank_png, decode_seconds, peak_rss_kb
 from tests.services import running_stack, stop_process, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
 
 STREAMS = 200
 BOMBS = 20
-HEALTH_BAR_S = 0.5
 MEMORY_BOUND_MB = 100
 """How much the API's peak resident memory may grow under the whole load (one decoded bomb
 would take 144 MB)."""
@@ -94,14 +94,16 @@ def test_streams_and_pixel_bombs_leave_health_quick_and_memory_bounded(tmp_path:
 
         grown_mb = (peak_rss_kb(stack.api.pid) - before) / 1024
         slowest = max(seconds for seconds, _ in health)
+        decoding = decode_seconds(blank_png(12000, 12000))
         print(
             f"\nload: {dict(statuses)}; /health answered {len(health)} times, slowest "
-            f"{slowest * 1000:.0f} ms; the API's peak memory grew {grown_mb:.0f} MB"
+            f"{slowest * 1000:.0f} ms (decoding one bomb here: {decoding * 1000:.0f} ms); the "
+            f"API's peak memory grew {grown_mb:.0f} MB"
         )
         assert statuses[200] == STREAMS
         assert sum(count for status, count in statuses.items() if status >= 500) == 0
         assert statuses[413] >= 1 and statuses[413] + statuses[429] == BOMBS, statuses
         assert {status for _, status in health} == {200}
-        assert slowest < HEALTH_BAR_S
+        assert slowest < 2 * decoding, "a /health waited as long as decoding two bombs takes"
         assert grown_mb < MEMORY_BOUND_MB
         assert "Traceback" not in stack.log_text(), stack.log_tail()

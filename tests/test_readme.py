@@ -1,6 +1,8 @@
-"""The README stays true: every ``console`` block that can run here runs against a real stack,
-as `make up` runs it (SQLite, the SQLite broker, one worker), and its output must show what the
-README shows (status codes, field names, headers, flags and words; not the numbers)."""
+"""The README stays true: every ``console`` and ``python`` block that can run here runs against
+a real stack, as `make up` runs it (SQLite, the SQLite broker, one worker); each command must
+exit as the README says (0, or non-zero in a block marked ``fails``) and its output must show
+what the README shows (status codes, field names, headers, flags and words; not the
+numbers)."""
 
 import shutil
 import subprocess
@@ -11,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.readme import ID, Block, Command, console_blocks, differences
+from tests.readme import ID, Block, Command, differences, readme_blocks
 from tests.services import BIN, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.slow
@@ -44,12 +46,18 @@ class Reader:
         self.fresh: set[str] = set()
 
     def run(self, block: Block, command: Command) -> list[str]:
-        """The command's differences from what the README shows, each naming where."""
+        """The command's differences from what the README shows, and an exit status other than
+        the README's, each naming where."""
         if block.directive != "fresh":
             self._wait_until_ended()
         typed = self._substituted(command.line, fresh=block.directive == "fresh")
+        program = (
+            [str(BIN / "python"), "-c", typed]
+            if block.language == "python"
+            else ["bash", "-o", "pipefail", "-c", typed]
+        )
         done = subprocess.run(
-            ["bash", "-c", typed],
+            program,
             cwd=self.folder,
             env={
                 **self.stack.env,
@@ -64,7 +72,11 @@ class Reader:
         output = done.stdout.splitlines() + done.stderr.splitlines()
         self._learn_ids(command.shown, output)
         problems = differences(command.shown, output)
-        where = f"README line {block.number}, $ {command.line[:70]}"
+        if (done.returncode != 0) != (block.directive == "fails"):
+            shown = "shows an error" if block.directive == "fails" else "does not show an error"
+            problems.append(f"exited {done.returncode}, but the README {shown}")
+        first_line = command.line.splitlines()[0] if command.line else ""
+        where = f"README line {block.number}, {block.language}: {first_line[:70]}"
         with (ARTIFACTS / "readme-outputs.txt").open("a") as record:
             record.write(f"== {where} ({len(problems)} differences)\n$ {typed}\n")
             record.write("\n".join(output) + "\n\n")
@@ -106,14 +118,16 @@ class Reader:
         return True  # deleted, or not a run
 
 
-def test_every_console_block_of_the_readme_shows_what_a_real_stack_answers(
+def test_every_block_of_the_readme_exits_and_shows_what_a_real_stack_answers(
     stack: Stack, tmp_path: Path
 ) -> None:
     shutil.copytree(ROOT / "docs", tmp_path / "docs")  # the pictures the examples upload
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "readme-outputs.txt").unlink(missing_ok=True)
-    blocks = [block for block in console_blocks((ROOT / "README.md").read_text())]
+    blocks = list(readme_blocks((ROOT / "README.md").read_text()))
     assert len(blocks) >= 8, "the README's console blocks were not found"
+    assert any(block.language == "python" for block in blocks), "no python block was found"
+    assert any(block.directive == "fails" for block in blocks), "no block shows an error"
     problems: list[str] = []
     with stack.client() as api:
         reader = Reader(stack, tmp_path, api)
@@ -158,7 +172,7 @@ def test_the_comparison_ignores_numbers_and_ids_but_not_names_codes_or_words() -
     assert differences(elided, served) == ["workers_lost is shown but not served"]
 
 
-def test_console_blocks_read_commands_continuations_outputs_and_directives() -> None:
+def test_readme_blocks_read_commands_continuations_outputs_programs_and_directives() -> None:
     text = "\n".join(
         [
             "<!-- readme-test: fresh -->",
@@ -172,11 +186,28 @@ def test_console_blocks_read_commands_continuations_outputs_and_directives() -> 
             "```sh",
             "$ not a console block",
             "```",
+            "<!-- readme-test: fails -->",
+            "```console",
+            "$ convlab submit --epochs 0",
+            "The server refused the request: ...",
+            "```",
+            "```python",
+            "import sys",
+            "print(sys.argv)",
+            "```",
         ]
     )
-    (block,) = console_blocks(text)
-    assert (block.number, block.directive) == (2, "fresh")
-    assert [(command.line, command.shown) for command in block.commands] == [
+    console, failing, program = readme_blocks(text)
+    assert (console.number, console.directive, console.language) == (2, "fresh", "console")
+    assert [(command.line, command.shown) for command in console.commands] == [
         ("curl -X POST localhost:8000/x -d '{}'", ["{}"]),
         ("convlab ls", ["id  status"]),
+    ]
+    assert (failing.directive, [command.line for command in failing.commands]) == (
+        "fails",
+        ["convlab submit --epochs 0"],
+    )
+    assert (program.number, program.directive, program.language) == (17, None, "python")
+    assert [(command.line, command.shown) for command in program.commands] == [
+        ("import sys\nprint(sys.argv)", [])
     ]

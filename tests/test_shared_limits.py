@@ -1,15 +1,25 @@
 """The per-user limits on an API of two processes with a Redis broker: reads and submissions a
 minute and event streams at once are counted once, in Redis, whichever process answers; a
 slot's lease frees a vanished holder's slot; with Redis stopped, requests are still answered
-(counted in each process) and the count goes back to Redis once it answers again."""
+(counted in each process) and the count goes back to Redis once it answers again.
+
+Each test proves that both processes answered its requests from what the processes already
+keep for ``/metrics``: with several uvicorn workers, each counts the requests it answers, by
+route, in a file of its own named after its pid (prometheus_client's multiprocess mode,
+api/shared_metrics.py), which a scrape sums. Reading those files adds nothing to the product."""
 
 import asyncio
+import json
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 
 from api.limits import Full
 from api.shared_counts import RETRY_S, SharedCounts
@@ -22,6 +32,7 @@ TRIES = 60
 """Requests sent against a rate of ``READS``: far more than two processes' worth."""
 OUTAGE = "Redis does not answer"
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}
+EVENTS = "/experiments/{experiment_id}/events"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +63,24 @@ def stack(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield running
 
 
+def _answered(stack: Stack, route: str) -> Counter[str]:
+    """Requests to ``route`` (a route template) each API process has answered so far, by pid,
+    as its own counter file for ``/metrics`` holds them."""
+    (folder,) = Path(tempfile.gettempdir()).glob(f"convlab-metrics-{stack.api.pid}-*")
+    answered: Counter[str] = Counter()
+    for counters in folder.glob("counter_*.db"):
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(counters)):
+            _, sample, labels, _ = json.loads(key)
+            if sample == "convlab_http_requests_total" and labels["route"] == route:
+                answered[counters.stem.removeprefix("counter_")] += int(value)
+    return answered
+
+
+def _assert_both_answered(before: Counter[str], after: Counter[str]) -> None:
+    answered = after - before
+    assert len(answered) == 2, f"requests answered by each process (pid: count): {answered}"
+
+
 def _each_on_a_new_connection(stack: Stack, token: str, method: str, path: str) -> list[int]:
     """The status of ``TRIES`` requests, four at a time, each on a connection of its own (so
     that both processes answer some)."""
@@ -66,7 +95,9 @@ def _each_on_a_new_connection(stack: Stack, token: str, method: str, path: str) 
 
 def test_reads_a_minute_are_counted_once_across_processes(stack: Stack) -> None:
     token = stack.token("reader")
+    before = _answered(stack, "/presets")
     statuses = _each_on_a_new_connection(stack, token, "GET", "/presets")
+    _assert_both_answered(before, _answered(stack, "/presets"))
     assert sorted(statuses) == [200] * READS + [429] * (TRIES - READS)
     with stack.client(token) as client:
         limited = client.get("/presets")
@@ -76,7 +107,9 @@ def test_reads_a_minute_are_counted_once_across_processes(stack: Stack) -> None:
 
 
 def test_submissions_a_minute_are_counted_once_across_processes(stack: Stack) -> None:
+    before = _answered(stack, "/experiments")
     statuses = _each_on_a_new_connection(stack, stack.token("submitter"), "POST", "/experiments")
+    _assert_both_answered(before, _answered(stack, "/experiments"))
     assert sorted(statuses) == [201] * SUBMISSIONS + [429] * (TRIES - SUBMISSIONS)
 
 
@@ -90,11 +123,13 @@ def test_a_users_event_streams_are_capped_across_processes(stack: Stack) -> None
             client = streams.enter_context(stack.client(token))
             opened = streams.enter_context(client.stream("GET", url, timeout=10))
             assert opened.status_code == 200
+        before = _answered(stack, EVENTS)
         for _ in range(8):  # each on a new connection: one process or the other
             with stack.client(token) as client:
                 refused = client.get(url, timeout=10)
             assert refused.status_code == 429, refused.text
             assert "CONVLAB_MAX_EVENT_STREAMS_PER_USER" in refused.text
+        _assert_both_answered(before, _answered(stack, EVENTS))
     wait_for(  # given back when the streams close, not a lease (30 s) later
         lambda: _opens(stack, token, url), timeout=10, what="a slot freed by closed streams"
     )
@@ -137,12 +172,14 @@ def test_reads_are_answered_while_redis_is_down_and_counted_there_once_it_is_bac
     stack: Stack, redis: RedisServer
 ) -> None:
     during, after = stack.token("in-outage"), stack.token("after-outage")
+    before = _answered(stack, "/presets")
     redis.stop()
     try:
         statuses = _each_on_a_new_connection(stack, during, "GET", "/presets")
     finally:
         redis.start()
-    assert READS <= statuses.count(200) <= 2 * READS  # each process counts its own
+    _assert_both_answered(before, _answered(stack, "/presets"))
+    assert READS < statuses.count(200) <= 2 * READS  # each process counts its own
     warnings = stack.log_text().count(OUTAGE)
     assert 1 <= warnings <= 2, f"one warning per process and outage, not {warnings}"
     time.sleep(RETRY_S + 0.5)  # then each process asks Redis again

@@ -27,6 +27,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     check_priority,
+    derived_priority,
     experiment_id_and_status,
     find_experiment,
     limit_submissions,
@@ -96,19 +97,24 @@ def submit(
     """Store an experiment (a preset, or another experiment's spec, with overrides) and queue
     it for a worker."""
     _check_rerun_data(body, session, principal, settings)
-    spec, parent_id = _spec_of(body, session, principal, settings)
+    spec, parent = _spec_of(body, session, principal, settings)
     check_budget(spec, settings)
     check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
     check_notify(body.notify, settings)
-    check_priority(principal, body.priority)
+    if parent is None:
+        check_priority(principal, body.priority)
+        priority = Priority(body.priority)
+    else:
+        asked = body.priority if "priority" in body.model_fields_set else None
+        priority = derived_priority(principal, asked, parent.priority)
     check_active_cap(session, principal, settings, adding=1)
     experiment = experiments.create_experiment(
         session,
         name=body.name,
         spec=spec.model_dump(mode="json"),
         owner=principal.user if principal else None,
-        parent_id=parent_id,
-        priority=Priority(body.priority),
+        parent_id=parent.id if parent else None,
+        priority=priority,
     )
     ask_to_notify(experiment, body.notify)
     session.commit()
@@ -119,16 +125,16 @@ def submit(
 
 def _spec_of(
     body: ExperimentCreate, session: Session, principal: Principal | None, settings: Settings
-) -> tuple[ExperimentSpec, str | None]:
+) -> tuple[ExperimentSpec, Experiment | None]:
     """The body's keys merged over its preset, or over the resolved spec of the experiment it
-    names in ``from`` (a rerun with changes; its id or a unique prefix), with that experiment's
-    full id; a SpecError is a 422 (api.errors.invalid_spec)."""
+    names in ``from`` (a rerun with changes; its id or a unique prefix), with that experiment;
+    a SpecError is a 422 (api.errors.invalid_spec)."""
     if body.from_ is None:
         return resolve(body.preset, body.overrides()), None
     if "preset" in body.model_fields_set:
         raise SpecError([error_entry(("preset",), "give either from or preset", body.preset)])
     parent = find_experiment(session, body.from_, principal, settings)
-    return resolve_over(parent.spec, body.overrides()), parent.id
+    return resolve_over(parent.spec, body.overrides()), parent
 
 
 def _check_rerun_data(

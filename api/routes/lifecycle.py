@@ -11,6 +11,7 @@ from api.deps import (
     ReleasingRoute,
     SessionDep,
     SettingsDep,
+    derived_priority,
     find_experiment,
     limit_submissions,
     require_owner,
@@ -78,6 +79,7 @@ def continue_experiment(
         )
     spec = _continued_spec(parent.spec, after=checkpoint[0], epochs=body.epochs)
     check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
+    priority = derived_priority(principal, body.priority, parent.priority)
     check_budget(spec, settings)
     check_active_cap(session, principal, settings, adding=1)
     child = lifecycle.continue_experiment(
@@ -86,6 +88,7 @@ def continue_experiment(
         checkpoint,
         spec=spec.model_dump(mode="json"),
         owner=principal.user if principal else None,
+        priority=priority,
     )
     session.commit()
     publish(engine, celery, child.id)  # a miss is left to the sweeper

@@ -40,14 +40,14 @@ from jobs import search
 from jobs.queueing import publish
 from models.budget import check_budget
 from models.datasets import check_available
-from models.errors import Loc, SpecError, error_entry
+from models.errors import Loc, error_entry
 from models.presets import resolve
 from models.search import CategoricalParam, SearchSpec
 from models.studies import (
     CHAPTER,
-    MAX_EXPERIMENTS,
     PlannedRun,
     Variant,
+    check_size,
     from_grid,
     from_presets,
     from_variants,
@@ -113,8 +113,8 @@ def submit_study(
     first trials and asks Optuna for more as they finish). Everything is checked first: an
     answer in 4xx stores nothing."""
     owner = principal.user if principal else None
-    if body.search is not None:  # a SpecError: 422 (api.errors.invalid_spec)
-        _check_search_size(body.search, body.seeds)
+    _check_size(body)  # a SpecError: 422 (api.errors.invalid_spec)
+    if body.search is not None:
         search.validate_space(body.preset, _base(body), body.search, body.seeds[0], settings)
         adding = min(body.search.parallel, body.search.n_trials) * len(body.seeds)
         datasets = _searched_datasets(body, body.search)
@@ -329,16 +329,21 @@ def _searched_datasets(body: StudyCreate, spec: SearchSpec) -> dict[str, Loc]:
     return {_base_dataset(body): BASE_DATASET}
 
 
-def _check_search_size(spec: SearchSpec, seeds: list[int]) -> None:
-    """A search runs each trial once per seed: at most MAX_EXPERIMENTS runs in all, as any
-    study."""
-    runs = spec.n_trials * len(seeds)
-    if runs > MAX_EXPERIMENTS:
-        message = (
-            f"{spec.n_trials} trials x {len(seeds)} seeds is {runs} experiments; at most "
-            f"{MAX_EXPERIMENTS}"
-        )
-        raise SpecError([error_entry(("search", "n_trials"), message, spec.n_trials)])
+def _check_size(body: StudyCreate) -> None:
+    """The study's runs counted from the body alone, before any variant is made: at most
+    MAX_EXPERIMENTS (a search: its trials, each once per seed)."""
+    seeds = len(body.seeds)
+    match body.kind:
+        case "search":
+            assert body.search is not None
+            check_size("trials", [body.search.n_trials], seeds, ("search", "n_trials"))
+        case "grid":
+            grid = body.grid or {}
+            check_size("grid", [len(values) for values in grid.values()], seeds, ("grid",))
+        case "template":
+            check_size("variants", [len(CHAPTER)], seeds, ("template",))
+        case kind:
+            check_size("variants", [len(getattr(body, kind) or [])], seeds, (kind,))
 
 
 def _variants(body: StudyCreate) -> list[Variant]:
