@@ -377,11 +377,12 @@ def resume(experiment_id: str) -> None:
 def continue_experiment(
     experiment_id: str,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs to train after the last one.")],
+    priority: PriorityOption = None,
     follow: Follow = False,
 ) -> None:
     """Train an ended experiment on from its last checkpoint as a new one; print its id."""
     with api() as client:
-        experiment = client.continue_experiment(experiment_id, epochs)
+        experiment = client.continue_experiment(experiment_id, epochs, priority=priority)
         typer.echo(experiment["id"])
         if follow:
             _follow(client, experiment)

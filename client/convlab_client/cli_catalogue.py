@@ -76,8 +76,16 @@ def upload(
 
 
 @datasets.command()
-def delete(name: Annotated[str, typer.Argument(help="An uploaded dataset's name.")]) -> None:
+def delete(
+    name: Annotated[str, typer.Argument(help="An uploaded dataset's name.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Delete it although ended runs used it (their models stay usable)."
+        ),
+    ] = False,
+) -> None:
     """Delete an uploaded dataset (yours, or any as an admin; not while experiments use it)."""
     with api() as client:
-        client.delete_dataset(name)
+        client.delete_dataset(name, force=force)
     typer.echo(f"Deleted dataset {name}.")

@@ -210,11 +210,15 @@ class Client:
         """Put a paused experiment back in the queue; it goes on from its checkpoint."""
         return self._json("POST", f"/experiments/{experiment_id}/resume")
 
-    def continue_experiment(self, experiment_id: str, epochs: int) -> Json:
+    def continue_experiment(
+        self, experiment_id: str, epochs: int, *, priority: str | None = None
+    ) -> Json:
         """A new queued experiment that trains an ended one ``epochs`` more epochs from its last
-        checkpoint (weights and optimizer state), numbering them after the parent's."""
+        checkpoint (weights and optimizer state), numbering them after the parent's; its
+        priority the parent's unless given (capped at what the caller may submit)."""
         path = f"/experiments/{experiment_id}/continue"
-        return self._json("POST", path, json={"epochs": epochs})
+        body = {"epochs": epochs} | ({"priority": priority} if priority else {})
+        return self._json("POST", path, json=body)
 
     def verify(self, experiment_id: str) -> Json:
         """A new queued experiment that reruns a succeeded one's spec to verify it: once the
@@ -367,6 +371,7 @@ class Client:
             files = {"file": (os.path.basename(path), file, "application/octet-stream")}
             return self._json("POST", "/datasets", data={"name": name}, files=files, timeout=None)
 
-    def delete_dataset(self, name: str) -> None:
-        """Delete an uploaded dataset (its owner or an admin; not while experiments use it)."""
-        self._send("DELETE", f"/datasets/{name}")
+    def delete_dataset(self, name: str, *, force: bool = False) -> None:
+        """Delete an uploaded dataset (its owner or an admin; not while experiments use it;
+        ``force`` although ended experiments did, keeping their models usable)."""
+        self._send("DELETE", f"/datasets/{name}", params={"force": "true"} if force else None)
