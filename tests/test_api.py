@@ -267,3 +267,12 @@ def test_api_process_never_imports_tensorflow(tmp_path: Path) -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_rerun_with_a_null_dataset_is_a_422_not_a_crash(client: TestClient) -> None:
+    parent = client.post("/experiments", json={"dataset": {"name": "digits"}}).json()
+
+    rerun = client.post("/experiments", json={"from": parent["id"], "dataset": None})
+
+    assert rerun.status_code == 422, rerun.text
+    assert rerun.json()["detail"][0]["loc"] == ["body", "dataset"]

@@ -96,7 +96,6 @@ def submit(
 ) -> ExperimentPublic:
     """Store an experiment (a preset, or another experiment's spec, with overrides) and queue
     it for a worker."""
-    _check_rerun_data(body, session, principal, settings)
     spec, parent = _spec_of(body, session, principal, settings)
     check_budget(spec, settings)
     check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
@@ -134,18 +133,15 @@ def _spec_of(
     if "preset" in body.model_fields_set:
         raise SpecError([error_entry(("preset",), "give either from or preset", body.preset)])
     parent = find_experiment(session, body.from_, principal, settings)
+    _check_rerun_data(body, parent)  # before the spec, which today's data may refuse
     return resolve_over(parent.spec, body.overrides()), parent
 
 
-def _check_rerun_data(
-    body: ExperimentCreate, session: Session, principal: Principal | None, settings: Settings
-) -> None:
+def _check_rerun_data(body: ExperimentCreate, parent: Experiment) -> None:
     """409 when a rerun's dataset changed since the experiment it reruns was submitted, unless
-    the body names the dataset (and so takes the data its name holds now); checked before the
-    spec, which today's data may refuse."""
-    if body.from_ is None or "name" in body.overrides().get("dataset", {}):
+    the body names the dataset (and so takes the data its name holds now)."""
+    if "name" in (body.overrides().get("dataset") or {}):
         return
-    parent = find_experiment(session, body.from_, principal, settings)
     if changed := changes_since(parent.dataset):
         name = parent.spec["dataset"]["name"]
         raise HTTPException(
