@@ -21,6 +21,7 @@ from store.tables import (
     Checkpoint,
     EpochMetrics,
     EpochRecord,
+    Evaluation,
     Experiment,
     Status,
     Study,
@@ -225,6 +226,15 @@ def record_epoch(
                     col(Checkpoint.epoch).not_in(kept.scalar_subquery()),
                 )
             )
+
+
+def save_evaluation(engine: Engine, evaluation: Evaluation, owner: str) -> None:
+    """Store the run's ``evaluation`` while ``owner`` holds it, replacing one a retried
+    attempt stored before."""
+    with session_scope(engine) as session:
+        if _fence(session, evaluation.experiment_id, owner, lease_seconds=None) is None:
+            raise LeaseLost(evaluation.experiment_id)
+        session.merge(evaluation)
 
 
 def keep_best(

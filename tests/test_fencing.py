@@ -26,9 +26,10 @@ from store.runs import (
     release,
     renew_lease,
     rewind,
+    save_evaluation,
     trained_model,
 )
-from store.tables import Experiment, Status
+from store.tables import Evaluation, Experiment, Status
 
 OLD = "node-a/1/1"
 NEW = "node-b/2/2"
@@ -66,7 +67,8 @@ def _expire(engine: Engine, experiment_id: str) -> None:
 
 
 def _rows(engine: Engine, experiment_id: str) -> dict[str, Any]:
-    """Everything a run's holder can write: its experiment row, epochs and checkpoints."""
+    """Everything a run's holder can write: its experiment row, epochs, checkpoints and
+    evaluation."""
     with engine.connect() as connection:
 
         def read(sql: str) -> list[tuple[Any, ...]]:
@@ -91,7 +93,18 @@ def _rows(engine: Engine, experiment_id: str) -> dict[str, Any]:
                 "SELECT epoch, value, sha256, created_at FROM best_checkpoints "
                 "WHERE experiment_id = :id"
             ),
+            "evaluation": read("SELECT weights FROM evaluations WHERE experiment_id = :id"),
         }
+
+
+def _evaluation(experiment_id: str) -> Evaluation:
+    return Evaluation(
+        experiment_id=experiment_id,
+        weights="last",
+        classes=["a", "b"],
+        per_class_accuracy=[1.0, 0.0],
+        confusion=[[1, 0], [1, 0]],
+    )
 
 
 def _assert_every_write_refused(engine: Engine, experiment_id: str, owner: str) -> None:
@@ -108,6 +121,8 @@ def _assert_every_write_refused(engine: Engine, experiment_id: str, owner: str) 
         release(engine, experiment_id, owner, b"old-weights")
     with pytest.raises(LeaseLost):
         keep_best(engine, experiment_id, owner, epoch=2, monitor="val_loss", value=0, data=b"x")
+    with pytest.raises(LeaseLost):
+        save_evaluation(engine, _evaluation(experiment_id), owner)
     for status in (Status.succeeded, Status.failed):
         with pytest.raises(LeaseLost):
             finish(engine, experiment_id, owner, status, "old holder")

@@ -13,7 +13,7 @@ import numpy as np
 from models.build import as_input
 from models.dataset_record import DatasetRecord, trained_on
 from models.spec import ExperimentSpec
-from store.evaluations import save_evaluation
+from store.runs import save_evaluation
 from store.tables import Evaluation
 from worker.datasets import prepare
 
@@ -79,4 +79,6 @@ def record_evaluation(job: Job, spec: ExperimentSpec, model: keras.Model | None)
     except Exception:
         log.exception("experiment %s: could not evaluate its test set", job.experiment_id)
         return
-    job.durably("recording its evaluation", lambda: save_evaluation(job.engine, evaluation))
+    job.durably(
+        "recording its evaluation", lambda: save_evaluation(job.engine, evaluation, job.owner)
+    )
