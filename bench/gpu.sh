@@ -4,7 +4,8 @@
 # pictures, batch 1024) in float32, with uint8 input, bf16/fp16 mixed precision, more steps per
 # execution, XLA and the pictures kept on the GPU, pinned to one GPU as a compose worker is.
 # Target: <= 0.15 s per epoch on one H100 (the chapter's 2020 GPU took about 2 s).
-# Then the improved preset against batch_norm for 50 epochs each (bench/improved.py): on the
+# Then reruns verified with and without training.deterministic (bench/determinism.py), and the
+# improved preset against batch_norm for 50 epochs each (bench/improved.py): on the
 # official CIFAR-10 archive when CIFAR10_DIR names a folder holding cifar-10-python.tar.gz,
 # else on 50,000 CIFAR-shaped pictures. Goal on real CIFAR-10: improved >= 0.85 test accuracy
 # (the chapter's batch_norm: 0.778).
@@ -25,5 +26,9 @@ if not gpus:
 PY
 CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PYTHON" bench/training_speed.py \
     --set gpu --images 50000 --batch-size 1024 --epochs 6 --rounds 2
+# Reruns with and without training.deterministic, each verified: on a GPU the default's
+# fastest kernels may diverge; the deterministic one should be identical (issue 24).
+CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PYTHON" bench/determinism.py \
+    --epochs 3 --images 50000 --batch-size 1024
 CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PYTHON" bench/improved.py \
     --epochs 50 --images 0 ${CIFAR10_DIR:+--data-dir "$CIFAR10_DIR"}
