@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -446,6 +446,16 @@ def _bound(command: str, port: int, env: dict[str, str], logs: Path) -> subproce
     if api.poll() is not None and "address already in use" in said():
         raise PortTaken(port)
     return api
+
+
+@contextmanager
+def stack_on(database: str, home: Path, **settings: str) -> Iterator[Stack]:
+    """``running_stack`` with no worker on ``database``: "sqlite" (the embedded default) or
+    "postgresql" (a fresh database on the local server)."""
+    with postgres_database() if database == "postgresql" else nullcontext(None) as url:
+        chosen = settings | ({"database_url": url} if url else {})
+        with running_stack(home, workers=0, **chosen) as running:
+            yield running
 
 
 def _healthy(stack: Stack) -> bool:

@@ -4,13 +4,12 @@ schemathesis fuzzing from the live OpenAPI schema, then the issue's targeted cas
 import json
 import subprocess
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.services import BIN, Stack, postgres_database, running_stack
+from tests.services import BIN, Stack, stack_on
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +30,8 @@ def stack(
         "max_active_per_user": "100000",
         "max_reads_per_minute": "100000",
     }
-    database = postgres_database() if request.param == "postgresql" else nullcontext(None)
-    with database as url:
-        if url is not None:
-            settings["database_url"] = url
-        with running_stack(home, workers=0, **settings) as running:
-            yield running
+    with stack_on(request.param, home, **settings) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from typing import Any, get_args
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from core.config import Settings
 from store.experiments import Sort
 from store.tables import Status
-from tests.services import BIN, Stack, Trainer, postgres_database, running_stack
+from tests.services import BIN, Stack, Trainer, stack_on
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}
 VAL_ACCURACIES = [None, 0.5, 0.7, 0.5, 0.9, 0.5, 0.7, None, 0.7]
@@ -29,12 +28,9 @@ def stack(
     """No worker (experiments stay queued unless a Trainer writes their epochs); auth on."""
     home = tmp_path_factory.mktemp(f"iterating-{request.param}")
     settings = {"auth": "true", "max_reads_per_minute": "100000"}
-    database = postgres_database() if request.param == "postgresql" else nullcontext(None)
-    with database as url:
-        if url is not None:
-            settings["database_url"] = url
-        with running_stack(home, workers=0, **settings) as running:
-            yield running, Settings(home=home, database_url=url)
+    with stack_on(request.param, home, **settings) as running:
+        url = running.env.get("CONVLAB_DATABASE_URL")
+        yield running, Settings(home=home, database_url=url)
 
 
 @pytest.fixture(scope="module")

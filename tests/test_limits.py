@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from jobs import search
 from models.studies import CHAPTER, from_presets, plan
 from store import studies
 from store.db import get_engine, session_scope
-from tests.services import Stack, postgres_database, running_stack
+from tests.services import Stack, running_stack, stack_on
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +46,8 @@ def racing_stack(
     cap check (the other tests keep the default 2: more threads only slow each other down at
     the GIL, /health included)."""
     home = tmp_path_factory.mktemp(f"limits-{request.param}")
-    database = postgres_database() if request.param == "postgresql" else nullcontext(None)
-    with database as url:
-        settings = LIMITS | {"api_threads": "8"} | ({"database_url": url} if url else {})
-        with running_stack(home, workers=0, **settings) as running:
-            yield running
+    with stack_on(request.param, home, **LIMITS, api_threads="8") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

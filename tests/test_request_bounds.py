@@ -6,7 +6,6 @@ accepts or composes fits its column."""
 import statistics
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from models.studies import LABEL_CHARS, NAME_CHARS
 from store.db import get_engine
 from store.runs import record_epoch
 from store.tables import EpochMetrics, Experiment, Status, Study
-from tests.services import Stack, Trainer, postgres_database, running_stack
+from tests.services import Stack, Trainer, stack_on
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
 HUGE_GRID = {f"optimizer.{field}": [0.1 + i / 100 for i in range(20)] for field in "abcdefgh"}
@@ -40,12 +39,9 @@ def stack(
     """No worker: runs stay queued unless a Trainer writes them; auth on."""
     home = tmp_path_factory.mktemp(f"bounds-{request.param}")
     settings = {"auth": "true", "max_reads_per_minute": "100000"}
-    database = postgres_database() if request.param == "postgresql" else nullcontext(None)
-    with database as url:
-        if url is not None:
-            settings["database_url"] = url
-        with running_stack(home, workers=0, **settings) as running:
-            yield running, Settings(home=home, database_url=url)
+    with stack_on(request.param, home, **settings) as running:
+        url = running.env.get("CONVLAB_DATABASE_URL")
+        yield running, Settings(home=home, database_url=url)
 
 
 @pytest.fixture(scope="module")
