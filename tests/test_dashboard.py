@@ -3,25 +3,23 @@ chromedriver by selenium) against a real API with auth on and a real worker. Scr
 to test-artifacts/screenshots/."""
 
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import (
     NoSuchElementException,
     StaleElementReferenceException,
     TimeoutException,
 )
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
-from tests.services import ROOT, Stack, missing, running_stack, wait_for, wait_for_status
+from tests.browser import chromium, shown, wait
+from tests.services import ROOT, Stack, running_stack, wait_for, wait_for_status
 
 T = TypeVar("T")
 
@@ -43,56 +41,20 @@ def token(stack: Stack) -> str:
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack, token: str) -> Iterator[WebDriver]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        missing("Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for argument in ("--headless=new", "--no-sandbox", "--window-size=1300,1100"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(str(driver)), options=options)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    try:
+    with chromium() as browser:
         browser.get(stack.url + "/")
-        field = _wait(browser, lambda b: _shown(b, "#token"))
+        field = wait(browser, lambda b: shown(b, "#token"))
         field.send_keys(token)
         browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
-        _wait(browser, lambda b: _shown(b, "#experiments"))
+        wait(browser, lambda b: shown(b, "#experiments"))
         yield browser
-    finally:
-        browser.quit()
-
-
-def _wait(browser: WebDriver, condition: Any, timeout: float = 60) -> Any:
-    """Poll ``condition`` until truthy; an element the page re-rendered between finding and
-    reading it (a status badge an event replaced) is looked for again at the next poll."""
-    waiting = WebDriverWait(
-        browser, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
-    )
-    return waiting.until(condition)
 
 
 def _read(browser: WebDriver, read: Callable[[WebDriver], T]) -> T:
     """``read(browser)``, read again if the page re-rendered what it was reading meanwhile (a
     refresh or an event replaced the rows)."""
-    return _wait(browser, lambda b: (read(b),), 10)[0]
-
-
-def _shown(browser: WebDriver, selector: str) -> Any:
-    """The first element ``selector`` finds if it is displayed, else False; one the page
-    re-rendered between finding and reading it (an event replaced the status badge) is looked
-    for again, up to four times."""
-    for _ in range(4):
-        try:
-            return _first_displayed(browser, selector)
-        except StaleElementReferenceException:
-            continue
-    return _first_displayed(browser, selector)
-
-
-def _first_displayed(browser: WebDriver, selector: str) -> Any:
-    found = browser.find_elements(By.CSS_SELECTOR, selector)
-    return found[0] if found and found[0].is_displayed() else False
+    return wait(browser, lambda b: (read(b),), 10)[0]
 
 
 def _attributes(browser: WebDriver, selector: str, name: str) -> list[str]:
@@ -127,12 +89,12 @@ def _shot(browser: WebDriver, name: str) -> Path:
 
 def test_a_bad_field_is_marked_and_named(browser: WebDriver) -> None:
     browser.get(browser.current_url.split("#")[0] + "#/submit")
-    _wait(browser, lambda b: _shown(b, 'input[data-path="training.epochs"]'))
+    wait(browser, lambda b: shown(b, 'input[data-path="training.epochs"]'))
     dataset = Select(_field(browser, "dataset.name")).first_selected_option.text
     assert "not on this server" not in dataset  # the preset names cifar10, absent here
     _set(browser, "training.epochs", "0")
     browser.find_element(By.ID, "submit").click()
-    error = _wait(browser, lambda b: _shown(b, "#errors .error"))
+    error = wait(browser, lambda b: shown(b, "#errors .error"))
     assert "training.epochs" in error.text
     assert "invalid" in _field(browser, "training.epochs").get_attribute("class")
     _shot(browser, "submit-form-error")
@@ -140,9 +102,9 @@ def test_a_bad_field_is_marked_and_named(browser: WebDriver) -> None:
 
 def test_submit_from_the_form_watch_epochs_arrive_then_cancel(browser: WebDriver) -> None:
     browser.get(browser.current_url.split("#")[0] + "#/submit")
-    _wait(browser, lambda b: _shown(b, "#preset"))
+    wait(browser, lambda b: shown(b, "#preset"))
     Select(browser.find_element(By.ID, "preset")).select_by_value("dropout")
-    _wait(browser, lambda b: _field(b, "model.dropout").get_attribute("value") != "0")
+    wait(browser, lambda b: _field(b, "model.dropout").get_attribute("value") != "0")
     Select(
         browser.find_element(By.CSS_SELECTOR, 'select[data-path="dataset.name"]')
     ).select_by_value("digits")
@@ -151,26 +113,26 @@ def test_submit_from_the_form_watch_epochs_arrive_then_cancel(browser: WebDriver
     browser.find_element(By.ID, "name").send_keys("dropout on digits, from the browser")
     browser.find_element(By.ID, "submit").click()
 
-    _wait(browser, lambda b: "#/experiments/" in b.current_url)
+    wait(browser, lambda b: "#/experiments/" in b.current_url)
     browser.execute_script("window.sameDocument = true")  # gone if the page reloads
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
-    first_plot = _wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src"))
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 3, 120)
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
+    first_plot = wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src"))
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 3, 120)
     assert browser.execute_script("return window.sameDocument") is True
-    _wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src") != first_plot, 10)
-    assert _shown(browser, "#status [data-status=running]")
+    wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src") != first_plot, 10)
+    assert shown(browser, "#status [data-status=running]")
     epochs = _read(browser, _epochs_listed)
     assert epochs[:3] == ["1", "2", "3"]
     _shot(browser, "experiment-live")
 
     browser.find_element(By.ID, "cancel").click()
-    _wait(browser, lambda b: _shown(b, "#status [data-status=cancelled]"), 30)
-    assert not _shown(browser, "#cancel")
+    wait(browser, lambda b: shown(b, "#status [data-status=cancelled]"), 30)
+    assert not shown(browser, "#cancel")
     assert browser.execute_script("return window.sameDocument") is True
     _shot(browser, "experiment-cancelled")
 
     browser.find_element(By.LINK_TEXT, "Experiments").click()
-    row = _wait(browser, lambda b: _shown(b, "#experiments tbody tr"))
+    row = wait(browser, lambda b: shown(b, "#experiments tbody tr"))
     assert row.find_element(By.TAG_NAME, "a").text == "dropout on digits, from the browser"
     assert row.find_element(By.CSS_SELECTOR, "[data-status]").text == "cancelled"
     _shot(browser, "experiments")
@@ -190,8 +152,8 @@ def test_a_study_page_shows_its_table_and_overlaid_curves(
         for experiment_id in study["experiment_ids"]:
             wait_for_status(client, experiment_id, {"succeeded", "failed", "cancelled"})
     browser.get(browser.current_url.split("#")[0] + "#/studies")
-    _wait(browser, lambda b: _shown(b, "#studies a")).click()
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")) == 2)
+    wait(browser, lambda b: shown(b, "#studies a")).click()
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")) == 2)
     assert _read(browser, lambda b: _cells(b, "#study-table tbody tr td:first-child")) == [
         "base",
         "dropout",
@@ -202,7 +164,7 @@ def test_a_study_page_shows_its_table_and_overlaid_curves(
     assert all(0 < float(cell) <= 1 for cell in best)
     runs = _read(browser, lambda b: _attributes(b, "#study-experiments tbody tr", "data-id"))
     assert set(runs) == set(study["experiment_ids"])
-    _wait(
+    wait(
         browser,
         lambda b: b.execute_script("return document.getElementById('study-plot').naturalWidth") > 0,
     )
@@ -219,15 +181,15 @@ def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
     home = browser.current_url.split("#")[0]
     browser.get(home + f"#/experiments/{tagged['id']}")
     for tag in ("bn", "lr-sweep"):
-        _wait(browser, lambda b: _shown(b, "#new-tag")).send_keys(tag)
+        wait(browser, lambda b: shown(b, "#new-tag")).send_keys(tag)
         browser.find_element(By.CSS_SELECTOR, "#tag-form button[type=submit]").click()
-        _wait(browser, lambda b, tag=tag: _shown(b, f'#tags [data-tag="{tag}"]'))
+        wait(browser, lambda b, tag=tag: shown(b, f'#tags [data-tag="{tag}"]'))
     browser.find_element(By.CSS_SELECTOR, '#tags [data-tag="lr-sweep"] .remove-tag').click()
-    _wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, '#tags [data-tag="lr-sweep"]'))
+    wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, '#tags [data-tag="lr-sweep"]'))
     browser.find_element(By.ID, "notes").send_keys("Try a lower rate.")
     browser.find_element(By.ID, "save-notes").click()
     try:
-        _wait(browser, lambda b: b.find_element(By.ID, "notes-saved").text == "Saved.")
+        wait(browser, lambda b: b.find_element(By.ID, "notes-saved").text == "Saved.")
     except TimeoutException:  # say what the page showed instead (a full run failed here once)
         _shot(browser, "notes-not-saved")
         shown = browser.find_element(By.ID, "label-errors").text or "no error shown"
@@ -238,20 +200,20 @@ def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
     assert (stored["tags"], stored["notes"]) == (["bn"], "Try a lower rate.")
 
     browser.get(home + "#/")
-    _wait(browser, lambda b: _shown(b, "#tag-filter")).send_keys("bn")
+    wait(browser, lambda b: shown(b, "#tag-filter")).send_keys("bn")
     browser.find_element(By.ID, "text-filter").send_keys("LOWER")
     browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
-    _wait(browser, lambda b: "tag=bn" in b.current_url and "q=LOWER" in b.current_url)
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 1)
+    wait(browser, lambda b: "tag=bn" in b.current_url and "q=LOWER" in b.current_url)
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 1)
     assert _read(browser, lambda b: _attributes(b, "#experiments tbody tr", "data-id")) == [
         tagged["id"]
     ]
     assert _read(browser, lambda b: _cells(b, "#experiments tbody tr td.tags")) == ["bn"]
     Select(browser.find_element(By.ID, "sort")).select_by_value("-final.val_accuracy")
-    _wait(
+    wait(
         browser, lambda b: "sort=-final.val_accuracy" in b.current_url and "tag=bn" in b.current_url
     )
-    _wait(browser, lambda b: _shown(b, f'#experiments tr[data-id="{tagged["id"]}"]'))
+    wait(browser, lambda b: shown(b, f'#experiments tr[data-id="{tagged["id"]}"]'))
     _shot(browser, "experiments-filtered")
 
 
@@ -304,7 +266,7 @@ def test_three_runs_ticked_in_the_list_are_compared(
         ]
         _finished(client, *(run["id"] for run in runs))
     _open(browser, "#/?q=compare-me")
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 3)
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 3)
     compare = browser.find_element(By.ID, "compare")
     rows = browser.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")
     listed = [
@@ -318,20 +280,20 @@ def test_three_runs_ticked_in_the_list_are_compared(
     _shot(browser, "experiments-ticked")
     compare.click()
 
-    _wait(browser, lambda b: "#/compare?ids=" in b.current_url)
+    wait(browser, lambda b: "#/compare?ids=" in b.current_url)
     assert browser.current_url.split("ids=")[1].split(",") == [key for key, _ in listed]
-    table = _wait(browser, lambda b: _shown(b, "#compare-table table"))
+    table = wait(browser, lambda b: shown(b, "#compare-table table"))
     cells = table.find_elements(By.CSS_SELECTOR, "tbody tr td:first-child a")
     assert [(cell.get_attribute("href").split("#")[1], cell.text) for cell in cells] == [
         (f"/experiments/{key}", name) for key, name in listed
     ]
     epochs_run = table.find_elements(By.CSS_SELECTOR, '[data-column="epochs_run"]')
     assert [cell.text for cell in epochs_run] == ["2.0"] * 3
-    _wait(browser, lambda b: _loaded(b, "compare-plot"))
+    wait(browser, lambda b: _loaded(b, "compare-plot"))
     _shot(browser, "compare")
     cells[1].click()
-    _wait(browser, lambda b: b.current_url.endswith(f"#/experiments/{listed[1][0]}"))
-    _wait(browser, lambda b: _text(b, "h1") == listed[1][1])
+    wait(browser, lambda b: b.current_url.endswith(f"#/experiments/{listed[1][0]}"))
+    wait(browser, lambda b: _text(b, "h1") == listed[1][1])
 
 
 def test_rerun_with_changes_records_its_parent(
@@ -341,9 +303,9 @@ def test_rerun_with_changes_records_its_parent(
         parent = client.post("/experiments", json=SMALL_RUN | {"name": "the parent"}).json()
         _finished(client, parent["id"])
     _open(browser, f"#/experiments/{parent['id']}")
-    _wait(browser, lambda b: _shown(b, "#rerun")).click()
-    _wait(browser, lambda b: b.current_url.endswith(f"#/submit?from={parent['id']}"))
-    rerun_of = _wait(browser, lambda b: _shown(b, "#rerun-of"))
+    wait(browser, lambda b: shown(b, "#rerun")).click()
+    wait(browser, lambda b: b.current_url.endswith(f"#/submit?from={parent['id']}"))
+    rerun_of = wait(browser, lambda b: shown(b, "#rerun-of"))
     assert "the parent" in rerun_of.text
     assert not browser.find_elements(By.ID, "preset")  # the parent's spec, not a preset's
     assert _field(browser, "dataset.train_size").get_attribute("value") == "300"
@@ -351,9 +313,9 @@ def test_rerun_with_changes_records_its_parent(
     _shot(browser, "rerun-form")
     browser.find_element(By.ID, "submit").click()
 
-    _wait(browser, lambda b: parent["id"] not in b.current_url.split("#")[1])
+    wait(browser, lambda b: parent["id"] not in b.current_url.split("#")[1])
     child_id = browser.current_url.split("#/experiments/")[1]
-    link = _wait(browser, lambda b: _shown(b, "#parent a"))
+    link = wait(browser, lambda b: shown(b, "#parent a"))
     assert (link.text, link.get_attribute("href").split("#")[1]) == (
         "the parent",
         f"/experiments/{parent['id']}",
@@ -375,20 +337,20 @@ def test_continue_trains_on_after_the_parents_epochs(
         parent = client.post("/experiments", json=SMALL_RUN | {"name": "to continue"}).json()
         _finished(client, parent["id"])
     _open(browser, f"#/experiments/{parent['id']}")
-    epochs = _wait(browser, lambda b: _shown(b, "#continue-epochs"))
+    epochs = wait(browser, lambda b: shown(b, "#continue-epochs"))
     assert epochs.get_attribute("value") == "10"
     epochs.clear()
     epochs.send_keys("1")
     browser.find_element(By.ID, "continue").click()
-    _wait(browser, lambda b: parent["id"] not in b.current_url)
-    _wait(browser, lambda b: _shown(b, "#parent a"))
-    _wait(browser, lambda b: _shown(b, "#status [data-status=succeeded]"), 120)
+    wait(browser, lambda b: parent["id"] not in b.current_url)
+    wait(browser, lambda b: shown(b, "#parent a"))
+    wait(browser, lambda b: shown(b, "#status [data-status=succeeded]"), 120)
     child_id = browser.current_url.split("#/experiments/")[1]
     _open(browser, f"#/experiments/{child_id}")  # afresh: the plot drawn once, finished
-    _wait(browser, lambda b: _text(b, "#parent") == "to continue")
+    wait(browser, lambda b: _text(b, "#parent") == "to continue")
     epochs_shown = _read(browser, _epochs_listed)
     assert epochs_shown == ["3"]
-    _wait(browser, lambda b: _loaded(b, "plot"))
+    wait(browser, lambda b: _loaded(b, "plot"))
     fetched = browser.execute_script(
         "return performance.getEntriesByType('resource').map((entry) => entry.name)"
     )
@@ -408,15 +370,15 @@ def test_pause_then_resume_and_the_run_succeeds(
     with stack.client(token) as client:
         experiment = client.post("/experiments", json=run).json()
     _open(browser, f"#/experiments/{experiment['id']}")
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
-    _wait(browser, lambda b: _shown(b, "#status [data-status=running]"))
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
+    wait(browser, lambda b: shown(b, "#status [data-status=running]"))
     assert "Latest test accuracy" in _read(browser, lambda b: _cells(b, ".facts"))[0]
-    assert not _shown(browser, "#resume")
+    assert not shown(browser, "#resume")
     browser.find_element(By.ID, "pause").click()
 
-    _wait(browser, lambda b: _shown(b, "#status [data-status=paused]"), 60)
-    assert _shown(browser, "#resume") and _shown(browser, "#cancel")
-    assert not _shown(browser, "#pause")
+    wait(browser, lambda b: shown(b, "#status [data-status=paused]"), 60)
+    assert shown(browser, "#resume") and shown(browser, "#cancel")
+    assert not shown(browser, "#pause")
     badge = browser.find_element(By.CSS_SELECTOR, "#status [data-status=paused]")
     assert badge.value_of_css_property("color") != "rgba(29, 35, 48, 1)"  # its own colour
     _shot(browser, "experiment-paused")
@@ -425,15 +387,15 @@ def test_pause_then_resume_and_the_run_succeeds(
     assert paused["status"] == "paused" and paused["epochs_done"] < 6
 
     browser.find_element(By.ID, "resume").click()
-    _wait(browser, lambda b: not _shown(b, "#status [data-status=paused]"), 30)
-    _wait(browser, lambda b: _shown(b, "#status [data-status=succeeded]"), 180)
+    wait(browser, lambda b: not shown(b, "#status [data-status=paused]"), 30)
+    wait(browser, lambda b: shown(b, "#status [data-status=succeeded]"), 180)
     epochs = _read(browser, _epochs_listed)
     assert epochs == ["1", "2", "3", "4", "5", "6"]
     assert "Final test accuracy" in _read(browser, lambda b: _cells(b, ".facts"))[0]
-    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#per-class tbody tr"))
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#per-class tbody tr"))
     classes = _read(browser, lambda b: _cells(b, "#per-class tbody tr td:first-child"))
     assert classes == [str(d) for d in range(10)]
-    _wait(browser, lambda b: _loaded(b, "evaluation-plot"))
+    wait(browser, lambda b: _loaded(b, "evaluation-plot"))
     _shot(browser, "experiment-resumed-and-evaluated")
 
 
@@ -444,10 +406,10 @@ def test_a_queued_run_shows_its_place_in_line(browser: WebDriver, stack: Stack, 
         wait_for_status(client, busy["id"], {"running"})
         waiting = client.post("/experiments", json={**long, "name": "waits its turn"}).json()
         _open(browser, f"#/experiments/{waiting['id']}")
-        note = _wait(browser, lambda b: _shown(b, "#status .queue"))
+        note = wait(browser, lambda b: shown(b, "#status .queue"))
         assert note.get_attribute("data-position") == "1" and "#1 in line" in note.text
         _open(browser, "#/experiments")
-        row = _wait(browser, lambda b: _shown(b, f'tr[data-id="{waiting["id"]}"] .queue'))
+        row = wait(browser, lambda b: shown(b, f'tr[data-id="{waiting["id"]}"] .queue'))
         assert "#1 in line" in row.text
         assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-id="{busy["id"]}"] .queue')
         _shot(browser, "queue-place")
@@ -468,20 +430,20 @@ def test_a_failed_run_says_why_and_draws_no_plot(
         (ended,) = _finished(client, failed["id"])
     assert ended["status"] == "failed"
     _open(browser, f"#/experiments/{failed['id']}")
-    error = _wait(browser, lambda b: _shown(b, "#run-error"))
+    error = wait(browser, lambda b: shown(b, "#run-error"))
     assert error.text == ended["error"]
     assert error.text.startswith(f"Dataset {absent[0]} is not available")
-    assert _shown(browser, "#no-plot").text == "No epoch finished, so there are no curves to draw."
-    assert not _shown(browser, "#plot") and not browser.find_element(By.ID, "plot").get_attribute(
+    assert shown(browser, "#no-plot").text == "No epoch finished, so there are no curves to draw."
+    assert not shown(browser, "#plot") and not browser.find_element(By.ID, "plot").get_attribute(
         "src"
     )
-    assert not _shown(browser, "#continue-form") and not _shown(browser, "#download")
+    assert not shown(browser, "#continue-form") and not shown(browser, "#download")
     _shot(browser, "experiment-failed")
 
 
 def test_a_study_is_submitted_from_the_form(browser: WebDriver, stack: Stack, token: str) -> None:
     _open(browser, "#/submit")
-    kind = Select(_wait(browser, lambda b: _shown(b, "#kind")))
+    kind = Select(wait(browser, lambda b: shown(b, "#kind")))
     with stack.client(token) as client:
         available = {d["name"] for d in client.get("/datasets").json() if d["available"]}
         for name in ("template", "presets", "variants", "grid", "search"):
@@ -498,7 +460,7 @@ def test_a_study_is_submitted_from_the_form(browser: WebDriver, stack: Stack, to
     assert example["presets"] == ["base", "dropout"]
     _type_json(browser, editor, example | {"training": {"epochs": 0}})
     browser.find_element(By.ID, "submit").click()
-    error = _wait(browser, lambda b: _shown(b, "#errors .error"))
+    error = wait(browser, lambda b: shown(b, "#errors .error"))
     assert "training.epochs" in error.text
     assert "invalid" in editor.get_attribute("class")
     _shot(browser, "submit-study-error")
@@ -506,10 +468,10 @@ def test_a_study_is_submitted_from_the_form(browser: WebDriver, stack: Stack, to
     _type_json(browser, editor, example | {"training": {"epochs": 1, "batch_size": 64}})
     browser.find_element(By.ID, "name").send_keys("a study from the form")
     browser.find_element(By.ID, "submit").click()
-    _wait(browser, lambda b: "#/studies/" in b.current_url)
-    _wait(browser, lambda b: _text(b, "h1") == "a study from the form")
+    wait(browser, lambda b: "#/studies/" in b.current_url)
+    wait(browser, lambda b: _text(b, "h1") == "a study from the form")
     study_id = browser.current_url.split("#/studies/")[1]
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")) == 2)
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#study-table tbody tr")) == 2)
     links = browser.find_elements(
         By.CSS_SELECTOR, "#study-experiments tbody tr a[href*=experiments]"
     )
@@ -545,7 +507,7 @@ def test_a_search_study_names_its_best_trial(browser: WebDriver, stack: Stack, t
         study = wait_for(ended, timeout=120, what="the search to end")
     best = study["best_trial"]
     _open(browser, f"#/studies/{study['id']}")
-    trial = _wait(browser, lambda b: _shown(b, "#best-trial p"))
+    trial = wait(browser, lambda b: shown(b, "#best-trial p"))
     assert trial.text.startswith(f"Trial {best['number']} scored {best['value']:.3f}")
     link = trial.find_element(By.TAG_NAME, "a").get_attribute("href")
     assert link.endswith(f"#/experiments/{best['experiment_id']}")

@@ -5,7 +5,6 @@ has not succeeded is refused. The verdict itself is checked on plain data, and t
 side of judging on both databases."""
 
 import platform
-import shutil
 import subprocess
 from collections.abc import Iterator
 from importlib import metadata
@@ -14,11 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import Engine
 
 from core.config import Settings
@@ -30,11 +26,11 @@ from store.experiments import create_experiment
 from store.runs import claim, finish, record_epoch
 from store.tables import EpochMetrics, Experiment, Status
 from store.verdicts import mark_verification, unjudged
+from tests.browser import chromium, text
 from tests.services import (
     ROOT,
     Stack,
     Trainer,
-    missing,
     server_stack,
     wait_for,
     wait_for_status,
@@ -337,30 +333,9 @@ def test_verify_refuses_a_run_that_has_not_succeeded(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    """Debian's headless chromium (tests/test_dashboard.py drives the rest of the dashboard)."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        missing("Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for argument in ("--headless=new", "--no-sandbox", "--window-size=1300,1100"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(str(driver)), options=options)
-    try:
+    """tests/test_dashboard.py drives the rest of the dashboard."""
+    with chromium() as browser:
         yield browser
-    finally:
-        browser.quit()
-
-
-def _text(browser: WebDriver, selector: str, timeout: float = 120) -> str:
-    """The text of the first element ``selector`` finds, once one is displayed."""
-
-    def shown(b: WebDriver) -> str | None:
-        found = b.find_elements(By.CSS_SELECTOR, selector)
-        return found[0].text if found and found[0].is_displayed() else None
-
-    text: str = WebDriverWait(browser, timeout, poll_frequency=0.2).until(shown)
-    return text
 
 
 @pytest.mark.slow
@@ -369,18 +344,18 @@ def test_the_run_page_verifies_then_shows_the_verdict_and_each_attempts_environm
 ) -> None:
     original = deterministic["id"]
     browser.get(f"{stack.url}/#/experiments/{original}")
-    _text(browser, "#verify")
+    text(browser, "#verify")
     browser.find_element(By.ID, "verify").click()
-    _text(browser, "#verifies")
+    text(browser, "#verifies")
     rerun = browser.current_url.rsplit("/", 1)[1]
     assert rerun != original
-    shown = _text(browser, "#verdict")  # recorded after the rerun's page saw it end
+    shown = text(browser, "#verdict")  # recorded after the rerun's page saw it end
     served = api.get(f"/experiments/{rerun}").json()
     assert served["verifies_id"] == original
     assert shown == served["verdict"]["summary"]
     environment = served["attempt_log"][0]["environment"]
-    row = _text(browser, "#attempts tr[data-attempt='1']")
+    row = text(browser, "#attempts tr[data-attempt='1']")
     assert f"Python {environment['python']}, TensorFlow {environment['tensorflow']}, " in row
     assert f"convlab {environment['convlab']}" in row
     browser.get(f"{stack.url}/#/experiments/{original}")
-    assert _text(browser, "#verdict") == served["verdict"]["summary"]
+    assert text(browser, "#verdict") == served["verdict"]["summary"]
