@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
+from models.datasets import uploaded_by
 from store.experiments import lock_and_count_active
 from store.handles import Session
 from store.storage import stored_bytes_of
@@ -43,19 +44,42 @@ def check_active_cap(
         )
 
 
-def check_quota(session: Session, principal: Principal | None, settings: Settings) -> None:
-    """403 when the weights the user's runs hold have reached ``storage_quota_mb`` (while auth
-    is off, everyone's count as one user's)."""
+def check_quota(
+    session: Session, principal: Principal | None, settings: Settings, adding: int = 0
+) -> None:
+    """403 when what the user stores, their runs' weights and their uploads, has reached
+    ``storage_quota_mb``, or would pass it by ``adding`` bytes more (while auth is off,
+    everyone's count as one user's)."""
     if settings.storage_quota_mb is None:
         return
     user = principal.user if principal else None
-    held = stored_bytes_of(session, user)
-    if held >= settings.storage_quota_mb * 2**20:
+    weights = stored_bytes_of(session, user)
+    uploads = sum(info.size_bytes or 0 for info in uploaded_by(settings.resolved_data_dir, user))
+    held, quota = weights + uploads, settings.storage_quota_mb * 2**20
+    if held >= quota or held + adding > quota:
+        what = f"{user or 'This server'}'s runs hold {weights / 2**20:.1f} MB of weights"
+        if uploads:
+            what += f" and their dataset uploads {uploads / 2**20:.1f} MB"
+        wanted = f"; this upload would add {adding / 2**20:.1f} MB" if adding else ""
         raise HTTPException(
             403,
-            f"{user or 'This server'}'s runs hold {held / 2**20:.1f} MB of weights; the storage "
-            f"quota is {settings.storage_quota_mb:g} MB. Delete runs you no longer need "
-            "(convlab delete ID), or ask an admin for more.",
+            f"{what}{wanted}; the storage quota is {settings.storage_quota_mb:g} MB. Delete runs "
+            "(convlab delete ID) or uploads (convlab datasets delete NAME) you no longer need, "
+            "or ask an admin for more.",
+        )
+
+
+def check_upload_cap(principal: Principal | None, settings: Settings) -> None:
+    """403 when the user keeps as many dataset uploads as ``max_uploads_per_user``."""
+    user = principal.user if principal else None
+    kept = uploaded_by(settings.resolved_data_dir, user)
+    if len(kept) >= settings.max_uploads_per_user:
+        names = ", ".join(info.name for info in kept[:5]) + (", ..." if len(kept) > 5 else "")
+        raise HTTPException(
+            403,
+            f"{user or 'This server'} keeps {len(kept)} dataset uploads ({names}); the cap is "
+            f"{settings.max_uploads_per_user} (CONVLAB_MAX_UPLOADS_PER_USER). Delete one you no "
+            "longer need (convlab datasets delete NAME) to upload another.",
         )
 
 

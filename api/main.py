@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.counts = counts = counts_for(settings)  # the per-user limits' counts
     app.state.submissions = MinuteRate(settings.max_submissions_per_minute, "submissions", counts)
     app.state.streams = EventStreams(settings, counts)
+    app.state.uploads = anyio.CapacityLimiter(datasets.UPLOAD_CHECKS)
     app.state.predictor = Predictor()
     app.state.prediction_slots = PredictionSlots(settings.max_predictions_per_user, counts)
     app.state.metrics = ApiMetrics(app.state.engine, workers_seen_s=settings.workers_seen_s)

@@ -551,7 +551,12 @@ class UsagePublic(BaseModel):
     queued: int
     paused: int
     stored_bytes: int = Field(description="Weights its runs hold: checkpoints and best epochs.")
-    quota_bytes: int | None = Field(description="CONVLAB_STORAGE_QUOTA_MB; null: no quota.")
+    uploads: int = Field(description="Dataset uploads kept (POST /datasets).")
+    upload_bytes: int = Field(description="What those uploads' files hold.")
+    quota_bytes: int | None = Field(
+        description="CONVLAB_STORAGE_QUOTA_MB, for stored_bytes and upload_bytes together; "
+        "null: no quota."
+    )
 
 
 class WorkerPublic(BaseModel):

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest dataset upload (POST /datasets): the body, and its arrays unpacked.",
     )
+    max_uploads_per_user: int = Field(
+        10,
+        ge=0,
+        description=(
+            "Dataset uploads one user may keep stored (while auth is off, everyone's count as "
+            "one user's); another is refused until one is deleted."
+        ),
+    )
     max_upload_pixels: int = Field(
         262_144,
         ge=1024,
@@ -274,8 +282,9 @@ class Settings(BaseSettings):
         None,
         gt=0,
         description=(
-            "Weights one user's runs may hold (checkpoints and best-epoch copies) before a new "
-            "submission of theirs is refused; unset: no quota."
+            "What one user may store, their runs' weights (checkpoints and best-epoch copies) "
+            "and their dataset uploads together, before a new submission or upload of theirs "
+            "is refused; unset: no quota."
         ),
     )
     worker_nice: int = Field(

@@ -518,6 +518,13 @@ def custom_datasets(data_dir: Path) -> list[DatasetInfo]:
     return [info for info in found if info is not None]
 
 
+def uploaded_by(data_dir: Path, owner: str | None) -> list[DatasetInfo]:
+    """The uploads ``owner`` keeps in ``data_dir`` (None: those made while auth was off)."""
+    return [
+        info for info in custom_datasets(data_dir) if info.kind == "upload" and info.owner == owner
+    ]
+
+
 class Catalogue(Mapping[str, DatasetInfo]):
     """The built-in datasets, then the custom ones in the data directory this process uses
     (none until ``use`` is called). A deleted upload's name still looks up its facts, so that

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import (
+    EngineDep,
     PrincipalDep,
     ReleasingRoute,
     SessionDep,
@@ -19,7 +20,7 @@ from api.deps import (
     require_owner,
 )
 from api.errors import Problem, documented
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, check_quota, check_upload_cap
 from api.schemas import DatasetPublic
 from core.config import Settings
 from models.datasets import (
@@ -35,6 +36,9 @@ from models.datasets import (
 from models.errors import SpecError, error_entry
 from models.uploads import BadUpload, TooLarge, check_npz
 from store.datasets import NameTaken, publish, receive, remove, using
+from store.db import session_scope
+from store.handles import Engine
+from store.tokens import Principal
 
 router = APIRouter(
     prefix="/datasets",
@@ -70,7 +74,12 @@ UPLOAD_BODY = {
         },
     }
 }
+UPLOAD_CHECKS = 2
+"""Uploads one API process copies and checks at once, in threads of their own: the request
+threads keep answering meanwhile, and memory stays bounded (the rest wait their turn)."""
 UPLOAD_REASONS = {
+    403: "The user keeps CONVLAB_MAX_UPLOADS_PER_USER uploads already, or the upload would "
+    "pass their storage quota (CONVLAB_STORAGE_QUOTA_MB).",
     409: "The name is taken (built in, uploaded or a folder).",
     413: "The upload, or the arrays it unpacks to, are over CONVLAB_MAX_DATASET_BYTES.",
 }
@@ -122,14 +131,20 @@ def get_dataset(name: str, settings: SettingsDep) -> DatasetPublic:
     status_code=201,
     response_model=DatasetPublic,
     dependencies=[Depends(limit_submissions)],
-    responses=documented(409, 413, 429, reasons=UPLOAD_REASONS) | UPLOAD_ERRORS,
+    responses=documented(403, 409, 413, 429, reasons=UPLOAD_REASONS) | UPLOAD_ERRORS,
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_dataset(
-    request: Request, principal: PrincipalDep, settings: SettingsDep, response: Response
+    request: Request,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    response: Response,
 ) -> DatasetPublic:
     """Store an .npz of images and labels as a dataset specs may name. It is checked first
-    (no pickles; shapes, dtypes, labels, size) and stored whole or not at all."""
+    (no pickles; shapes, dtypes, labels, size; the user's cap on uploads and storage quota)
+    and stored whole or not at all."""
+    await anyio.to_thread.run_sync(_check_room, engine, principal, settings, 0)
     async with request.form(max_files=1, max_fields=1) as form:
         name, file = form.get("name"), form.get("file")
         if not isinstance(name, str):
@@ -138,8 +153,9 @@ async def upload_dataset(
             raise SpecError(
                 [error_entry(("file",), "Field required: the .npz file", None, "missing")]
             )
-        owner = principal.user if principal else None
-        info = await anyio.to_thread.run_sync(_store, settings, name, file.file, owner)
+        info = await anyio.to_thread.run_sync(
+            _store, engine, settings, name, file.file, principal, limiter=request.app.state.uploads
+        )
     response.headers["Location"] = f"/datasets/{info.name}"
     return _public(info, settings.resolved_data_dir)
 
@@ -201,9 +217,25 @@ def _some(count: int, ids: list[str]) -> str:
     return ", ".join(ids) + (", ..." if count > len(ids) else "")
 
 
-def _store(settings: Settings, name: str, source: IO[bytes], owner: str | None) -> DatasetInfo:
-    """Check the name, copy the upload into the data directory under a hidden name, check it,
-    then publish it; whatever fails leaves nothing behind."""
+def _check_room(
+    engine: Engine, principal: Principal | None, settings: Settings, adding: int
+) -> None:
+    """403 unless the user may store an upload of ``adding`` bytes more: under their cap on
+    uploads kept and their storage quota."""
+    check_upload_cap(principal, settings)
+    with session_scope(engine) as session:
+        check_quota(session, principal, settings, adding)
+
+
+def _store(
+    engine: Engine,
+    settings: Settings,
+    name: str,
+    source: IO[bytes],
+    principal: Principal | None,
+) -> DatasetInfo:
+    """Check the name, copy the upload into the data directory under a hidden name, check it
+    and the user's room for it, then publish it; whatever fails leaves nothing behind."""
     data_dir = settings.resolved_data_dir
     _check_free(name, data_dir)
     try:
@@ -215,9 +247,10 @@ def _store(settings: Settings, name: str, source: IO[bytes], owner: str | None) 
             f"({exc.strerror or exc}); ask its admin to make that folder writable.",
         ) from None
     try:
+        _check_room(engine, principal, settings, received[2])
         with received[0].open("rb") as file:
             facts = check_npz(file, settings.max_dataset_bytes)
-        return publish(data_dir, name, received, facts, owner)
+        return publish(data_dir, name, received, facts, principal.user if principal else None)
     except TooLarge as big:
         raise HTTPException(413, str(big)) from None
     except BadUpload as bad:
