@@ -1,7 +1,8 @@
 """Fixtures: an in-process app on a fresh SQLite database and broker, per test; a migrated
 database of each kind; the logs of a failed test's running stacks in its report."""
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 if isinstance(stack, Stack):
                     report.sections.append(("the stack's logs", stack.log_tail()))
     return report
+
+
+DURATIONS = Path(__file__).with_name("durations.json")
+"""Seconds each test file took in a full run (``scripts/durations.py --write``)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The heaviest files first, so that the two processes, each taking the next file as it
+    finishes one, end together; a file not measured yet counts as heavy."""
+    seconds: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    heaviest = max(seconds.values(), default=0.0)
+    items.sort(key=lambda item: -seconds.get(item.path.name, heaviest))
+
+
+@pytest.fixture(autouse=True)
+def _process(record_property: Callable[[str, object], None], worker_id: str) -> None:
+    """Which pytest process ran the test, in the JUnit XML (``scripts/durations.py``)."""
+    record_property("process", worker_id)
