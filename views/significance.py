@@ -1,0 +1,102 @@
+"""Is a variant's difference to the baseline larger than seed noise? Welch's t-test over seeds:
+the mean difference, its 95% confidence interval and p-value, and the seeds per variant that
+would detect the observed difference at 80% power."""
+
+import math
+import statistics
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+from scipy import stats
+
+CONFIDENCE = 0.95
+POWER = 0.80
+MOST_SEEDS = 10_000
+"""Beyond this many seeds per variant, a difference is called too small to chase."""
+
+
+class Difference(BaseModel):
+    """A variant's mean minus the baseline's, over seeds; None where either has fewer than two
+    runs with the metric."""
+
+    mean: float | None = Field(description="The variant's mean minus the baseline's.")
+    low: float | None = Field(description="The 95% confidence interval's lower end (Welch).")
+    high: float | None = Field(description="Its upper end.")
+    p_value: float | None = Field(description="Welch's t-test, two-sided.")
+    seeds_needed: int | None = Field(
+        description="Seeds per variant that would detect this difference at 80% power "
+        "(two-sided, 5% level); null when no difference was observed or it would take over "
+        "10,000."
+    )
+    beyond_noise: bool | None = Field(
+        description="Whether the interval excludes 0: false, not distinguishable from noise."
+    )
+
+    def text(self, digits: int = 3) -> str:
+        """``+0.012 [-0.004, +0.028]``, with ``(noise)`` when the interval holds 0."""
+        if self.mean is None or self.low is None or self.high is None:
+            return "-"
+        interval = f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        return interval if self.beyond_noise else f"{interval} (noise)"
+
+
+UNKNOWN = Difference(
+    mean=None, low=None, high=None, p_value=None, seeds_needed=None, beyond_noise=None
+)
+
+
+def difference(variant: Sequence[float], baseline: Sequence[float]) -> Difference:
+    """How ``variant``'s values (one per seed) differ from ``baseline``'s."""
+    if len(variant) < 2 or len(baseline) < 2:
+        return UNKNOWN
+    variant, baseline = [float(v) for v in variant], [float(v) for v in baseline]
+    mean = statistics.fmean(variant) - statistics.fmean(baseline)
+    var_v, var_b = statistics.variance(variant), statistics.variance(baseline)
+    error = math.sqrt(var_v / len(variant) + var_b / len(baseline))
+    if error == 0:  # every seed gave the same value on both sides
+        noise = mean == 0
+        return Difference(
+            mean=mean,
+            low=mean,
+            high=mean,
+            p_value=1.0 if noise else 0.0,
+            seeds_needed=None if noise else 2,
+            beyond_noise=not noise,
+        )
+    freedom = error**4 / (
+        (var_v / len(variant)) ** 2 / (len(variant) - 1)
+        + (var_b / len(baseline)) ** 2 / (len(baseline) - 1)
+    )
+    margin = float(stats.t.ppf((1 + CONFIDENCE) / 2, freedom)) * error
+    p_value = float(stats.ttest_ind(variant, baseline, equal_var=False).pvalue)
+    low, high = mean - margin, mean + margin
+    return Difference(
+        mean=mean,
+        low=low,
+        high=high,
+        p_value=p_value,
+        seeds_needed=seeds_for(abs(mean) / math.sqrt((var_v + var_b) / 2)),
+        beyond_noise=not low <= 0 <= high,
+    )
+
+
+def seeds_for(effect: float) -> int | None:
+    """The fewest runs per group at which a two-sided two-sample t-test at the 5% level finds
+    a standardised difference ``effect`` (Cohen's d) with 80% power; None over MOST_SEEDS."""
+    z = stats.norm.ppf(1 - (1 - CONFIDENCE) / 2) + stats.norm.ppf(POWER)
+    if effect <= 0 or 2 * (z / effect) ** 2 > MOST_SEEDS:
+        return None
+    runs = max(2, math.floor(2 * (z / effect) ** 2) - 1)  # the normal approximation, a bit low
+    while _power(effect, runs) < POWER:
+        runs += 1
+    return runs
+
+
+def _power(effect: float, runs: int) -> float:
+    """The power of that test with ``runs`` per group (the noncentral t distribution)."""
+    freedom = 2 * runs - 2
+    critical = stats.t.ppf(1 - (1 - CONFIDENCE) / 2, freedom)
+    shift = effect * math.sqrt(runs / 2)
+    return float(
+        1 - stats.nct.cdf(critical, freedom, shift) + stats.nct.cdf(-critical, freedom, shift)
+    )
