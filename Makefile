@@ -65,7 +65,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker models core store jobs views client
-	$(BIN)/lint-imports --no-cache  # every import points down; the API loads no TensorFlow, runs no SQL
+	$(BIN)/lint-imports --no-cache  # every import points down; the API loads no TensorFlow; only store/ runs SQL
 	scripts/check-subjects.sh
 
 clean:

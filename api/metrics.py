@@ -15,8 +15,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.shared_metrics import shared
-from store.db import session_scope
-from store.handles import Engine
+from store.db import Engine, session_scope
 from store.monitoring import epochs_recorded_after, experiments_by_status, queued_by_priority
 from store.storage import stored_bytes
 from store.tables import Priority, Status, WorkerRecord, utcnow

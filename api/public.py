@@ -4,7 +4,7 @@ in the queue, its attempts and what each ran with)."""
 from api.schemas import AcceleratorPublic, AttemptPublic, EnvironmentPublic, ExperimentPublic
 from core.config import Settings
 from jobs.forecast import served_places
-from store.handles import Session
+from store.db import Session
 from store.tables import Attempt, Experiment, Status
 from store.workers import attempts_of
 

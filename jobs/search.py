@@ -18,9 +18,6 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from sqlalchemy import Engine, distinct, func, update
-from sqlalchemy.engine import make_url
-from sqlmodel import Session, col, select
 
 from core.config import Settings
 from jobs.queueing import publish
@@ -31,11 +28,17 @@ from models.presets import applied, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
-from store.db import get_engine, schema_lock, session_scope
-from store.experiments import create_experiment
+from store.db import Engine, get_engine, is_sqlite, schema_lock
+from store.searches import (
+    TrialRun,
+    best_metric,
+    experiment_count,
+    search_with_trials,
+    store_trial,
+)
 from store.studies import PRUNED as PRUNED  # the worker's Pruned names trials with it
-from store.studies import pruned, study_experiments
-from store.tables import ACTIVE, EpochRecord, Experiment, Status, Study
+from store.studies import pruned
+from store.tables import ACTIVE, Experiment, Status, Study
 
 if TYPE_CHECKING:
     import optuna
@@ -106,8 +109,9 @@ def optuna_storage(url: str) -> "optuna.storages.RDBStorage":
     with _storages_lock:
         if url not in _storages:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            sqlite = make_url(url).get_backend_name() == "sqlite"
-            kwargs = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+            kwargs = (
+                {"connect_args": {"timeout": 30}} if is_sqlite(url) else {"pool_pre_ping": True}
+            )
             with schema_lock(get_engine(url)):
                 _storages[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         return _storages[url]
@@ -178,15 +182,6 @@ def create(url: str, study: Study) -> None:
     )
 
 
-def objective(engine: Engine, experiment_id: str, metric: str) -> float | None:
-    """A finished trial's value: its best epoch's metric (highest accuracy, lowest loss)."""
-    column = col(getattr(EpochRecord, metric))
-    best = func.max(column) if metric == "val_accuracy" else func.min(column)
-    with session_scope(engine) as session:
-        value = session.exec(select(best).where(EpochRecord.experiment_id == experiment_id)).one()
-    return None if value is None else float(value)
-
-
 def trial_value(
     engine: Engine, runs: list[Experiment], metric: str
 ) -> tuple[float | None, list[Experiment]]:
@@ -195,7 +190,7 @@ def trial_value(
     active = [run for run in runs if run.status in ACTIVE]
     if active or any(run.status != Status.succeeded for run in runs):
         return None, active
-    values = [objective(engine, run.id, metric) for run in runs]
+    values = [best_metric(engine, run.id, metric) for run in runs]
     if any(value is None for value in values):
         return None, active
     return statistics.fmean(value for value in values if value is not None), active
@@ -219,11 +214,10 @@ def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -
     ``n_trials`` have started. Returns the experiments it queued, one per seed of each trial (a
     trial whose spec is refused or whose model is over the server's budget is stored as failed
     instead)."""
-    with session_scope(engine) as session:
-        study = session.get(Study, study_id)
-        if study is None or study.kind != "search":
-            return []
-        experiments = study_experiments(session, study_id)
+    found = search_with_trials(engine, study_id)
+    if found is None:
+        return []
+    study, experiments = found
     search = search_of(study)
     optuna_study = load(settings.resolved_database_url, study)
     _reconcile(engine, optuna_study, study, experiments, search)
@@ -242,37 +236,6 @@ def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -
     return started
 
 
-def _claim_trial(session: Session, study_id: str, search: SearchSpec) -> bool:
-    """Count one more trial, unless the search has all its trials, was cancelled or already
-    runs ``parallel`` trials (each with one run per seed). The count comes first and locks the
-    study's row, so processes advancing the search at once (a worker and the sweeper) see each
-    other's trials."""
-    claimed = session.exec(
-        update(Study)
-        .where(
-            col(Study.id) == study_id,
-            col(Study.trials_started) < search.n_trials,
-            col(Study.cancel_requested).is_(False),
-        )
-        .values(trials_started=col(Study.trials_started) + 1)
-    )
-    if claimed.rowcount != 1:
-        return False
-    active = session.exec(
-        select(func.count(distinct(col(Experiment.trial_number)))).where(
-            Experiment.study_id == study_id, col(Experiment.status).in_(ACTIVE)
-        )
-    ).one()
-    if active < search.parallel:
-        return True
-    session.exec(
-        update(Study)
-        .where(col(Study.id) == study_id)
-        .values(trials_started=col(Study.trials_started) - 1)
-    )
-    return False
-
-
 def _start_trial(
     engine: Engine,
     optuna_study: "optuna.Study",
@@ -289,8 +252,7 @@ def _start_trial(
     import optuna
 
     seed = study.seeds[0]
-    with session_scope(engine) as session:
-        count = session.exec(select(func.count()).where(Experiment.study_id == study.id)).one()
+    count = experiment_count(engine, study.id)
     # A fresh seed per trial: samplers are not stored, and one seeded alike every time would
     # propose the same point again. Not for the grid sampler: its seed orders the grid, and
     # it walks that order through the trials it finds in storage.
@@ -300,25 +262,19 @@ def _start_trial(
     specs = [_trial_spec_or_refusal(study, trial.params, settings, seed) for seed in study.seeds]
     refusal = next((refused for _, refused in specs if refused is not None), None)
     label = ", ".join(f"{key}={_short(value)}" for key, value in trial.params.items())[:150]
-    runs: list[Experiment] = []
-    with session_scope(engine) as session:
-        if _claim_trial(session, study.id, search):
-            for seed, (spec, _) in zip(study.seeds, specs, strict=True):
-                name = f"trial {trial.number}" + (f", seed {seed}" if len(specs) > 1 else "")
-                experiment = create_experiment(
-                    session,
-                    name=f"{name}: {label}",
-                    spec=spec,
-                    study_id=study.id,
-                    variant=f"trial {trial.number}",
-                    owner=study.owner,
-                    priority=study.priority,
-                )
-                experiment.trial_number = trial.number
-                if refusal is not None:
-                    experiment.status, experiment.error = Status.failed, refusal
-                    experiment.finished_at = experiment.created_at
-                runs.append(experiment)
+    named = [
+        TrialRun(f"trial {trial.number}" + (f", seed {seed}" if len(specs) > 1 else ""), spec)
+        for seed, (spec, _) in zip(study.seeds, specs, strict=True)
+    ]
+    runs = store_trial(
+        engine,
+        study,
+        number=trial.number,
+        runs=[TrialRun(f"{run.name}: {label}", run.spec) for run in named],
+        n_trials=search.n_trials,
+        parallel=search.parallel,
+        refusal=refusal,
+    )
     if not runs or refusal is not None:
         _tell(optuna_study, trial.number, state=optuna.trial.TrialState.FAIL)
     return runs

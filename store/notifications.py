@@ -79,3 +79,10 @@ def record_outcome(engine: Engine, row: Notified, state: Delivery, error: str | 
             .where(col(table.id) == row.id)
             .values(notify_state=state, notify_error=error)
         )
+
+
+def ask_to_notify(row: Experiment | Study, url: str | None) -> None:
+    """Record ``url`` (already checked) as where a new row's end is announced, a pending
+    notification (the caller commits)."""
+    if url is not None:
+        row.notify_url, row.notify_state = url, Delivery.pending

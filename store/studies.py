@@ -6,12 +6,14 @@ import uuid
 from collections import Counter
 from typing import Any, TypeVar
 
-from sqlalchemy import func
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from models.studies import PlannedRun
-from store import experiments
-from store.tables import ACTIVE, EpochRecord, Experiment, Priority, Status, Study
+from store import experiments, transitions
+from store.db import session_scope
+from store.experiments import METRIC_COLUMNS
+from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Priority, Status, Study
 
 T = TypeVar("T")
 
@@ -84,6 +86,30 @@ def study_experiments(session: Session, study_id: str) -> list[Experiment]:
     return list(session.exec(query.order_by(col(Experiment.created_at), col(Experiment.id))))
 
 
+def study_with_epochs(
+    engine: Engine, study_id: str, *, after: int
+) -> tuple[Study, list[Experiment], list[tuple[int, str, EpochMetrics]]] | None:
+    """The study, its experiments, then its epoch rows numbered after ``after`` as (study_seq,
+    experiment id, metrics) in that order, read in that order in one short session (a finished
+    state comes with every row); None once it is gone."""
+    with session_scope(engine) as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            return None
+        members = study_experiments(session, study_id)
+        epochs: list[tuple[int, str, EpochMetrics]] = []
+        if study.epoch_seq > after:
+            ids = select(Experiment.id).where(Experiment.study_id == study_id)
+            rows = session.exec(
+                select(EpochRecord.study_seq, EpochRecord.experiment_id, *METRIC_COLUMNS)
+                .where(col(EpochRecord.experiment_id).in_(ids))
+                .where(col(EpochRecord.study_seq) > after)
+                .order_by(col(EpochRecord.study_seq))
+            )
+            epochs = [(seq, key, EpochMetrics(*values)) for seq, key, *values in rows]
+        return study, members, epochs
+
+
 def pruned(experiment: Experiment) -> bool:
     """Whether a search's pruner stopped the trial: cancelled, but as the trial's outcome."""
     return experiment.status == Status.cancelled and (experiment.error or "").startswith(PRUNED)
@@ -145,7 +171,7 @@ def cancel_study(session: Session, study: Study) -> None:
     for experiment in study_experiments(session, study.id):
         if experiment.status in ACTIVE:
             with contextlib.suppress(experiments.Conflict):  # it finished in the meantime
-                experiments.cancel(session, experiment)
+                transitions.cancel(session, experiment)
 
 
 MAX_PAGE_EXPERIMENTS = 1000

@@ -27,8 +27,9 @@ from convlab_client.client import CONNECTION_LIMITS
 from core.config import Settings
 from store.db import get_engine
 from store.leases import this_process
-from store.runs import claim, finish, record_epoch
+from store.runs import record_epoch
 from store.tables import EpochMetrics, Status
+from store.transitions import claim, finish
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

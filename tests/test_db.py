@@ -17,8 +17,9 @@ from models.presets import PRESETS
 from store.db import MIGRATIONS, VERSION_TABLE, get_engine, migrate
 from store.experiments import create_experiment
 from store.leases import this_process
-from store.runs import checkpoints, claim, record_epoch
+from store.runs import checkpoints, record_epoch
 from store.tables import EpochMetrics, EpochRecord, Status
+from store.transitions import claim
 from tests.services import postgres_database
 
 

@@ -19,17 +19,15 @@ from store.runs import (
     EpochMetrics,
     LeaseLost,
     checkpoints,
-    claim,
-    finish,
     keep_best,
     record_epoch,
-    release,
     renew_lease,
     rewind,
     save_evaluation,
     trained_model,
 )
 from store.tables import Evaluation, Experiment, Status
+from store.transitions import claim, finish, release
 
 OLD = "node-a/1/1"
 NEW = "node-b/2/2"

@@ -15,10 +15,9 @@ from jobs.queueing import requeue_abandoned
 from models.presets import resolve
 from store.db import get_engine, migrate, session_scope
 from store.experiments import create_experiment
-from store.lifecycle import pause
-from store.runs import claim
 from store.studies import status_of
 from store.tables import Experiment, Status
+from store.transitions import claim, pause
 from tests.services import BIN, Stack, running_stack, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,9 @@ from models.presets import PRESETS
 from store.db import MIGRATIONS, downgrade, get_engine, migrate
 from store.experiments import create_experiment
 from store.leases import this_process
-from store.runs import claim, record_epoch
+from store.runs import record_epoch
 from store.tables import EpochMetrics, Study
+from store.transitions import claim
 from tests.services import postgres_database
 
 HISTORY = ("experiments", "epochs", "checkpoints")

@@ -17,9 +17,9 @@ from core.config import Settings
 from jobs.search import TrialReporter, advance, optuna_name, optuna_storage
 from jobs.sweeper import sweep
 from store.db import get_engine, migrate
-from store.runs import finish
 from store.studies import PRUNED
 from store.tables import Experiment, Status, Study
+from store.transitions import finish
 from tests.events import parse_events
 from tests.services import Trainer, all_at_once
 

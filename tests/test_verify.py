@@ -23,8 +23,9 @@ from jobs.verdict import TOLERANCE, judge
 from jobs.verify import settle_all
 from store.db import session_scope
 from store.experiments import create_experiment
-from store.runs import claim, finish, record_epoch
+from store.runs import record_epoch
 from store.tables import EpochMetrics, Experiment, Status
+from store.transitions import claim, finish
 from store.verdicts import mark_verification, unjudged
 from tests.browser import chromium, text
 from tests.services import (

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session
-
+from store.db import Session
 from store.experiments import history
 from store.tables import EpochMetrics, Experiment, Status
 

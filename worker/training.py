@@ -18,7 +18,6 @@ import keras
 import tensorflow as tf
 from celery.exceptions import Reject
 from pydantic import ValidationError
-from sqlalchemy import Engine
 
 from core.config import Settings, get_settings
 from jobs.search import PRUNED, TrialReporter, advance
@@ -26,24 +25,23 @@ from jobs.verify import settle
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
 from models.spec import ExperimentSpec
-from store.db import get_engine, session_scope
-from store.experiments import history
+from store.db import Engine, get_engine
+from store.dispatch import undispatch
+from store.experiments import epochs_of
 from store.leases import this_process
 from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient, through_outages
 from store.runs import (
     EpochMetrics,
     LeaseLost,
     checkpoints,
-    claim_next,
-    finish,
     record_epoch,
-    release,
     renew_lease,
     requested_stop,
     rewind,
-    undispatch,
 )
+from store.searches import search_study
 from store.tables import Experiment, Status, Study
+from store.transitions import claim_next, finish, release
 from worker.best import BestKeeper
 from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
@@ -508,21 +506,13 @@ def _ending(job: Job, exc: Exception) -> tuple[Status, str | None]:
 
 def _search_study(engine: Engine, experiment: Experiment) -> Study | None:
     """The search study the experiment is a trial of, if it is one."""
-    if experiment.study_id is None:
-        return None
-    with session_scope(engine) as session:
-        study = session.get(Study, experiment.study_id)
-    return study if study is not None and study.kind == "search" else None
+    return None if experiment.study_id is None else search_study(engine, experiment.study_id)
 
 
 def _past_logs(job: Job, up_to: int) -> list[dict[str, float | None]]:
     """The recorded epochs 1..up_to as Keras logs, to rebuild early stopping's state."""
 
-    def read() -> list[EpochMetrics]:
-        with session_scope(job.engine) as session:
-            return history(session, job.experiment_id)
-
-    rows = job.durably("reading its history", read)
+    rows = job.durably("reading its history", lambda: epochs_of(job.engine, job.experiment_id))
     return [
         {key: getattr(row, key) for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
         for row in rows

@@ -10,8 +10,8 @@ from api.deps import PrincipalDep, ReleasingRoute, SessionDep, SettingsDep, find
 from api.errors import documented
 from api.routes.plots import IMAGE, FormatPath
 from core.config import Settings
+from store.db import Session
 from store.evaluations import evaluation_of
-from store.handles import Session
 from store.tables import Evaluation, Experiment, Status
 from store.tokens import Principal
 from views import plots

@@ -36,7 +36,7 @@ from api.deps import (
 )
 from api.errors import documented
 from api.limits import check_active_cap
-from api.notify import ask_to_notify, check_notify
+from api.notify import check_notify
 from api.public import experiment_public, experiments_public
 from api.schemas import (
     ExperimentCreate,
@@ -57,8 +57,9 @@ from models.datasets import check_available
 from models.errors import SpecError, error_entry
 from models.presets import PRESETS, resolve, resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
-from store import experiments
-from store.handles import Session
+from store import experiments, transitions
+from store.db import Session
+from store.notifications import ask_to_notify
 from store.tables import ACTIVE, EpochMetrics, Experiment, Priority, Status
 from store.tokens import Principal
 
@@ -308,7 +309,7 @@ def cancel_experiment(
     """Cancel: a queued experiment never runs; a running one stops at its next batch."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "cancel this experiment")
-    return experiment_public(session, settings, experiments.cancel(session, experiment))
+    return experiment_public(session, settings, transitions.cancel(session, experiment))
 
 
 @router.delete("/{experiment_id}", status_code=204, responses=documented(403, 404, 409))

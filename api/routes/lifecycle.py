@@ -28,7 +28,7 @@ from models.datasets import check_available
 from models.errors import SpecError, error_entry
 from models.presets import resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
-from store import lifecycle
+from store import lifecycle, transitions
 from store.runs import trained_model
 
 router = APIRouter(
@@ -109,7 +109,7 @@ def pause_experiment(
     frees its worker."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "pause this experiment")
-    return experiment_public(session, settings, lifecycle.pause(session, experiment))
+    return experiment_public(session, settings, transitions.pause(session, experiment))
 
 
 @router.post(
@@ -129,7 +129,7 @@ def resume_experiment(
     """Put a paused experiment back in the queue; it goes on from its checkpoint."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "resume this experiment")
-    lifecycle.resume(session, experiment)
+    transitions.resume(session, experiment)
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     return experiment_public(session, settings, experiment)
 

@@ -25,7 +25,7 @@ from api.deps import (
 )
 from api.errors import documented
 from api.limits import check_active_cap
-from api.notify import ask_to_notify, check_notify
+from api.notify import check_notify
 from api.schemas import (
     BestTrial,
     ComparedRow,
@@ -54,7 +54,8 @@ from models.studies import (
     plan,
 )
 from store import studies
-from store.handles import Engine, Session
+from store.db import Engine, Session
+from store.notifications import ask_to_notify
 from store.tables import Experiment, Priority, Study
 from store.tokens import Principal
 from views import report
