@@ -14,9 +14,10 @@ from pydantic import BaseModel
 from api.auth import principal_of
 from api.limits import MinuteRate
 from core.config import Settings
+from models.status import Priority, Status
 from store.db import Engine, Session, open_session
 from store.lookups import experiment_by_id, status_and_owner, study_by_id
-from store.tables import Experiment, Priority, Status, Study
+from store.tables import Experiment, Study
 from store.tokens import Principal
 
 

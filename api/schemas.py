@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.epochs import EpochMetrics
 from models.errors import error_entry
 from models.search import SearchSpec
 from models.spec import MAX_EPOCHS, ExperimentSpec
+from models.status import Status
 from models.studies import MAX_GRID_KEYS, MAX_GRID_VALUES, SECTIONS
 from store.experiments import MAX_TAGS, SpecValue
-from store.tables import EpochMetrics, Status
 from views.report import TableRow
 
 

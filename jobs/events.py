@@ -8,10 +8,12 @@ import re
 from dataclasses import dataclass
 
 from jobs.search import trials_to_come
+from models.epochs import EpochMetrics
+from models.status import ACTIVE, Status
 from store.db import Engine
 from store.experiments import experiment_with_epochs
 from store.studies import progress, status_of, study_with_epochs
-from store.tables import ACTIVE, EpochMetrics, Experiment, Status
+from store.tables import Experiment
 
 MAX_COUNT = 2**31 - 1
 """The largest position a Last-Event-ID may name."""

@@ -23,10 +23,11 @@ from urllib.parse import SplitResult, urlsplit
 from core.config import Settings
 from jobs.search import trials_to_come
 from jobs.webhook import Unanswered, post
+from models.status import ACTIVE
 from store.db import Engine
 from store.notifications import Delivery, Notified, due, record_outcome, take_attempt
 from store.studies import progress, status_of
-from store.tables import ACTIVE, Experiment, Study
+from store.tables import Experiment, Study
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Convlab-Signature"

@@ -27,6 +27,7 @@ from models.overrides import fold
 from models.presets import applied, resolve
 from models.search import CategoricalParam, FloatParam, IntParam, SearchSpec
 from models.spec import ExperimentSpec
+from models.status import ACTIVE, Status
 from models.studies import SECTIONS
 from store.db import Engine, get_engine, is_sqlite, schema_lock
 from store.searches import (
@@ -38,7 +39,7 @@ from store.searches import (
 )
 from store.studies import PRUNED as PRUNED  # the worker's Pruned names trials with it
 from store.studies import pruned
-from store.tables import ACTIVE, Experiment, Status, Study
+from store.tables import Experiment, Study
 
 if TYPE_CHECKING:
     import optuna

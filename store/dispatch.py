@@ -7,9 +7,10 @@ from datetime import timedelta
 from sqlalchemy import Engine, func, update
 from sqlmodel import col, select
 
+from models.status import Status
 from store.clock import db_now
 from store.db import session_scope
-from store.tables import Experiment, Status
+from store.tables import Experiment
 
 
 def mark_published(engine: Engine, experiment_id: str) -> None:

@@ -16,16 +16,10 @@ from sqlalchemy import and_, distinct, func, or_
 from sqlmodel import Session, col, select
 
 from models.dataset_record import DatasetRecord, current_record
+from models.epochs import EpochMetrics
+from models.status import ACTIVE, Priority, Status
 from store.db import Engine, session_scope
-from store.tables import (
-    ACTIVE,
-    EpochMetrics,
-    EpochRecord,
-    Experiment,
-    Priority,
-    Status,
-    Study,
-)
+from store.tables import EpochRecord, Experiment, Study
 
 
 class InvalidCursor(ValueError):

@@ -6,8 +6,9 @@ from typing import Any
 
 from sqlmodel import Session
 
+from models.status import ACTIVE, Priority
 from store.experiments import Conflict, create_experiment
-from store.tables import ACTIVE, Checkpoint, Experiment, Priority
+from store.tables import Checkpoint, Experiment
 
 
 def check_continuable(experiment: Experiment) -> None:

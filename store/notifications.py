@@ -7,10 +7,11 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, Engine, exists, or_, update
 from sqlmodel import col, select
 
+from models.status import ACTIVE
 from store.clock import db_now
 from store.db import session_scope
 from store.studies import study_experiments
-from store.tables import ACTIVE, Experiment, Study
+from store.tables import Experiment, Study
 
 
 class Delivery(StrEnum):

@@ -12,16 +12,16 @@ from typing import Any
 from sqlalchemy import Engine, delete, update
 from sqlmodel import Session, col, select
 
+from models.epochs import EpochMetrics
+from models.status import Status
 from store.clock import db_now
 from store.db import session_scope, upsert
 from store.tables import (
     BestCheckpoint,
     Checkpoint,
-    EpochMetrics,
     EpochRecord,
     Evaluation,
     Experiment,
-    Status,
     Study,
     utcnow,
 )

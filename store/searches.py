@@ -7,10 +7,11 @@ from typing import Any
 from sqlalchemy import Engine, distinct, func, update
 from sqlmodel import Session, col, select
 
+from models.status import ACTIVE
 from store.db import session_scope
 from store.experiments import create_experiment
 from store.studies import study_experiments
-from store.tables import ACTIVE, EpochRecord, Experiment, Study
+from store.tables import EpochRecord, Experiment, Study
 from store.transitions import fail_refused
 
 

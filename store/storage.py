@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, text, true
 from sqlmodel import Session, col, select
 
+from models.status import Status
 from store.clock import db_now
 from store.db import session_scope
-from store.tables import BestCheckpoint, Checkpoint, Experiment, Status
+from store.tables import BestCheckpoint, Checkpoint, Experiment
 
 ENDED = (Status.succeeded, Status.failed, Status.cancelled)
 

@@ -9,11 +9,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from models.epochs import EpochMetrics
+from models.status import ACTIVE, Priority, Status
 from models.studies import PlannedRun
 from store import experiments, transitions
 from store.db import session_scope
 from store.experiments import METRIC_COLUMNS
-from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Priority, Status, Study
+from store.tables import EpochRecord, Experiment, Study
 
 T = TypeVar("T")
 

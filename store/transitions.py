@@ -3,6 +3,7 @@ releases it or finishes it (``store.runs`` holds what it writes meanwhile); the 
 resumes and cancels; the sweeper requeues runs whose worker vanished; a search stores a trial
 its spec refuses as failed. Lease times are the database's (``store.clock``), never a host's."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -10,14 +11,17 @@ from typing import Any
 from sqlalchemy import Engine, case, delete, func, update
 from sqlmodel import Session, col, select
 
+from models.status import Status
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
 from store.experiments import Conflict
-from store.leases import is_gone
 from store.queue import read_line, serve_order
 from store.runs import LeaseLost, fence, store_checkpoint
-from store.tables import Attempt, Checkpoint, Experiment, Status, utcnow
+from store.tables import Attempt, Checkpoint, Experiment, utcnow
 from store.workers import Accelerator
+
+HolderGone = Callable[[str], bool]
+"""Whether the process a lease owner names is known to be gone."""
 
 RELEASED_STATUS = case((col(Experiment.pause_requested), Status.paused), else_=Status.queued)
 """Where a run goes when its process lets go of it (or is gone): paused if a pause was asked,
@@ -49,6 +53,7 @@ def claim_next(
     max_lost: int,
     accelerator: Accelerator | None = None,
     environment: dict[str, Any] | None = None,
+    holder_gone: HolderGone | None = None,
 ) -> Claim | None:
     """Take the run this process should train now, whichever message woke it: one it holds
     already (a claim whose answer an outage lost), else ``woken_for`` if it is running and its
@@ -59,6 +64,7 @@ def claim_next(
         "max_lost": max_lost,
         "accelerator": accelerator,
         "environment": environment,
+        "holder_gone": holder_gone,
     }
     with session_scope(engine) as session:
         held = session.exec(
@@ -90,11 +96,14 @@ def claim(
     max_lost: int,
     accelerator: Accelerator | None = None,
     environment: dict[str, Any] | None = None,
+    holder_gone: HolderGone | None = None,
     queued_too: bool = True,
 ) -> Claim | None:
     """Take a queued run (unless not ``queued_too``), or a running one whose holder is gone (or
     is this process); None if neither. Each claim is an attempt, recorded with the process, its
-    ``accelerator`` and its ``environment`` (``worker.environment``).
+    ``accelerator`` and its ``environment`` (``worker.environment``). A running run's holder
+    is gone once its lease expired, or sooner if ``holder_gone`` says so of it (a worker knows
+    the processes of its own machine: ``worker.leases.is_gone``).
 
     Taking over from a dead holder counts a lost worker; at ``max_lost`` the run fails instead.
     """
@@ -104,7 +113,9 @@ def claim(
             return None
         now, cutoff = takeover_cutoff(session, lease_seconds)
         expired = cutoff is not None and _expired(seen.lease_expires_at, cutoff)
-        took_over = seen.status == Status.running and (expired or is_gone(seen.lease_owner))
+        holder = seen.lease_owner
+        gone = holder is None or (holder_gone is not None and holder_gone(holder))
+        took_over = seen.status == Status.running and (expired or gone)
         # A claim that committed while its answer was lost to an outage is retried by its owner.
         mine = seen.status == Status.running and seen.lease_owner == owner
         if not (took_over or mine or (queued_too and seen.status == Status.queued)):

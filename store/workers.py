@@ -7,9 +7,10 @@ from datetime import timedelta
 from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
+from models.status import Status
 from store.clock import db_now
 from store.db import session_scope, upsert
-from store.tables import Attempt, Experiment, Status, WorkerRecord
+from store.tables import Attempt, Experiment, WorkerRecord
 
 
 @dataclass(frozen=True)

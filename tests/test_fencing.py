@@ -11,12 +11,13 @@ from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col
 
 from jobs.queueing import requeue_abandoned
+from models.epochs import EpochMetrics
 from models.presets import PRESETS
+from models.status import Status
 from store.clock import db_now
 from store.db import session_scope
 from store.experiments import create_experiment
 from store.runs import (
-    EpochMetrics,
     LeaseLost,
     checkpoints,
     keep_best,
@@ -26,7 +27,7 @@ from store.runs import (
     save_evaluation,
     trained_model,
 )
-from store.tables import Evaluation, Experiment, Status
+from store.tables import Evaluation, Experiment
 from store.transitions import claim, finish, release
 
 OLD = "node-a/1/1"

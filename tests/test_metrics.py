@@ -3,7 +3,7 @@
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from store.tables import Status
+from models.status import Status
 from store.workers import Accelerator, beat
 from tests.services import Trainer
 

@@ -16,9 +16,10 @@ from api.main import create_app
 from core.config import Settings
 from jobs.search import TrialReporter, advance, optuna_name, optuna_storage
 from jobs.sweeper import sweep
+from models.status import Status
 from store.db import get_engine, migrate
 from store.studies import PRUNED
-from store.tables import Experiment, Status, Study
+from store.tables import Experiment, Study
 from store.transitions import finish
 from tests.events import parse_events
 from tests.services import Trainer, all_at_once

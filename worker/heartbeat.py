@@ -13,9 +13,9 @@ import pynvml
 
 from core.config import Settings
 from store.db import get_engine
-from store.leases import this_process
 from store.outages import is_transient
 from store.workers import CPU, Accelerator, beat
+from worker.leases import this_process
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from jobs.search import PRUNED, TrialReporter, advance
 from jobs.verify import settle
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
+from models.epochs import EpochMetrics
 from models.spec import ExperimentSpec
+from models.status import Status
 from store.db import Engine, get_engine
 from store.dispatch import undispatch
 from store.experiments import epochs_of
-from store.leases import this_process
 from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient, through_outages
 from store.runs import (
-    EpochMetrics,
     LeaseLost,
     checkpoints,
     record_epoch,
@@ -40,7 +40,7 @@ from store.runs import (
     rewind,
 )
 from store.searches import search_study
-from store.tables import Experiment, Status, Study
+from store.tables import Experiment, Study
 from store.transitions import claim_next, finish, release
 from worker.best import BestKeeper
 from worker.celery_app import app
@@ -51,6 +51,7 @@ from worker.environment import determinism, environment
 from worker.evaluation import record_evaluation
 from worker.fidelity import BuiltDiffers, check_built
 from worker.heartbeat import accelerator
+from worker.leases import is_gone, this_process
 from worker.resident import feed, wanted
 from worker.schedules import ScheduledRate, current_rate
 from worker.stop import stop_requested
@@ -367,6 +368,7 @@ def run_experiment(experiment_id: str) -> None:
                 max_lost=settings.max_workers_lost,
                 accelerator=accelerator(),
                 environment=environment(),
+                holder_gone=is_gone,
             ),
             give_up=stop_requested,
         )

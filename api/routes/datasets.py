@@ -33,8 +33,9 @@ from models.datasets import (
     is_slug,
 )
 from models.errors import SpecError, error_entry
+from models.upload_files import NameTaken, publish, receive, remove
 from models.uploads import BadUpload, TooLarge, check_npz
-from store.datasets import NameTaken, publish, receive, remove, using
+from store.datasets import using
 
 router = APIRouter(
     prefix="/datasets",

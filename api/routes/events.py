@@ -27,8 +27,9 @@ from api.errors import documented
 from api.streams import OpenStream, OpenStreamDep
 from core.config import Settings
 from jobs.events import experiment_state, parse_position, study_state
+from models.status import Status
 from store.db import Engine, session_scope
-from store.tables import Experiment, Status, Study
+from store.tables import Experiment, Study
 from store.tokens import Principal
 
 REVOKED = "This stream's token is unknown or revoked now; the stream ends."

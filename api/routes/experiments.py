@@ -54,13 +54,15 @@ from jobs.retention import give_back_space
 from models.budget import check_budget
 from models.dataset_record import changes_since
 from models.datasets import check_available
+from models.epochs import EpochMetrics
 from models.errors import SpecError, error_entry
 from models.presets import PRESETS, resolve, resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
+from models.status import ACTIVE, Priority, Status
 from store import experiments, transitions
 from store.db import Session
 from store.notifications import ask_to_notify
-from store.tables import ACTIVE, EpochMetrics, Experiment, Priority, Status
+from store.tables import Experiment
 from store.tokens import Principal
 
 router = APIRouter(

@@ -43,6 +43,7 @@ from models.datasets import check_available
 from models.errors import Loc, error_entry
 from models.presets import resolve
 from models.search import CategoricalParam, SearchSpec
+from models.status import Priority
 from models.studies import (
     CHAPTER,
     PlannedRun,
@@ -56,7 +57,7 @@ from models.studies import (
 from store import studies
 from store.db import Engine, Session
 from store.notifications import ask_to_notify
-from store.tables import Experiment, Priority, Study
+from store.tables import Experiment, Study
 from store.tokens import Principal
 from views import report
 from views.report import TableRow, as_csv, markdown

@@ -20,10 +20,11 @@ from models.dataset_record import trained_on
 from models.datasets import DatasetInfo
 from models.errors import error_entry
 from models.spec import TrainingSpec
+from models.status import ACTIVE
 from store.best_models import best_model
 from store.db import Engine, session_scope
 from store.runs import trained_model
-from store.tables import ACTIVE, Experiment
+from store.tables import Experiment
 from store.tokens import Principal
 from views.images import BadImage, TooManyPixels, pixels_for
 
