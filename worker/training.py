@@ -20,7 +20,8 @@ from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from core.config import Settings, get_settings
-from jobs.search import PRUNED, TrialReporter, advance
+from jobs.optuna_adapter import TrialReporter
+from jobs.search import PRUNED, advance, reporter
 from jobs.verify import settle
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
@@ -457,7 +458,7 @@ def _trial(job: Job, study: Study | None, number: int | None) -> TrialReporter |
     if study is None or number is None:
         return None
     url = job.settings.resolved_database_url
-    return job.durably("opening its trial", lambda: TrialReporter(url, study, number))
+    return job.durably("opening its trial", lambda: reporter(url, study, number))
 
 
 def _starting_point(job: Job) -> tuple[int, keras.Model | None]:
