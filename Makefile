@@ -66,6 +66,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api worker models core store jobs views commands client
 	$(BIN)/lint-imports --no-cache  # every import points down; the API loads no TensorFlow; only store/ runs SQL
+	$(BIN)/python scripts/check-cycles.py  # and no module imports one that imports it back
 	scripts/check-subjects.sh
 
 clean:

@@ -11,8 +11,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -31,7 +30,7 @@ from models.status import Status
 from store.db import Engine, get_engine
 from store.dispatch import undispatch
 from store.experiments import epochs_of
-from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient, through_outages
+from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient
 from store.runs import (
     LeaseLost,
     checkpoints,
@@ -52,14 +51,13 @@ from worker.environment import determinism, environment
 from worker.evaluation import record_evaluation
 from worker.fidelity import BuiltDiffers, check_built
 from worker.heartbeat import accelerator
+from worker.job import Job
 from worker.leases import is_gone, this_process
 from worker.resident import feed, wanted
 from worker.schedules import ScheduledRate, current_rate
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 def _configure_tensorflow(settings: Settings) -> None:
@@ -110,38 +108,6 @@ def reset_seed(seed: int, *, deterministic: bool = False) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
     keras.utils.set_random_seed(seed)
     determinism(deterministic)
-
-
-class Job:
-    """What the callbacks share: which experiment, which process holds it, how to write."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        experiment_id: str,
-        owner: str,
-        settings: Settings,
-        dataset: dict[str, Any] | None = None,
-    ) -> None:
-        self.engine = engine
-        self.experiment_id = experiment_id
-        self.owner = owner
-        self.settings = settings
-        self.dataset = dataset
-        """The record of the dataset it was submitted with (None: from before records)."""
-        self.lease_lost = threading.Event()
-
-    def durably(
-        self, what: str, call: Callable[[], T], give_up: threading.Event | None = None
-    ) -> T:
-        """``call()``, waiting out a database outage of up to ``db_outage_s`` (or until
-        ``give_up`` is set)."""
-        return through_outages(
-            call,
-            seconds=self.settings.db_outage_s,
-            what=f"{what} ({self.experiment_id})",
-            give_up=give_up,
-        )
 
 
 class LeaseKeeper(threading.Thread):
