@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, case, delete, func, update
 from sqlmodel import Session, col, select
 
+from models.accelerator import Accelerator
 from models.status import Status
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
@@ -18,7 +19,6 @@ from store.experiments import Conflict
 from store.queue import read_line, serve_order
 from store.runs import LeaseLost, fence, store_checkpoint
 from store.tables import Attempt, Checkpoint, Experiment, utcnow
-from store.workers import Accelerator
 
 HolderGone = Callable[[str], bool]
 """Whether the process a lease owner names is known to be gone."""

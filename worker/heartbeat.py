@@ -12,9 +12,10 @@ from functools import cache
 import pynvml
 
 from core.config import Settings
+from models.accelerator import CPU, Accelerator
 from store.db import get_engine
 from store.outages import is_transient
-from store.workers import CPU, Accelerator, beat
+from store.workers import beat
 from worker.leases import this_process
 
 log = logging.getLogger(__name__)
