@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from jobs.search import trials_to_come
 from models.epochs import EpochMetrics
 from models.status import ACTIVE, Status
+from models.study_state import progress, status_of
 from store.db import Engine
 from store.experiments import experiment_with_epochs
-from store.studies import progress, status_of, study_with_epochs
+from store.studies import study_with_epochs
 from store.tables import Experiment
 
 MAX_COUNT = 2**31 - 1

@@ -24,9 +24,9 @@ from core.config import Settings
 from jobs.search import trials_to_come
 from jobs.webhook import Unanswered, post
 from models.status import ACTIVE
+from models.study_state import progress, status_of
 from store.db import Engine
 from store.notifications import Delivery, Notified, due, record_outcome, take_attempt
-from store.studies import progress, status_of
 from store.tables import Experiment, Study
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from jobs.optuna_adapter import TrialReporter
 from jobs.queueing import publish
 from models.search import SearchSpec
 from models.status import ACTIVE, Status
+from models.study_state import pruned
 from models.trials import spec_or_refusal, trial_label, value_at
 from store.db import Engine
 from store.searches import (
@@ -32,8 +33,6 @@ from store.searches import (
     search_with_trials,
     store_trial,
 )
-from store.studies import PRUNED as PRUNED  # the worker's Pruned names trials with it
-from store.studies import pruned
 from store.tables import Experiment, Study
 
 if TYPE_CHECKING:

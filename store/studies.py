@@ -3,24 +3,19 @@ as the comparison table, cancelled as a whole."""
 
 import contextlib
 import uuid
-from collections import Counter
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from models.epochs import EpochMetrics
-from models.status import ACTIVE, Priority, Status
+from models.status import ACTIVE, Priority
 from models.studies import PlannedRun
+from models.study_state import first_within
 from store import experiments, transitions
 from store.db import session_scope
 from store.experiments import METRIC_COLUMNS
 from store.tables import EpochRecord, Experiment, Study
-
-T = TypeVar("T")
-
-PRUNED = "pruned at epoch"
-"""How a pruned trial's error begins (then the epoch it stopped after)."""
 
 
 def create_study(
@@ -112,36 +107,6 @@ def study_with_epochs(
         return study, members, epochs
 
 
-def pruned(experiment: Experiment) -> bool:
-    """Whether a search's pruner stopped the trial: cancelled, but as the trial's outcome."""
-    return experiment.status == Status.cancelled and (experiment.error or "").startswith(PRUNED)
-
-
-def status_of(members: list[Experiment], more_to_come: bool = False) -> Status:
-    """Running while any experiment may still change or more are to come (a search's next
-    trials); paused while some wait to be resumed; then failed, cancelled or succeeded (a
-    pruned trial counts as succeeded: it ran until its pruner judged it)."""
-    statuses = {Status.succeeded if pruned(e) else e.status for e in members}
-    if Status.running in statuses or (Status.queued in statuses and len(statuses) > 1):
-        return Status.running
-    if more_to_come and Status.queued not in statuses:
-        return Status.running
-    for status in (Status.queued, Status.paused, Status.failed, Status.cancelled):
-        if status in statuses:
-            return status
-    return Status.succeeded
-
-
-def progress(members: list[Experiment]) -> dict[str, int]:
-    """How many experiments are in each status, and epochs done out of planned."""
-    counts = Counter(str(experiment.status) for experiment in members)
-    return {
-        **{str(status): counts.get(str(status), 0) for status in Status},
-        "epochs_done": sum(experiment.epochs_done for experiment in members),
-        "epochs_total": sum(experiment.epochs_total for experiment in members),
-    }
-
-
 def seconds_per_epoch(session: Session, ids: list[str]) -> dict[str, float]:
     """Each experiment's mean seconds per recorded epoch (those with epochs)."""
     averages = session.exec(
@@ -150,19 +115,6 @@ def seconds_per_epoch(session: Session, ids: list[str]) -> dict[str, float]:
         .group_by(col(EpochRecord.experiment_id))
     ).all()
     return {experiment_id: float(mean) for experiment_id, mean in averages}
-
-
-def variants(members: list[Experiment]) -> list[str]:
-    """The study's variants (or a search's trials) in the order they were created."""
-    return list(dict.fromkeys(experiment.variant or experiment.id for experiment in members))
-
-
-def by_variant(members: list[Experiment]) -> list[tuple[str, list[Experiment]]]:
-    """The experiments grouped by variant (one per seed), in the order the study made them."""
-    return [
-        (variant, [e for e in members if (e.variant or e.id) == variant])
-        for variant in variants(members)
-    ]
 
 
 def cancel_study(session: Session, study: Study) -> None:
@@ -203,15 +155,3 @@ def _sizes(session: Session, study_ids: list[str]) -> dict[str, int]:
         .group_by(col(Experiment.study_id))
     ).all()
     return {study_id: count for study_id, count in counts if study_id is not None}
-
-
-def first_within(sized: list[tuple[T, int]], budget: int) -> list[T]:
-    """The first items whose sizes add up to at most ``budget`` (the first one always)."""
-    kept: list[T] = []
-    total = 0
-    for item, size in sized:
-        total += size
-        if kept and total > budget:
-            break
-        kept.append(item)
-    return kept

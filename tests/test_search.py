@@ -18,8 +18,8 @@ from jobs.optuna_adapter import optuna_name, optuna_storage
 from jobs.search import advance, reporter
 from jobs.sweeper import sweep
 from models.status import Status
+from models.study_state import PRUNED
 from store.db import get_engine, migrate
-from store.studies import PRUNED
 from store.tables import Experiment, Study
 from store.transitions import finish
 from tests.events import parse_events

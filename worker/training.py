@@ -20,13 +20,14 @@ from pydantic import ValidationError
 
 from core.config import Settings, get_settings
 from jobs.optuna_adapter import TrialReporter
-from jobs.search import PRUNED, advance, reporter
+from jobs.search import advance, reporter
 from jobs.verify import settle
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
 from models.epochs import EpochMetrics
 from models.spec import ExperimentSpec
 from models.status import Status
+from models.study_state import PRUNED
 from store.db import Engine, get_engine
 from store.dispatch import undispatch
 from store.experiments import epochs_of

@@ -36,6 +36,7 @@ from api.schemas import (
 from api.submit import store_and_publish
 from core.config import Settings
 from jobs import search
+from models import study_state
 from models.budget import check_budget
 from models.datasets import check_available
 from models.errors import error_entry
@@ -312,8 +313,8 @@ def compared_experiments(
 def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     session.refresh(study)
     experiments = studies.study_experiments(session, study.id)
-    status = studies.status_of(experiments, search.trials_to_come(study))
-    progress = studies.progress(experiments)
+    status = study_state.status_of(experiments, search.trials_to_come(study))
+    progress = study_state.progress(experiments)
     best = None
     if study.kind == "search":
         planned = search.search_of(study).n_trials
@@ -327,7 +328,7 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
         priority=study.priority,
         created_at=study.created_at,
         seeds=study.seeds,
-        variants=studies.variants(experiments),
+        variants=study_state.variants(experiments),
         progress=progress,
         experiment_ids=[experiment.id for experiment in experiments],
         table=report.study_table(session, experiments),
