@@ -33,6 +33,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 COPY client ./client
 COPY api ./api
+COPY commands ./commands
 COPY core ./core
 COPY jobs ./jobs
 COPY models ./models

@@ -9,7 +9,7 @@ MLFLOW := .bench/mlflow
 .PHONY: up test install lint compose-check clean bench soak
 
 up: $(STAMP)
-	$(BIN)/python -m store.migrate
+	$(BIN)/python -m commands.migrate
 	PATH="$(abspath $(BIN)):$$PATH" exec scripts/up.sh
 
 # The suite in TEST_PROCESSES processes, a test file to each at a time (its shared stack stays in
@@ -64,8 +64,9 @@ $(MLFLOW)/bin/mlflow:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api worker models core store jobs views client
-	$(BIN)/lint-imports --no-cache  # every import points down; the API loads no TensorFlow, runs no SQL
+	$(BIN)/mypy api worker models core store jobs views commands client
+	$(BIN)/lint-imports --no-cache  # every import points down; the API loads no TensorFlow; only store/ runs SQL
+	$(BIN)/python scripts/check-cycles.py  # and no module imports one that imports it back
 	scripts/check-subjects.sh
 
 clean:

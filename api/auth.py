@@ -8,7 +8,7 @@ from cachetools import TTLCache
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from store.handles import Engine, Session
+from store.db import Engine, session_scope
 from store.tokens import Principal, authenticate
 
 OPEN_PATHS = frozenset({"/health", "/"})
@@ -88,7 +88,7 @@ class BearerAuth:
 
 def lookup(engine: Engine, presented: str) -> Principal | None:
     """The live token's principal (None: unknown or revoked), read in a short session."""
-    with Session(engine) as session:
+    with session_scope(engine) as session:
         return authenticate(session, presented)
 
 

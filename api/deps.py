@@ -14,9 +14,10 @@ from pydantic import BaseModel
 from api.auth import principal_of
 from api.limits import MinuteRate
 from core.config import Settings
-from store.handles import Engine, Session
+from models.status import Priority, Status
+from store.db import Engine, Session, open_session
 from store.lookups import experiment_by_id, status_and_owner, study_by_id
-from store.tables import Experiment, Priority, Status, Study
+from store.tables import Experiment, Study
 from store.tokens import Principal
 
 
@@ -29,7 +30,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session per request, opened and closed on the event loop: a sync dependency's
     teardown would wait for a free worker thread while holding its pooled connection, and
     under load every thread can be waiting for a connection (a pool deadlock)."""
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    with open_session(request.app.state.engine) as session:
         yield session
 
 

@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
 from models.datasets import uploaded_by
+from store.db import Session
 from store.experiments import lock_and_count_active
-from store.handles import Session
 from store.storage import stored_bytes_of
 from store.tokens import Principal
 

@@ -15,11 +15,11 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.shared_metrics import shared
-from store.db import session_scope
-from store.handles import Engine
+from models.status import Priority, Status
+from store.db import Engine, session_scope
 from store.monitoring import epochs_recorded_after, experiments_by_status, queued_by_priority
 from store.storage import stored_bytes
-from store.tables import Priority, Status, WorkerRecord, utcnow
+from store.tables import WorkerRecord, utcnow
 from store.workers import live_workers
 
 EPOCH_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)

@@ -1,11 +1,9 @@
 """The ``notify`` field of a submission: refused (422 at ``notify``) where the server would not
-send to it, else recorded on the new row as a pending notification (``jobs.notify`` sends it)."""
+send to it (``store.notifications.ask_to_notify`` records it, and ``jobs.notify`` sends it)."""
 
 from core.config import Settings
 from jobs.notify import refusal
 from models.errors import SpecError, error_entry
-from store.notifications import Delivery
-from store.tables import Experiment, Study
 
 NO_SECRET = "This server sends no notifications: CONVLAB_NOTIFY_SECRET is not set."
 
@@ -17,9 +15,3 @@ def check_notify(url: str | None, settings: Settings) -> None:
     problem = NO_SECRET if settings.notify_secret is None else refusal(url, settings.notify_hosts)
     if problem is not None:
         raise SpecError([error_entry(("notify",), problem, url)])
-
-
-def ask_to_notify(row: Experiment | Study, url: str | None) -> None:
-    """Record ``url`` (already checked) as where ``row``'s end is announced."""
-    if url is not None:
-        row.notify_url, row.notify_state = url, Delivery.pending

@@ -4,8 +4,9 @@ in the queue, its attempts and what each ran with)."""
 from api.schemas import AcceleratorPublic, AttemptPublic, EnvironmentPublic, ExperimentPublic
 from core.config import Settings
 from jobs.forecast import served_places
-from store.handles import Session
-from store.tables import Attempt, Experiment, Status
+from models.status import Status
+from store.db import Session
+from store.tables import Attempt, Experiment
 from store.workers import attempts_of
 
 

@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.epochs import EpochMetrics
 from models.errors import error_entry
 from models.search import SearchSpec
 from models.spec import MAX_EPOCHS, ExperimentSpec
-from models.studies import MAX_GRID_KEYS, MAX_GRID_VALUES, SECTIONS
+from models.status import Status
+from models.studies import MAX_GRID_KEYS, MAX_GRID_VALUES, SECTIONS, StudyAsked
 from store.experiments import MAX_TAGS, SpecValue
-from store.tables import EpochMetrics, Status
 from views.report import TableRow
 
 
@@ -188,6 +189,19 @@ class StudyCreate(SpecKeys):
     @property
     def kind(self) -> str:
         return next(kind for kind in KINDS if getattr(self, kind) is not None)
+
+    def asked(self) -> StudyAsked:
+        """The request as ``models.studies`` expands and checks it."""
+        return StudyAsked(
+            kind=self.kind,
+            preset=self.preset,
+            base=self.overrides(),
+            seeds=self.seeds,
+            presets=self.presets,
+            variants=[item.model_dump(exclude_unset=True) for item in self.variants or []],
+            grid=self.grid,
+            search=self.search,
+        )
 
 
 KINDS = ("template", "presets", "variants", "grid", "search")

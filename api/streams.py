@@ -17,7 +17,7 @@ from api.auth import bearer, lookup
 from api.deps import EngineDep, PrincipalDep, SettingsDep
 from api.limits import Counts, Full, Slots, requester
 from core.config import Settings
-from store.handles import Engine
+from store.db import Engine
 
 T = TypeVar("T")
 

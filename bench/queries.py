@@ -24,12 +24,13 @@ from common import ROOT, running_stack, show
 from curves import METRICS, curve
 
 from models.presets import resolve
+from models.status import Status
 from models.studies import CHAPTER, from_presets, plan
 from store.db import get_engine, migrate, session_scope
 from store.experiments import create_experiment
 from store.runs import refresh_summary
 from store.studies import create_study
-from store.tables import EpochRecord, Experiment, Status
+from store.tables import EpochRecord, Experiment
 from tests.services import postgres_database
 
 CONCURRENCY = int(os.environ.get("WRK_C", "32"))

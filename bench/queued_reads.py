@@ -22,10 +22,11 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core.config import Settings
 from jobs.forecast import forecast
+from models.accelerator import CPU
 from models.presets import resolve
 from store.db import get_engine, migrate, session_scope
 from store.experiments import create_experiment
-from store.workers import CPU, beat
+from store.workers import beat
 from tests.services import Trainer
 
 USERS = ("alice", "bob", "carol", "dave")

@@ -8,11 +8,10 @@ queue (acks_late, reject_on_worker_lost); one that has trained ``worker_max_jobs
 grown past ``worker_max_memory_mb`` is recycled after its job."""
 
 from celery import Celery
-from sqlalchemy.engine import make_url
 
 from core.config import Settings
 from jobs.queueing import QUEUE
-from store.db import sqlite_file_lock
+from store.db import sqlite_file_lock, sqlite_file_of
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -49,7 +48,7 @@ def declare_queue(app: Celery, settings: Settings) -> None:
     url = settings.resolved_broker_url
     if not url.startswith("sqla+sqlite:"):
         return
-    database = make_url(url.removeprefix("sqla+")).database
+    database = sqlite_file_of(url.removeprefix("sqla+"))
     assert database, f"no SQLite file in the broker URL {url}"
     with sqlite_file_lock(database), app.connection_for_write() as connection:
         connection.default_channel.queue_declare(queue=QUEUE, durable=True)

@@ -7,14 +7,14 @@ the study has."""
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-from sqlmodel import col, select
-
 from jobs.search import trials_to_come
-from store.db import session_scope
-from store.experiments import METRIC_COLUMNS, history
-from store.studies import progress, status_of, study_experiments
-from store.tables import ACTIVE, EpochMetrics, EpochRecord, Experiment, Status, Study
+from models.epochs import EpochMetrics
+from models.status import ACTIVE, Status
+from models.study_state import progress, status_of
+from store.db import Engine
+from store.experiments import experiment_with_epochs
+from store.studies import study_with_epochs
+from store.tables import Experiment
 
 MAX_COUNT = 2**31 - 1
 """The largest position a Last-Event-ID may name."""
@@ -75,37 +75,26 @@ def experiment_state(
 ) -> tuple[RunState, list[EpochMetrics]] | None:
     """The experiment's state, then its epochs after ``after_epoch`` (read in that order, so
     a finished state comes with every epoch); None once it is deleted."""
-    with session_scope(engine) as session:
-        experiment = session.get(Experiment, experiment_id)
-        if experiment is None:
-            return None
-        return RunState.of(experiment), history(session, experiment_id, since=after_epoch)
+    found = experiment_with_epochs(engine, experiment_id, since=after_epoch)
+    if found is None:
+        return None
+    experiment, epochs = found
+    return RunState.of(experiment), epochs
 
 
 def study_state(engine: Engine, study_id: str, after: int) -> StudyState | None:
     """The study's state, then its epoch rows numbered after ``after`` (read in that order, so
     a finished state comes with every row); None once it is gone."""
-    with session_scope(engine) as session:
-        study = session.get(Study, study_id)
-        if study is None:
-            return None
-        experiments = study_experiments(session, study_id)
-        epochs: list[StudyEpoch] = []
-        if study.epoch_seq > after:
-            members = select(Experiment.id).where(Experiment.study_id == study_id)
-            rows = session.exec(
-                select(EpochRecord.study_seq, EpochRecord.experiment_id, *METRIC_COLUMNS)
-                .where(col(EpochRecord.experiment_id).in_(members))
-                .where(col(EpochRecord.study_seq) > after)
-                .order_by(col(EpochRecord.study_seq))
-            )
-            epochs = [StudyEpoch(seq, key, EpochMetrics(*values)) for seq, key, *values in rows]
-        return StudyState(
-            status=status_of(experiments, trials_to_come(study)),
-            progress=progress(experiments),
-            runs=[RunState.of(experiment) for experiment in experiments],
-            epochs=epochs,
-        )
+    found = study_with_epochs(engine, study_id, after=after)
+    if found is None:
+        return None
+    study, experiments, epochs = found
+    return StudyState(
+        status=status_of(experiments, trials_to_come(study)),
+        progress=progress(experiments),
+        runs=[RunState.of(experiment) for experiment in experiments],
+        epochs=[StudyEpoch(*row) for row in epochs],
+    )
 
 
 def parse_position(text: str | None) -> int:

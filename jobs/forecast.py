@@ -18,9 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlmodel import Session
-
+from store.db import Engine, Session, engine_of
 from store.queue import (
     queue_counts,
     read_line,
@@ -115,8 +113,7 @@ def served_places(
 ) -> dict[str, Place]:
     """The places of the runs in ``queued`` from this process's last forecast of
     ``session``'s database (``Forecasts``)."""
-    engine = session.get_bind()
-    assert isinstance(engine, Engine), "a session bound to an engine"
+    engine = engine_of(session)
     with _forecasts_lock:
         forecasts = _forecasts.setdefault(engine, Forecasts())
     return forecasts.places_of(session, queued, seen_within_s=seen_within_s)

@@ -20,14 +20,14 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from sqlalchemy import Engine
-
 from core.config import Settings
 from jobs.search import trials_to_come
 from jobs.webhook import Unanswered, post
+from models.status import ACTIVE
+from models.study_state import progress, status_of
+from store.db import Engine
 from store.notifications import Delivery, Notified, due, record_outcome, take_attempt
-from store.studies import progress, status_of
-from store.tables import ACTIVE, Experiment, Study
+from store.tables import Experiment, Study
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Convlab-Signature"

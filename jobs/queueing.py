@@ -15,16 +15,12 @@ publishing at the first refusal."""
 import logging
 import threading
 import time
-from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import Engine, func, update
-from sqlmodel import col, select
 
-from store.clock import db_now, takeover_cutoff
-from store.db import session_scope
-from store.runs import RELEASED_STATUS
-from store.tables import Experiment, Status
+from store.db import Engine
+from store.dispatch import mark_published, unsent
+from store.transitions import requeue_stale
 
 log = logging.getLogger(__name__)
 
@@ -73,52 +69,14 @@ def publish(engine: Engine, celery: Celery, experiment_id: str) -> bool:
         )
         return False
     _refusals.note(celery, refused=False)
-    with session_scope(engine) as session:
-        session.exec(
-            update(Experiment)
-            .where(col(Experiment.id) == experiment_id)
-            .values(dispatched_at=db_now(session))
-        )
+    mark_published(engine, experiment_id)
     return True
 
 
 def requeue_abandoned(engine: Engine, *, lease_seconds: float) -> list[str]:
-    """Running experiments whose lease expired (their machine or process is gone) go back to
-    the queue (or become paused if a pause was asked), counting a lost worker; they resume
-    from their last checkpoint.
-
-    Right after the database server restarts, no lease counts as expired for one lease period:
-    its holders could not renew while it was down.
-    """
-    with session_scope(engine) as session:
-        _, now = takeover_cutoff(session, lease_seconds)
-        if now is None:
-            return []
-        expired = session.exec(
-            select(Experiment.id).where(
-                Experiment.status == Status.running, col(Experiment.lease_expires_at) < now
-            )
-        ).all()
-        requeued = []
-        for experiment_id in expired:
-            moved = session.exec(
-                update(Experiment)
-                .where(
-                    col(Experiment.id) == experiment_id,
-                    col(Experiment.status) == Status.running,
-                    col(Experiment.lease_expires_at) < now,
-                )
-                .values(
-                    status=RELEASED_STATUS,
-                    pause_requested=False,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    dispatched_at=None,
-                    workers_lost=col(Experiment.workers_lost) + 1,
-                )
-            )
-            if moved.rowcount:
-                requeued.append(experiment_id)
+    """Running experiments whose lease expired go back to the queue (or become paused if a
+    pause was asked), counting a lost worker; they resume from their last checkpoint."""
+    requeued = requeue_stale(engine, lease_seconds=lease_seconds)
     for experiment_id in requeued:
         log.warning("experiment %s: its worker stopped renewing its lease; requeued", experiment_id)
     return requeued
@@ -135,27 +93,9 @@ def publish_pending(
     many as the broker holds fewer messages than there are published queued runs (so many were
     lost).
     """
-    with session_scope(engine) as session:
-        now = db_now(session)
-        queued = col(Experiment.status) == Status.queued
-        pending = session.exec(
-            select(Experiment.id)
-            .where(
-                queued,
-                col(Experiment.dispatched_at).is_(None),
-                col(Experiment.created_at) < now - timedelta(seconds=grace_seconds),
-            )
-            .order_by(col(Experiment.created_at))
-        ).all()
-        stale = col(Experiment.dispatched_at) < now - timedelta(seconds=horizon_seconds)
-        lost = session.exec(
-            select(Experiment.id)
-            .where(queued, stale)
-            .order_by(col(Experiment.dispatched_at), col(Experiment.created_at))
-        ).all()
-        published = col(Experiment.dispatched_at).is_not(None)
-        sent = session.exec(select(func.count()).where(queued, published)).one() if lost else 0
-    done = _publish_in_turn(engine, celery, list(pending))
+    runs = unsent(engine, grace_seconds=grace_seconds, horizon_seconds=horizon_seconds)
+    pending, lost, sent = runs.never, runs.stale, runs.published
+    done = _publish_in_turn(engine, celery, pending)
     if len(done) < len(pending) or not lost:
         return done
     sent += len(done)
@@ -169,7 +109,7 @@ def publish_pending(
             sent,
             min(missing, len(lost)),
         )
-    return done + _publish_in_turn(engine, celery, list(lost[:missing]))
+    return done + _publish_in_turn(engine, celery, lost[:missing])
 
 
 def _publish_in_turn(engine: Engine, celery: Celery, experiment_ids: list[str]) -> list[str]:

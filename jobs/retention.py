@@ -4,12 +4,9 @@ retention setting keeps are removed, and their space given back to the disk."""
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
-
 from core.config import Settings
-from store.clock import db_now
-from store.db import session_scope
-from store.storage import Keep, prune, reclaim
+from store.db import Engine
+from store.storage import Keep, prune_ended_days_ago, reclaim
 from store.tables import Experiment
 
 log = logging.getLogger(__name__)
@@ -25,9 +22,8 @@ def keep_storage(engine: Engine, settings: Settings) -> None:
     """One pass; nothing to do while ``retention_days`` is unset."""
     if settings.retention_days is None:
         return
-    with session_scope(engine) as session:
-        cutoff = db_now(session) - timedelta(days=settings.retention_days)
-        removed = prune(session, keep=Keep(settings.retention_keep), finished_before=cutoff)
+    keep, days = Keep(settings.retention_keep), settings.retention_days
+    removed, cutoff = prune_ended_days_ago(engine, keep=keep, days=days)
     if removed:
         log.info(
             "retention removed %d stored weight file(s) of runs ended before %s", removed, cutoff

@@ -3,15 +3,13 @@
 import logging
 
 from celery import Celery
-from sqlalchemy import Engine
-from sqlmodel import select
 
 from core.config import Settings
 from jobs.queueing import publish_pending, requeue_abandoned
 from jobs.search import advance, trials_to_come
 from jobs.verify import settle_all
-from store.db import session_scope
-from store.tables import Study
+from store.db import Engine
+from store.searches import searches
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +27,11 @@ def sweep(engine: Engine, celery: Celery, settings: Settings) -> None:
     )
     if published:
         log.info("sweeper published %d experiment(s) the broker had not got", len(published))
-    for study_id in _unfinished_searches(engine):
+    for study in searches(engine):
+        if not trials_to_come(study):
+            continue
         try:
-            advance(engine, celery, settings, study_id)
+            advance(engine, celery, settings, study.id)
         except Exception:  # one broken search must not stall the others
-            log.exception("sweeper could not advance search %s", study_id)
+            log.exception("sweeper could not advance search %s", study.id)
     settle_all(engine)
-
-
-def _unfinished_searches(engine: Engine) -> list[str]:
-    with session_scope(engine) as session:
-        searches = session.exec(select(Study).where(Study.kind == "search")).all()
-        return [study.id for study in searches if trials_to_come(study)]

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from store.tables import EpochMetrics
+from models.epochs import EpochMetrics
 
 COMPARED = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 """What is compared at each epoch (not ``seconds``, which no two runs share)."""

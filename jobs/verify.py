@@ -3,9 +3,8 @@ judges any it missed (a worker gone between the end and the verdict)."""
 
 import logging
 
-from sqlalchemy import Engine
-
 from jobs.verdict import Verdict, judge
+from store.db import Engine
 from store.verdicts import record_verdict, unjudged, verification
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from typing import Any
 from models.errors import Loc, SpecError, error_entry
 from models.overrides import fold
 from models.presets import PRESETS, resolve
+from models.search import CategoricalParam, SearchSpec
 from models.spec import ExperimentSpec
 
 CHAPTER = ["base", "sgd", "momentum", "rmsprop", "adam", "dropout", "l2", "early_stopping",
@@ -161,3 +162,90 @@ def _at(variant: Variant, error: dict[str, Any]) -> dict[str, Any]:
     if loc == ("preset",) and variant.preset not in PRESETS and variant.loc[0] == "presets":
         return error | {"loc": variant.loc}
     return error | {"loc": (*variant.loc, *loc)}
+
+
+@dataclass(frozen=True)
+class StudyAsked:
+    """What a study's submission asks for: the preset and spec keys every run starts from, its
+    seeds, and what varies (its ``kind``: template, presets, variants, grid or search)."""
+
+    kind: str
+    preset: str
+    base: dict[str, Any]
+    seeds: list[int]
+    presets: list[str] | None = None
+    variants: list[dict[str, Any]] | None = None
+    """Each variant's keys as given (its name, maybe a preset, spec keys)."""
+    grid: dict[str, list[Any]] | None = None
+    search: SearchSpec | None = None
+
+
+BASE_DATASET: Loc = ("dataset", "name")
+
+
+def checked_base(asked: StudyAsked) -> dict[str, Any]:
+    """The spec keys every experiment of the study starts from, checked to resolve (its
+    errors name body fields)."""
+    resolve(asked.preset, asked.base)
+    return asked.base
+
+
+def check_study_size(asked: StudyAsked) -> None:
+    """The study's runs counted from the request alone, before any variant is made: at most
+    MAX_EXPERIMENTS (a search: its trials, each once per seed)."""
+    seeds = len(asked.seeds)
+    match asked.kind:
+        case "search":
+            assert asked.search is not None
+            check_size("trials", [asked.search.n_trials], seeds, ("search", "n_trials"))
+        case "grid":
+            grid = asked.grid or {}
+            check_size("grid", [len(values) for values in grid.values()], seeds, ("grid",))
+        case "template":
+            check_size("variants", [len(CHAPTER)], seeds, ("template",))
+        case kind:
+            check_size("variants", [len(getattr(asked, kind) or [])], seeds, (kind,))
+
+
+def study_variants(asked: StudyAsked) -> list[Variant]:
+    """The study's rows, resolved from the request (not for a search)."""
+    base = checked_base(asked)
+    match asked.kind:
+        case "template":
+            return from_presets(CHAPTER, base, ("template",))
+        case "presets":
+            return from_presets(asked.presets or [], base, ("presets",))
+        case "variants":
+            return from_variants(asked.variants or [], asked.preset, base)
+        case "grid":
+            return from_grid(asked.grid or {}, asked.preset, base)
+    raise AssertionError(f"unhandled study kind {asked.kind}")
+
+
+def planned_datasets(
+    asked: StudyAsked, variants: list[Variant], runs: list[PlannedRun]
+) -> dict[str, Loc]:
+    """Each dataset the runs train on, located at the field that chose it: the base's, or
+    the first variant (or grid key) that names another."""
+    base = _base_dataset(asked)
+    located = {variant.name: variant.loc for variant in variants}
+    used: dict[str, Loc] = {}
+    for run in runs:
+        name = run.spec.dataset.name
+        loc = located[run.variant]
+        where = ("grid", "dataset.name") if loc == ("grid",) else (*loc, *BASE_DATASET)
+        used.setdefault(name, BASE_DATASET if name == base else where)
+    return used
+
+
+def searched_datasets(asked: StudyAsked, search: SearchSpec) -> dict[str, Loc]:
+    """Each dataset a search's trials may train on: the searched choices, else the base's."""
+    searched = search.space.get("dataset.name")
+    if isinstance(searched, CategoricalParam):
+        return {str(choice): ("search", "space", "dataset.name") for choice in searched.choices}
+    return {_base_dataset(asked): BASE_DATASET}
+
+
+def _base_dataset(asked: StudyAsked) -> str:
+    """The dataset of the study's base spec (its preset with the request's keys)."""
+    return resolve(asked.preset, asked.base).dataset.name

@@ -1,2 +1,2 @@
 """SQL: the engine and migrations, the tables, and the queries and state changes of
-experiments, runs, studies, tokens and leases."""
+experiments, runs, studies and tokens."""

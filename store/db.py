@@ -27,7 +27,7 @@ def get_engine(url: str | None = None) -> Engine:
     settings = get_settings()
     url = url or settings.resolved_database_url
     pool = {"pool_size": settings.db_pool_size, "max_overflow": 10}
-    if make_url(url).get_backend_name() != "sqlite":
+    if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True, **pool)
     engine = create_engine(
         url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}, **pool
@@ -46,16 +46,39 @@ def get_engine(url: str | None = None) -> Engine:
     return engine
 
 
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite database."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_file_of(url: str) -> str | None:
+    """The file a SQLite URL names (None for an in-memory one)."""
+    return make_url(url).database
+
+
+def open_session(engine: Engine) -> Session:
+    """A session on ``engine`` whose rows stay readable after a commit (the caller closes it,
+    with ``with``)."""
+    return Session(engine, expire_on_commit=False)
+
+
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back when it raises."""
-    with Session(engine or get_engine(), expire_on_commit=False) as session:
+    with open_session(engine or get_engine()) as session:
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+
+
+def engine_of(session: Session) -> Engine:
+    """The engine ``session`` is bound to."""
+    engine = session.get_bind()
+    assert isinstance(engine, Engine), "a session bound to an engine"
+    return engine
 
 
 def migrate(engine: Engine | None = None, revision: str = "head") -> None:

@@ -12,20 +12,14 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, distinct, func, or_, update
+from sqlalchemy import and_, distinct, func, or_
 from sqlmodel import Session, col, select
 
 from models.dataset_record import DatasetRecord, current_record
-from store.tables import (
-    ACTIVE,
-    EpochMetrics,
-    EpochRecord,
-    Experiment,
-    Priority,
-    Status,
-    Study,
-    utcnow,
-)
+from models.epochs import EpochMetrics
+from models.status import ACTIVE, Priority, Status
+from store.db import Engine, session_scope
+from store.tables import EpochRecord, Experiment, Study
 
 
 class InvalidCursor(ValueError):
@@ -247,6 +241,26 @@ def history(
     return [EpochMetrics(*row) for row in session.exec(query)]
 
 
+def epochs_of(
+    engine: Engine, experiment_id: str, *, until: int | None = None
+) -> list[EpochMetrics]:
+    """The experiment's finished epochs (up to ``until``), in order, in a short session."""
+    with session_scope(engine) as session:
+        return history(session, experiment_id, until=until)
+
+
+def experiment_with_epochs(
+    engine: Engine, experiment_id: str, *, since: int = 0, until: int | None = None
+) -> tuple[Experiment, list[EpochMetrics]] | None:
+    """The experiment, then its epochs after ``since`` (and up to ``until``), read in that order
+    in one short session (a finished state comes with every epoch); None once it is deleted."""
+    with session_scope(engine) as session:
+        experiment = session.get(Experiment, experiment_id)
+        if experiment is None:
+            return None
+        return experiment, history(session, experiment_id, since=since, until=until)
+
+
 def ancestry(session: Session, experiment: Experiment) -> list[tuple[str, int | None]]:
     """The runs a continued experiment's curves join, oldest first, each with the last epoch
     it contributes (None: all of them, for ``experiment`` itself). A child resumes at its
@@ -319,33 +333,6 @@ def _first_trials_to_come(session: Session, owner: str) -> int:
         )
     ).all()
     return sum(max(0, min(width, total) - started) for width, total, started in starting)
-
-
-def cancel(session: Session, experiment: Experiment) -> Experiment:
-    """Cancel at once if queued or paused; ask the trainer to stop if running; Conflict if
-    finished."""
-    now = utcnow()
-    waiting = (Status.queued, Status.paused)
-    queued = session.exec(
-        update(Experiment)
-        .where(col(Experiment.id) == experiment.id, col(Experiment.status).in_(waiting))
-        .values(status=Status.cancelled, cancel_requested=True, finished_at=now)
-    )
-    if queued.rowcount == 0:
-        running = session.exec(
-            update(Experiment)
-            .where(col(Experiment.id) == experiment.id, col(Experiment.status) == Status.running)
-            .values(cancel_requested=True)
-        )
-        if running.rowcount == 0:
-            session.refresh(experiment)
-            raise Conflict(
-                f"Experiment {experiment.id} is already {experiment.status}; "
-                "only queued, running or paused experiments can be cancelled."
-            )
-    session.commit()
-    session.refresh(experiment)
-    return experiment
 
 
 def delete(session: Session, experiment: Experiment) -> None:

@@ -1,44 +1,14 @@
-"""Pausing, resuming and continuing experiments: the API's side of a run's lifecycle (the
-worker's side is in ``store.runs``)."""
+"""Continuing an ended experiment as a new run from its checkpoint (pausing and resuming, like
+every change of status, are in ``store.transitions``)."""
 
 import hashlib
 from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
+from models.status import ACTIVE, Priority
 from store.experiments import Conflict, create_experiment
-from store.tables import ACTIVE, Checkpoint, Experiment, Priority, Status
-
-
-def pause(session: Session, experiment: Experiment) -> Experiment:
-    """Pause at once if queued (a worker that takes its message will not claim it); ask the
-    trainer to checkpoint and stop if running; Conflict otherwise."""
-    queued = _move(session, experiment, Status.queued, status=Status.paused)
-    if not queued and not _move(session, experiment, Status.running, pause_requested=True):
-        raise Conflict(
-            f"Experiment {experiment.id} is {experiment.status}; "
-            "only queued or running experiments can be paused."
-        )
-    return experiment
-
-
-def resume(session: Session, experiment: Experiment) -> Experiment:
-    """Put a paused experiment back in the queue (the caller publishes it); Conflict unless
-    it is paused."""
-    if not _move(
-        session,
-        experiment,
-        Status.paused,
-        status=Status.queued,
-        pause_requested=False,
-        dispatched_at=None,
-    ):
-        raise Conflict(
-            f"Experiment {experiment.id} is {experiment.status}, not paused; "
-            "only a paused experiment can be resumed."
-        )
-    return experiment
+from store.tables import Checkpoint, Experiment
 
 
 def check_continuable(experiment: Experiment) -> None:
@@ -82,15 +52,3 @@ def continue_experiment(
         )
     )
     return child
-
-
-def _move(session: Session, experiment: Experiment, was: Status, /, **values: Any) -> bool:
-    """Change the experiment if its status ``was`` this, committing; False if it was not."""
-    moved = session.exec(
-        update(Experiment)
-        .where(col(Experiment.id) == experiment.id, col(Experiment.status) == was)
-        .values(**values)
-    )
-    session.commit()
-    session.refresh(experiment)
-    return moved.rowcount == 1

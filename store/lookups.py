@@ -9,8 +9,9 @@ import re
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
+from models.status import Status
 from store.experiments import Conflict
-from store.tables import Experiment, Status, Study
+from store.tables import Experiment, Study
 
 MIN_PREFIX = 6
 """The fewest hex characters that name an experiment or study by prefix."""

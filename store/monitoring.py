@@ -6,7 +6,8 @@ from datetime import datetime
 from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
-from store.tables import EpochRecord, Experiment, Status
+from models.status import Status
+from store.tables import EpochRecord, Experiment
 
 
 def ping(session: Session) -> None:

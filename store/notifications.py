@@ -7,10 +7,11 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, Engine, exists, or_, update
 from sqlmodel import col, select
 
+from models.status import ACTIVE
 from store.clock import db_now
 from store.db import session_scope
 from store.studies import study_experiments
-from store.tables import ACTIVE, Experiment, Study
+from store.tables import Experiment, Study
 
 
 class Delivery(StrEnum):
@@ -79,3 +80,10 @@ def record_outcome(engine: Engine, row: Notified, state: Delivery, error: str | 
             .where(col(table.id) == row.id)
             .values(notify_state=state, notify_error=error)
         )
+
+
+def ask_to_notify(row: Experiment | Study, url: str | None) -> None:
+    """Record ``url`` (already checked) as where a new row's end is announced, a pending
+    notification (the caller commits)."""
+    if url is not None:
+        row.notify_url, row.notify_state = url, Delivery.pending

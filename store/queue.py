@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from models.status import Priority, Status
 from store.clock import db_now
-from store.tables import Attempt, EpochRecord, Experiment, Priority, Status
+from store.tables import Attempt, EpochRecord, Experiment
 
 RANK = {Priority.high: 0, Priority.normal: 1, Priority.low: 2}
 PACE_SAMPLE = 500

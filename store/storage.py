@@ -4,14 +4,17 @@ the disk."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, text, true
 from sqlmodel import Session, col, select
 
-from store.tables import BestCheckpoint, Checkpoint, Experiment, Status
+from models.status import Status
+from store.clock import db_now
+from store.db import session_scope
+from store.tables import BestCheckpoint, Checkpoint, Experiment
 
 ENDED = (Status.succeeded, Status.failed, Status.cancelled)
 
@@ -84,6 +87,14 @@ def usage(session: Session, user: str | None = None) -> list[Usage]:
         )
         for name in sorted(users, key=lambda name: name or "")
     ]
+
+
+def prune_ended_days_ago(engine: Engine, *, keep: Keep, days: float) -> tuple[int, datetime]:
+    """``prune`` the runs that ended over ``days`` days ago by the database's clock; the rows
+    removed and that cutoff."""
+    with session_scope(engine) as session:
+        cutoff = db_now(session) - timedelta(days=days)
+        return prune(session, keep=keep, finished_before=cutoff), cutoff
 
 
 def prune(session: Session, *, keep: Keep, finished_before: datetime) -> int:

@@ -3,20 +3,19 @@ as the comparison table, cancelled as a whole."""
 
 import contextlib
 import uuid
-from collections import Counter
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from models.epochs import EpochMetrics
+from models.status import ACTIVE, Priority
 from models.studies import PlannedRun
-from store import experiments
-from store.tables import ACTIVE, EpochRecord, Experiment, Priority, Status, Study
-
-T = TypeVar("T")
-
-PRUNED = "pruned at epoch"
-"""How a pruned trial's error begins (then the epoch it stopped after)."""
+from models.study_state import first_within
+from store import experiments, transitions
+from store.db import session_scope
+from store.experiments import METRIC_COLUMNS
+from store.tables import EpochRecord, Experiment, Study
 
 
 def create_study(
@@ -84,34 +83,28 @@ def study_experiments(session: Session, study_id: str) -> list[Experiment]:
     return list(session.exec(query.order_by(col(Experiment.created_at), col(Experiment.id))))
 
 
-def pruned(experiment: Experiment) -> bool:
-    """Whether a search's pruner stopped the trial: cancelled, but as the trial's outcome."""
-    return experiment.status == Status.cancelled and (experiment.error or "").startswith(PRUNED)
-
-
-def status_of(members: list[Experiment], more_to_come: bool = False) -> Status:
-    """Running while any experiment may still change or more are to come (a search's next
-    trials); paused while some wait to be resumed; then failed, cancelled or succeeded (a
-    pruned trial counts as succeeded: it ran until its pruner judged it)."""
-    statuses = {Status.succeeded if pruned(e) else e.status for e in members}
-    if Status.running in statuses or (Status.queued in statuses and len(statuses) > 1):
-        return Status.running
-    if more_to_come and Status.queued not in statuses:
-        return Status.running
-    for status in (Status.queued, Status.paused, Status.failed, Status.cancelled):
-        if status in statuses:
-            return status
-    return Status.succeeded
-
-
-def progress(members: list[Experiment]) -> dict[str, int]:
-    """How many experiments are in each status, and epochs done out of planned."""
-    counts = Counter(str(experiment.status) for experiment in members)
-    return {
-        **{str(status): counts.get(str(status), 0) for status in Status},
-        "epochs_done": sum(experiment.epochs_done for experiment in members),
-        "epochs_total": sum(experiment.epochs_total for experiment in members),
-    }
+def study_with_epochs(
+    engine: Engine, study_id: str, *, after: int
+) -> tuple[Study, list[Experiment], list[tuple[int, str, EpochMetrics]]] | None:
+    """The study, its experiments, then its epoch rows numbered after ``after`` as (study_seq,
+    experiment id, metrics) in that order, read in that order in one short session (a finished
+    state comes with every row); None once it is gone."""
+    with session_scope(engine) as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            return None
+        members = study_experiments(session, study_id)
+        epochs: list[tuple[int, str, EpochMetrics]] = []
+        if study.epoch_seq > after:
+            ids = select(Experiment.id).where(Experiment.study_id == study_id)
+            rows = session.exec(
+                select(EpochRecord.study_seq, EpochRecord.experiment_id, *METRIC_COLUMNS)
+                .where(col(EpochRecord.experiment_id).in_(ids))
+                .where(col(EpochRecord.study_seq) > after)
+                .order_by(col(EpochRecord.study_seq))
+            )
+            epochs = [(seq, key, EpochMetrics(*values)) for seq, key, *values in rows]
+        return study, members, epochs
 
 
 def seconds_per_epoch(session: Session, ids: list[str]) -> dict[str, float]:
@@ -124,19 +117,6 @@ def seconds_per_epoch(session: Session, ids: list[str]) -> dict[str, float]:
     return {experiment_id: float(mean) for experiment_id, mean in averages}
 
 
-def variants(members: list[Experiment]) -> list[str]:
-    """The study's variants (or a search's trials) in the order they were created."""
-    return list(dict.fromkeys(experiment.variant or experiment.id for experiment in members))
-
-
-def by_variant(members: list[Experiment]) -> list[tuple[str, list[Experiment]]]:
-    """The experiments grouped by variant (one per seed), in the order the study made them."""
-    return [
-        (variant, [e for e in members if (e.variant or e.id) == variant])
-        for variant in variants(members)
-    ]
-
-
 def cancel_study(session: Session, study: Study) -> None:
     """Cancel every experiment of the study that may still run."""
     study.cancel_requested = True
@@ -145,7 +125,7 @@ def cancel_study(session: Session, study: Study) -> None:
     for experiment in study_experiments(session, study.id):
         if experiment.status in ACTIVE:
             with contextlib.suppress(experiments.Conflict):  # it finished in the meantime
-                experiments.cancel(session, experiment)
+                transitions.cancel(session, experiment)
 
 
 MAX_PAGE_EXPERIMENTS = 1000
@@ -175,15 +155,3 @@ def _sizes(session: Session, study_ids: list[str]) -> dict[str, int]:
         .group_by(col(Experiment.study_id))
     ).all()
     return {study_id: count for study_id, count in counts if study_id is not None}
-
-
-def first_within(sized: list[tuple[T, int]], budget: int) -> list[T]:
-    """The first items whose sizes add up to at most ``budget`` (the first one always)."""
-    kept: list[T] = []
-    total = 0
-    for item, size in sized:
-        total += size
-        if kept and total > budget:
-            break
-        kept.append(item)
-    return kept

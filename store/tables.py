@@ -1,8 +1,6 @@
 """The SQL tables: one row per experiment, one row per finished epoch."""
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -18,26 +16,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-
-class Priority(StrEnum):
-    """Which queued runs start first; within one, users take turns (``store.queue``)."""
-
-    low = "low"
-    normal = "normal"
-    high = "high"
-
-
-class Status(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-    paused = "paused"
-
-
-ACTIVE = (Status.queued, Status.running, Status.paused)
-"""Statuses of an experiment that has not ended (a paused one trains on once resumed)."""
+from models.status import Priority, Status
 
 
 def utcnow() -> datetime:
@@ -188,21 +167,6 @@ class EpochRecord(SQLModel, table=True):
     study's event stream resumes after."""
 
     __table_args__ = (Index("ix_epochs_experiment_id_study_seq", "experiment_id", "study_seq"),)
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One finished epoch, as the worker records it and the history endpoint serves it (an
-    ``EpochRecord`` without its keys)."""
-
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    seconds: float
-    learning_rate: float | None = None
-    """The optimizer's learning rate during the epoch (None in rows from before it was kept)."""
 
 
 class Checkpoint(SQLModel, table=True):

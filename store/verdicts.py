@@ -7,9 +7,11 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
+from models.epochs import EpochMetrics
+from models.status import Status
 from store.db import session_scope
 from store.experiments import Conflict, history
-from store.tables import Attempt, EpochMetrics, Experiment, Status
+from store.tables import Attempt, Experiment
 
 
 def check_verifiable(experiment: Experiment) -> None:

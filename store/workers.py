@@ -7,20 +7,11 @@ from datetime import timedelta
 from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
+from models.accelerator import Accelerator
+from models.status import Status
 from store.clock import db_now
 from store.db import session_scope, upsert
-from store.tables import Attempt, Experiment, Status, WorkerRecord
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    """What a training process computes on: a GPU's name and memory, or "cpu"."""
-
-    name: str
-    memory_mb: int | None = None
-
-
-CPU = Accelerator("cpu")
+from store.tables import Attempt, Experiment, WorkerRecord
 
 FORGOTTEN_AFTER = timedelta(days=1)
 """Rows of processes silent this long are deleted (a recycled pool process is a new row)."""

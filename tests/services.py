@@ -25,10 +25,12 @@ from sqlalchemy import create_engine, text
 
 from convlab_client.client import CONNECTION_LIMITS
 from core.config import Settings
+from models.epochs import EpochMetrics
+from models.status import Status
 from store.db import get_engine
-from store.leases import this_process
-from store.runs import claim, finish, record_epoch
-from store.tables import EpochMetrics, Status
+from store.runs import record_epoch
+from store.transitions import claim, finish
+from worker.leases import this_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from core.config import Settings
+from models.status import Status
 from store.db import get_engine
-from store.tables import Experiment, Status
+from store.tables import Experiment
 from tests.services import Trainer
 
 DIGITS_RUN = {"preset": "base", "dataset": {"name": "digits"}, "training": {"epochs": 3}}

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from convlab_client import TERMINAL, ApiError, Client, Status
-from store import tables
+from models import status
 from tests.services import BIN, Stack, free_port, running_stack
 
 pytestmark = pytest.mark.slow
@@ -607,5 +607,5 @@ def test_the_token_comes_from_convlab_token(tmp_path: Path) -> None:
 
 
 def test_the_clients_statuses_are_the_servers() -> None:
-    assert list(get_args(Status)) == [status.value for status in tables.Status]
-    assert {status.value for status in set(tables.Status) - set(tables.ACTIVE)} == TERMINAL
+    assert list(get_args(Status)) == [each.value for each in status.Status]
+    assert {each.value for each in set(status.Status) - set(status.ACTIVE)} == TERMINAL

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from store.tables import EpochMetrics
+from models.epochs import EpochMetrics
 from tests.pictures import PNG_SIGNATURE
 from tests.services import Stack, running_stack, wait_for_status
 from tests.test_cli import convlab

@@ -20,9 +20,8 @@ from PIL import Image
 from api.main import create_app
 from core.config import Settings
 from models.datasets import DATASETS
-from store.db import get_engine
-from store.handles import Session
-from store.tables import Status
+from models.status import Status
+from store.db import Session, get_engine
 from store.tokens import create_token
 from tests.services import Stack, Trainer, running_stack, wait_for, wait_for_status
 

@@ -20,8 +20,9 @@ from sqlalchemy import null, update
 from sqlmodel import Session, col
 
 from core.config import Settings
+from models.status import Status
 from store.db import get_engine
-from store.tables import Experiment, Status
+from store.tables import Experiment
 from tests.services import Stack, Trainer, server_stack, wait_for_status
 from tests.test_custom_datasets import CORNERS, npz, quadrant_folder, quadrants, upload
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from models.datasets import find_custom
+from models.upload_files import publish, receive, remove
 from models.uploads import check_npz
-from store.datasets import publish, receive, remove
 from tests.archives import (
     images,
     save_npz,

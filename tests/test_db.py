@@ -13,13 +13,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, SQLModel, select
 
+from models.epochs import EpochMetrics
 from models.presets import PRESETS
+from models.status import Status
 from store.db import MIGRATIONS, VERSION_TABLE, get_engine, migrate
 from store.experiments import create_experiment
-from store.leases import this_process
-from store.runs import checkpoints, claim, record_epoch
-from store.tables import EpochMetrics, EpochRecord, Status
+from store.runs import checkpoints, record_epoch
+from store.tables import EpochRecord
+from store.transitions import claim
 from tests.services import postgres_database
+from worker.leases import this_process
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -41,7 +44,9 @@ def engine(database_url: str) -> Iterator[Engine]:
 def _migrate_concurrently(database_url: str, processes: int) -> list[int]:
     env = {**os.environ, "CONVLAB_DATABASE_URL": database_url}
     started = [
-        subprocess.Popen([sys.executable, "-m", "store.migrate"], env=env, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "commands.migrate"], env=env, stderr=subprocess.PIPE
+        )
         for _ in range(processes)
     ]
     return [process.wait(timeout=60) for process in started]

@@ -14,7 +14,7 @@ from sqlalchemy import text as sql
 from api.main import create_app
 from core.config import Settings
 from jobs.events import parse_position, study_state
-from store.tables import Status
+from models.status import Status
 from tests.events import parse_events
 from tests.services import Trainer, postgres_database
 

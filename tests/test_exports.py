@@ -16,8 +16,9 @@ import httpx
 import numpy as np
 import pytest
 
+from models.epochs import EpochMetrics
 from models.presets import resolve
-from store.tables import EpochMetrics, Status
+from models.status import Status
 from tests.services import BIN, ROOT, Stack, free_port, running_stack, stop_process, wait_for
 from tests.services import wait_for_status as wait_for_experiment
 from views.tensorboard import Run, archive, flat_spec
@@ -249,7 +250,8 @@ def test_exports_load_no_tensorflow_in_the_api(
     script = (
         "import sys, time\n"
         "from datetime import UTC, datetime\n"
-        "from store.tables import EpochMetrics, Status\n"
+        "from models.epochs import EpochMetrics\n"
+        "from models.status import Status\n"
         "from views.tensorboard import Run, archive\n"
         "run = Run('r', 'x', Status.succeeded, time.time(), {'seed': 0},\n"
         "          [EpochMetrics(1, 1.0, 0.5, 1.0, 0.5, 0.1)])\n"

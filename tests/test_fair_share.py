@@ -16,12 +16,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 import jobs.forecast as forecasting
+from models.accelerator import Accelerator
+from models.status import Priority, Status
 from store.db import session_scope
 from store.experiments import create_experiment
 from store.queue import Line, read_line
-from store.runs import claim_next, finish
-from store.tables import Experiment, Priority, Status, utcnow
-from store.workers import Accelerator, attempts_of
+from store.tables import Experiment, utcnow
+from store.transitions import claim_next, finish
+from store.workers import attempts_of
 from tests.services import Stack, running_stack, wait_for, wait_for_status
 
 SPEC = {"preset": "base", "dataset": {"name": "digits"}, "training": {"epochs": 2}}

@@ -11,25 +11,24 @@ from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col
 
 from jobs.queueing import requeue_abandoned
+from models.epochs import EpochMetrics
 from models.presets import PRESETS
+from models.status import Status
 from store.clock import db_now
 from store.db import session_scope
 from store.experiments import create_experiment
 from store.runs import (
-    EpochMetrics,
     LeaseLost,
     checkpoints,
-    claim,
-    finish,
     keep_best,
     record_epoch,
-    release,
     renew_lease,
     rewind,
     save_evaluation,
     trained_model,
 )
-from store.tables import Evaluation, Experiment, Status
+from store.tables import Evaluation, Experiment
+from store.transitions import claim, finish, release
 
 OLD = "node-a/1/1"
 NEW = "node-b/2/2"

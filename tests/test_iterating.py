@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from core.config import Settings
+from models.status import Status
 from store.experiments import Sort
-from store.tables import Status
 from tests.services import BIN, Stack, Trainer, stack_on
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}

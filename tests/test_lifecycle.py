@@ -13,12 +13,12 @@ import pytest
 from core.config import Settings
 from jobs.queueing import requeue_abandoned
 from models.presets import resolve
+from models.status import Status
+from models.study_state import status_of
 from store.db import get_engine, migrate, session_scope
 from store.experiments import create_experiment
-from store.lifecycle import pause
-from store.runs import claim
-from store.studies import status_of
-from store.tables import Experiment, Status
+from store.tables import Experiment
+from store.transitions import claim, pause
 from tests.services import BIN, Stack, running_stack, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow

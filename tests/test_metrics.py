@@ -3,8 +3,9 @@
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from store.tables import Status
-from store.workers import Accelerator, beat
+from models.accelerator import Accelerator
+from models.status import Status
+from store.workers import beat
 from tests.services import Trainer
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3}}

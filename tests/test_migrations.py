@@ -10,13 +10,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlmodel import Session
 
+from models.epochs import EpochMetrics
 from models.presets import PRESETS
 from store.db import MIGRATIONS, downgrade, get_engine, migrate
 from store.experiments import create_experiment
-from store.leases import this_process
-from store.runs import claim, record_epoch
-from store.tables import EpochMetrics, Study
+from store.runs import record_epoch
+from store.tables import Study
+from store.transitions import claim
 from tests.services import postgres_database
+from worker.leases import this_process
 
 HISTORY = ("experiments", "epochs", "checkpoints")
 CHECKPOINTS_SINCE = "0002"

@@ -13,7 +13,8 @@ from sqlmodel import Session, col
 from api.main import create_app
 from core.config import Settings
 from models.datasets import DATASETS, unavailable_sentence
-from store.tables import Experiment, Status, Study
+from models.status import Status
+from store.tables import Experiment, Study
 from tests.events import parse_events
 from tests.services import Trainer, postgres_database
 

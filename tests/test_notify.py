@@ -25,8 +25,8 @@ from api.notify import NO_SECRET
 from core.config import Settings
 from jobs.notify import deliver_due, refusal
 from jobs.webhook import Unanswered, post
+from models.status import Status
 from store.notifications import due, take_attempt
-from store.tables import Status
 from tests.receivers import receiver as hostile_receiver
 from tests.services import Trainer, missing, running_stack, wait_for, wait_for_status
 

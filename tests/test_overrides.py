@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 from convlab_client.cli_spec import request_body
 from core.config import Settings
-from jobs.search import optuna_name, trial_spec
+from jobs.optuna_adapter import optuna_name
 from models.errors import Loc, SpecError
 from models.overrides import fold
 from models.presets import PRESETS, resolve, resolve_over
 from models.spec import OPTIMIZER_NAMES, SCHEDULE_TYPES, Adam, Momentum, fields_at
 from models.studies import from_grid, from_variants, plan
+from models.trials import trial_spec
 from tests.services import Stack, running_stack, wait_for
 
 ROOT = Path(__file__).parents[1]

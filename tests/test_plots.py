@@ -3,7 +3,7 @@ the history does."""
 
 from fastapi.testclient import TestClient
 
-from store.tables import Status
+from models.status import Status
 from tests.pictures import PNG_SIGNATURE
 from tests.services import Trainer
 

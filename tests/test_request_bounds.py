@@ -14,10 +14,12 @@ import pytest
 from sqlmodel import Session, col, select
 
 from core.config import Settings
+from models.epochs import EpochMetrics
+from models.status import Status
 from models.studies import LABEL_CHARS, NAME_CHARS
 from store.db import get_engine
 from store.runs import record_epoch
-from store.tables import EpochMetrics, Experiment, Status, Study
+from store.tables import Experiment, Study
 from tests.services import Stack, Trainer, stack_on
 
 RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}

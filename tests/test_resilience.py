@@ -25,7 +25,7 @@ from jobs.queueing import QUEUE, TRAIN_TASK
 from models.presets import resolve
 from store.db import get_engine
 from store.experiments import create_experiment
-from store.runs import claim
+from store.transitions import claim
 from tests.services import (
     RedisServer,
     Stack,

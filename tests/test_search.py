@@ -14,12 +14,14 @@ from sqlmodel import Session, col
 
 from api.main import create_app
 from core.config import Settings
-from jobs.search import TrialReporter, advance, optuna_name, optuna_storage
+from jobs.optuna_adapter import optuna_name, optuna_storage
+from jobs.search import advance, reporter
 from jobs.sweeper import sweep
+from models.status import Status
+from models.study_state import PRUNED
 from store.db import get_engine, migrate
-from store.runs import finish
-from store.studies import PRUNED
-from store.tables import Experiment, Status, Study
+from store.tables import Experiment, Study
+from store.transitions import finish
 from tests.events import parse_events
 from tests.services import Trainer, all_at_once
 
@@ -235,7 +237,9 @@ def test_processes_meeting_a_new_database_create_optunas_tables_once(tmp_path: P
     version (an IntegrityError)."""
     url = f"sqlite:///{tmp_path / 'convlab.sqlite'}"
     migrate(get_engine(url))
-    all_at_once(tmp_path, "from jobs.search import optuna_storage", f"optuna_storage({url!r})")
+    all_at_once(
+        tmp_path, "from jobs.optuna_adapter import optuna_storage", f"optuna_storage({url!r})"
+    )
 
 
 def test_submit_of_a_grid_search_with_a_point_the_spec_refuses_is_422_storing_nothing(
@@ -380,11 +384,11 @@ def _run_trial(
         assert trial is not None and trial.study_id is not None and trial.trial_number is not None
         study = session.get(Study, trial.study_id)
         assert study is not None
-    reporter = TrialReporter(settings.resolved_database_url, study, trial.trial_number)
+    trial_reporter = reporter(settings.resolved_database_url, study, trial.trial_number)
     trainer.start(experiment_id)
     for epoch, accuracy in enumerate(accuracies, start=1):
         trainer.epoch(experiment_id, epoch, 1.0, accuracy, 1.0, accuracy, 0.1)
-        if reporter.should_prune(epoch, {"val_accuracy": accuracy}):
+        if trial_reporter.should_prune(epoch, {"val_accuracy": accuracy}):
             finish(
                 trainer.engine, experiment_id, trainer.owner, Status.cancelled, f"{PRUNED} {epoch}"
             )
@@ -470,11 +474,11 @@ def test_a_pruned_first_seed_stops_the_trials_other_seeds(
     with Session(trainer.engine) as session:
         stored = session.get(Study, study["id"])
         assert stored is not None
-    reporter = TrialReporter(settings.resolved_database_url, stored, 0)
-    assert reporter.should_prune(1, {"val_accuracy": 0.1}, seed=1) is False  # still running
+    trial_reporter = reporter(settings.resolved_database_url, stored, 0)
+    assert trial_reporter.should_prune(1, {"val_accuracy": 0.1}, seed=1) is False  # still running
     trainer.start(runs[0][0])
     finish(trainer.engine, runs[0][0], trainer.owner, Status.cancelled, f"{PRUNED} 1")
     celery = client.app.state.celery  # type: ignore[attr-defined]
     advance(trainer.engine, celery, settings, study["id"])
     assert _trial_states(settings, study["id"])[0] == "PRUNED"
-    assert reporter.should_prune(1, {"val_accuracy": 0.9}, seed=1) is True
+    assert trial_reporter.should_prune(1, {"val_accuracy": 0.9}, seed=1) is True

@@ -16,11 +16,12 @@ from sqlalchemy import Engine, text
 from sqlmodel import select
 
 from core.config import Settings
+from models.status import Status
 from store.db import get_engine, migrate, session_scope
 from store.experiments import create_experiment, delete
 from store.storage import Keep, prune, reclaim, stored_bytes
 from store.studies import create_study
-from store.tables import BestCheckpoint, Checkpoint, Experiment, Status, utcnow
+from store.tables import BestCheckpoint, Checkpoint, Experiment, utcnow
 from tests.services import Stack, running_stack, server_stack, wait_for, wait_for_status
 
 SPEC = {"preset": "base", "dataset": {"name": "digits"}, "training": {"epochs": 2}}

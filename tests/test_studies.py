@@ -8,9 +8,10 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from core.config import Settings
+from models.status import Status
 from models.studies import CHAPTER
 from store.db import get_engine
-from store.tables import Experiment, Status, Study
+from store.tables import Experiment, Study
 from tests.services import Trainer
 
 SMALL = {"dataset": {"name": "digits"}, "training": {"epochs": 2}}

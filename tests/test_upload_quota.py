@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.config import Settings
-from store.db import get_engine
-from store.handles import Session
+from store.db import Session, get_engine
 from store.tokens import create_token
 from tests.services import Stack, stack_on
 from tests.test_custom_datasets import dataset, npz, stored, upload

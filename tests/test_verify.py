@@ -21,10 +21,13 @@ from core.config import Settings
 from jobs.sweeper import sweep
 from jobs.verdict import TOLERANCE, judge
 from jobs.verify import settle_all
+from models.epochs import EpochMetrics
+from models.status import Status
 from store.db import session_scope
 from store.experiments import create_experiment
-from store.runs import claim, finish, record_epoch
-from store.tables import EpochMetrics, Experiment, Status
+from store.runs import record_epoch
+from store.tables import Experiment
+from store.transitions import claim, finish
 from store.verdicts import mark_verification, unjudged
 from tests.browser import chromium, text
 from tests.services import (

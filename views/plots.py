@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from store.tables import EpochMetrics
+from models.epochs import EpochMetrics
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -8,9 +8,10 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
-from sqlmodel import Session
 
-from store.studies import by_variant, seconds_per_epoch
+from models.study_state import by_variant
+from store.db import Session
+from store.studies import seconds_per_epoch
 from store.tables import Experiment
 
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session
-
+from models.epochs import EpochMetrics
+from models.status import Status
+from store.db import Session
 from store.experiments import history
-from store.tables import EpochMetrics, Experiment, Status
+from store.tables import Experiment
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto.event_pb2 import Event

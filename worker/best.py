@@ -17,11 +17,10 @@ from models.spec import ExperimentSpec
 from store.best_models import best_so_far
 from store.runs import keep_best
 from worker.checkpoints import to_bytes
+from worker.job import Job
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from worker.training import Job
 
 
 class BestKeeper(keras.callbacks.Callback):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import keras
 import numpy as np
@@ -16,9 +16,7 @@ from models.spec import ExperimentSpec
 from store.runs import save_evaluation
 from store.tables import Evaluation
 from worker.datasets import prepare
-
-if TYPE_CHECKING:
-    from worker.training import Job
+from worker.job import Job
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from functools import cache
 import pynvml
 
 from core.config import Settings
+from models.accelerator import CPU, Accelerator
 from store.db import get_engine
-from store.leases import this_process
 from store.outages import is_transient
-from store.workers import CPU, Accelerator, beat
+from store.workers import beat
+from worker.leases import this_process
 
 log = logging.getLogger(__name__)
 

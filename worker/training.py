@@ -11,39 +11,38 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import keras
 import tensorflow as tf
 from celery.exceptions import Reject
 from pydantic import ValidationError
-from sqlalchemy import Engine
 
 from core.config import Settings, get_settings
-from jobs.search import PRUNED, TrialReporter, advance
+from jobs.optuna_adapter import TrialReporter
+from jobs.search import advance, reporter
 from jobs.verify import settle
 from models.build import Speed, as_input, build_model
 from models.datasets import DATASETS
+from models.epochs import EpochMetrics
 from models.spec import ExperimentSpec
-from store.db import get_engine, session_scope
-from store.experiments import history
-from store.leases import this_process
-from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient, through_outages
+from models.status import Status
+from models.study_state import PRUNED
+from store.db import Engine, get_engine
+from store.dispatch import undispatch
+from store.experiments import epochs_of
+from store.outages import DATABASE_ERRORS, DatabaseUnavailable, is_transient
 from store.runs import (
-    EpochMetrics,
     LeaseLost,
     checkpoints,
-    claim_next,
-    finish,
     record_epoch,
-    release,
     renew_lease,
     requested_stop,
     rewind,
-    undispatch,
 )
-from store.tables import Experiment, Status, Study
+from store.searches import search_study
+from store.tables import Experiment, Study
+from store.transitions import claim_next, finish, release
 from worker.best import BestKeeper
 from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
@@ -53,13 +52,13 @@ from worker.environment import determinism, environment
 from worker.evaluation import record_evaluation
 from worker.fidelity import BuiltDiffers, check_built
 from worker.heartbeat import accelerator
+from worker.job import Job
+from worker.leases import is_gone, this_process
 from worker.resident import feed, wanted
 from worker.schedules import ScheduledRate, current_rate
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 def _configure_tensorflow(settings: Settings) -> None:
@@ -110,38 +109,6 @@ def reset_seed(seed: int, *, deterministic: bool = False) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
     keras.utils.set_random_seed(seed)
     determinism(deterministic)
-
-
-class Job:
-    """What the callbacks share: which experiment, which process holds it, how to write."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        experiment_id: str,
-        owner: str,
-        settings: Settings,
-        dataset: dict[str, Any] | None = None,
-    ) -> None:
-        self.engine = engine
-        self.experiment_id = experiment_id
-        self.owner = owner
-        self.settings = settings
-        self.dataset = dataset
-        """The record of the dataset it was submitted with (None: from before records)."""
-        self.lease_lost = threading.Event()
-
-    def durably(
-        self, what: str, call: Callable[[], T], give_up: threading.Event | None = None
-    ) -> T:
-        """``call()``, waiting out a database outage of up to ``db_outage_s`` (or until
-        ``give_up`` is set)."""
-        return through_outages(
-            call,
-            seconds=self.settings.db_outage_s,
-            what=f"{what} ({self.experiment_id})",
-            give_up=give_up,
-        )
 
 
 class LeaseKeeper(threading.Thread):
@@ -369,6 +336,7 @@ def run_experiment(experiment_id: str) -> None:
                 max_lost=settings.max_workers_lost,
                 accelerator=accelerator(),
                 environment=environment(),
+                holder_gone=is_gone,
             ),
             give_up=stop_requested,
         )
@@ -457,7 +425,7 @@ def _trial(job: Job, study: Study | None, number: int | None) -> TrialReporter |
     if study is None or number is None:
         return None
     url = job.settings.resolved_database_url
-    return job.durably("opening its trial", lambda: TrialReporter(url, study, number))
+    return job.durably("opening its trial", lambda: reporter(url, study, number))
 
 
 def _starting_point(job: Job) -> tuple[int, keras.Model | None]:
@@ -508,21 +476,13 @@ def _ending(job: Job, exc: Exception) -> tuple[Status, str | None]:
 
 def _search_study(engine: Engine, experiment: Experiment) -> Study | None:
     """The search study the experiment is a trial of, if it is one."""
-    if experiment.study_id is None:
-        return None
-    with session_scope(engine) as session:
-        study = session.get(Study, experiment.study_id)
-    return study if study is not None and study.kind == "search" else None
+    return None if experiment.study_id is None else search_study(engine, experiment.study_id)
 
 
 def _past_logs(job: Job, up_to: int) -> list[dict[str, float | None]]:
     """The recorded epochs 1..up_to as Keras logs, to rebuild early stopping's state."""
 
-    def read() -> list[EpochMetrics]:
-        with session_scope(job.engine) as session:
-            return history(session, job.experiment_id)
-
-    rows = job.durably("reading its history", read)
+    rows = job.durably("reading its history", lambda: epochs_of(job.engine, job.experiment_id))
     return [
         {key: getattr(row, key) for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
         for row in rows

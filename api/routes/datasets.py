@@ -34,10 +34,10 @@ from models.datasets import (
     is_slug,
 )
 from models.errors import SpecError, error_entry
+from models.upload_files import NameTaken, publish, receive, remove
 from models.uploads import BadUpload, TooLarge, check_npz
-from store.datasets import NameTaken, publish, receive, remove, using
-from store.db import session_scope
-from store.handles import Engine
+from store.datasets import using
+from store.db import Engine, session_scope
 from store.tokens import Principal
 
 router = APIRouter(

@@ -10,9 +10,10 @@ from api.deps import PrincipalDep, ReleasingRoute, SessionDep, SettingsDep, find
 from api.errors import documented
 from api.routes.plots import IMAGE, FormatPath
 from core.config import Settings
+from models.status import Status
+from store.db import Session
 from store.evaluations import evaluation_of
-from store.handles import Session
-from store.tables import Evaluation, Experiment, Status
+from store.tables import Evaluation, Experiment
 from store.tokens import Principal
 from views import plots
 

@@ -27,8 +27,9 @@ from api.errors import documented
 from api.streams import OpenStream, OpenStreamDep
 from core.config import Settings
 from jobs.events import experiment_state, parse_position, study_state
-from store.handles import Engine, Session
-from store.tables import Experiment, Status, Study
+from models.status import Status
+from store.db import Engine, session_scope
+from store.tables import Experiment, Study
 from store.tokens import Principal
 
 REVOKED = "This stream's token is unknown or revoked now; the stream ends."
@@ -95,7 +96,7 @@ async def _visible(
     a short-lived session: a stream must not hold a pooled connection for as long as it runs."""
 
     def check() -> str:
-        with Session(engine) as session:
+        with session_scope(engine) as session:
             return find(session, key, principal, settings).id
 
     return await stream.read(check)

@@ -35,8 +35,7 @@ from api.deps import (
     visible_owner,
 )
 from api.errors import documented
-from api.limits import check_active_cap
-from api.notify import ask_to_notify, check_notify
+from api.notify import check_notify
 from api.public import experiment_public, experiments_public
 from api.schemas import (
     ExperimentCreate,
@@ -48,18 +47,20 @@ from api.schemas import (
     LineagePart,
     spec_filters,
 )
+from api.submit import store_and_publish
 from core.config import Settings
-from jobs.queueing import publish
 from jobs.retention import give_back_space
 from models.budget import check_budget
 from models.dataset_record import changes_since
 from models.datasets import check_available
+from models.epochs import EpochMetrics
 from models.errors import SpecError, error_entry
 from models.presets import PRESETS, resolve, resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
-from store import experiments
-from store.handles import Session
-from store.tables import ACTIVE, EpochMetrics, Experiment, Priority, Status
+from models.status import ACTIVE, Priority, Status
+from store import experiments, transitions
+from store.db import Session
+from store.tables import Experiment
 from store.tokens import Principal
 
 router = APIRouter(
@@ -106,19 +107,29 @@ def submit(
     else:
         asked = body.priority if "priority" in body.model_fields_set else None
         priority = derived_priority(principal, asked, parent.priority)
-    check_active_cap(session, principal, settings, adding=1)
-    experiment = experiments.create_experiment(
+
+    def store() -> tuple[Experiment, list[Experiment]]:
+        experiment = experiments.create_experiment(
+            session,
+            name=body.name,
+            spec=spec.model_dump(mode="json"),
+            owner=principal.user if principal else None,
+            parent_id=parent.id if parent else None,
+            priority=priority,
+        )
+        return experiment, [experiment]
+
+    experiment = store_and_publish(
         session,
-        name=body.name,
-        spec=spec.model_dump(mode="json"),
-        owner=principal.user if principal else None,
-        parent_id=parent.id if parent else None,
-        priority=priority,
+        engine,
+        celery,
+        principal,
+        settings,
+        response,
+        adding=1,
+        store=store,
+        notify=body.notify,
     )
-    ask_to_notify(experiment, body.notify)
-    session.commit()
-    publish(engine, celery, experiment.id)  # a miss is left to the sweeper
-    response.headers["Location"] = f"/experiments/{experiment.id}"
     return experiment_public(session, settings, experiment)
 
 
@@ -308,7 +319,7 @@ def cancel_experiment(
     """Cancel: a queued experiment never runs; a running one stops at its next batch."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "cancel this experiment")
-    return experiment_public(session, settings, experiments.cancel(session, experiment))
+    return experiment_public(session, settings, transitions.cancel(session, experiment))
 
 
 @router.delete("/{experiment_id}", status_code=204, responses=documented(403, 404, 409))

@@ -17,9 +17,9 @@ from api.deps import (
     require_owner,
 )
 from api.errors import documented
-from api.limits import check_active_cap
 from api.public import experiment_public
 from api.schemas import ContinueCreate, ExperimentPublic
+from api.submit import store_and_publish
 from jobs.queueing import publish
 from jobs.retention import removal_note
 from models.budget import check_budget
@@ -28,8 +28,9 @@ from models.datasets import check_available
 from models.errors import SpecError, error_entry
 from models.presets import resolve_over
 from models.spec import MAX_EPOCHS, ExperimentSpec
-from store import lifecycle
+from store import lifecycle, transitions
 from store.runs import trained_model
+from store.tables import Experiment
 
 router = APIRouter(
     prefix="/experiments",
@@ -81,18 +82,21 @@ def continue_experiment(
     check_available(spec.dataset.name, settings.resolved_data_dir, ("dataset", "name"))
     priority = derived_priority(principal, body.priority, parent.priority)
     check_budget(spec, settings)
-    check_active_cap(session, principal, settings, adding=1)
-    child = lifecycle.continue_experiment(
-        session,
-        parent,
-        checkpoint,
-        spec=spec.model_dump(mode="json"),
-        owner=principal.user if principal else None,
-        priority=priority,
+
+    def store() -> tuple[Experiment, list[Experiment]]:
+        child = lifecycle.continue_experiment(
+            session,
+            parent,
+            checkpoint,
+            spec=spec.model_dump(mode="json"),
+            owner=principal.user if principal else None,
+            priority=priority,
+        )
+        return child, [child]
+
+    child = store_and_publish(
+        session, engine, celery, principal, settings, response, adding=1, store=store
     )
-    session.commit()
-    publish(engine, celery, child.id)  # a miss is left to the sweeper
-    response.headers["Location"] = f"/experiments/{child.id}"
     return experiment_public(session, settings, child)
 
 
@@ -109,7 +113,7 @@ def pause_experiment(
     frees its worker."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "pause this experiment")
-    return experiment_public(session, settings, lifecycle.pause(session, experiment))
+    return experiment_public(session, settings, transitions.pause(session, experiment))
 
 
 @router.post(
@@ -129,7 +133,7 @@ def resume_experiment(
     """Put a paused experiment back in the queue; it goes on from its checkpoint."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "resume this experiment")
-    lifecycle.resume(session, experiment)
+    transitions.resume(session, experiment)
     publish(engine, celery, experiment.id)  # a miss is left to the sweeper
     return experiment_public(session, settings, experiment)
 

@@ -18,12 +18,13 @@ from api.deps import (
 )
 from api.errors import documented
 from api.routes.studies import IdsQuery, compared_experiments
-from store.db import session_scope
+from models.epochs import EpochMetrics
+from models.study_state import by_variant, first_within
+from store.db import Engine, Session, session_scope
 from store.experiments import ancestry, history, lineage, newest_epoch_at
-from store.handles import Engine, Session
 from store.lookups import experiment_by_id, study_by_id
-from store.studies import by_variant, first_within, study_experiments
-from store.tables import EpochMetrics, Experiment
+from store.studies import study_experiments
+from store.tables import Experiment
 from views import plots
 from views.report import by_spec
 

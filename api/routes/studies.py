@@ -1,9 +1,8 @@
 """Studies: variants crossed with seeds, run as ordinary experiments, compared as one table."""
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from celery import Celery
 from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
@@ -24,8 +23,7 @@ from api.deps import (
     visible_owner,
 )
 from api.errors import documented
-from api.limits import check_active_cap
-from api.notify import ask_to_notify, check_notify
+from api.notify import check_notify
 from api.schemas import (
     BestTrial,
     ComparedRow,
@@ -35,27 +33,26 @@ from api.schemas import (
     StudyPublic,
     StudyTable,
 )
+from api.submit import store_and_publish
 from core.config import Settings
 from jobs import search
-from jobs.queueing import publish
+from models import study_state
 from models.budget import check_budget
 from models.datasets import check_available
-from models.errors import Loc, error_entry
-from models.presets import resolve
-from models.search import CategoricalParam, SearchSpec
+from models.errors import error_entry
+from models.status import Priority
 from models.studies import (
-    CHAPTER,
-    PlannedRun,
-    Variant,
-    check_size,
-    from_grid,
-    from_presets,
-    from_variants,
+    check_study_size,
+    checked_base,
     plan,
+    planned_datasets,
+    searched_datasets,
+    study_variants,
 )
+from models.trials import validate_space
 from store import studies
-from store.handles import Engine, Session
-from store.tables import Experiment, Priority, Study
+from store.db import Engine, Session
+from store.tables import Experiment, Study
 from store.tokens import Principal
 from views import report
 from views.report import TableRow, as_csv, markdown
@@ -113,41 +110,65 @@ def submit_study(
     first trials and asks Optuna for more as they finish). Everything is checked first: an
     answer in 4xx stores nothing."""
     owner = principal.user if principal else None
-    _check_size(body)  # a SpecError: 422 (api.errors.invalid_spec)
+    asked = body.asked()
+    check_study_size(asked)  # a SpecError: 422 (api.errors.invalid_spec)
     if body.search is not None:
-        search.validate_space(body.preset, _base(body), body.search, body.seeds[0], settings)
+        validate_space(body.preset, checked_base(asked), body.search, body.seeds[0], settings)
         adding = min(body.search.parallel, body.search.n_trials) * len(body.seeds)
-        datasets = _searched_datasets(body, body.search)
+        datasets = searched_datasets(asked, body.search)
     else:
-        variants = _variants(body)
+        variants = study_variants(asked)
         runs = plan(variants, body.seeds)
         for run in runs:
             check_budget(run.spec, settings)
         adding = len(runs)
-        datasets = _planned_datasets(body, variants, runs)
+        datasets = planned_datasets(asked, variants, runs)
     for name, loc in datasets.items():
         check_available(name, settings.resolved_data_dir, loc)
     check_notify(body.notify, settings)
     check_priority(principal, body.priority)
-    check_active_cap(session, principal, settings, adding=adding)
+    priority = Priority(body.priority)
     if body.search is not None:
-        study = _start_search(body, session, engine, celery, settings, owner)
+
+        def store() -> tuple[Study, list[Experiment]]:
+            stored = studies.create_search_study(
+                session,
+                name=body.name,
+                definition=body.model_dump(mode="json"),
+                seeds=body.seeds,
+                owner=owner,
+                priority=priority,
+            )
+            return stored, []  # its first trials start once it is committed
+
     else:
-        study, experiments = studies.create_study(
-            session,
-            name=body.name,
-            kind=body.kind,
-            definition=body.model_dump(mode="json", exclude_unset=True),
-            runs=runs,
-            seeds=body.seeds,
-            owner=owner,
-            priority=Priority(body.priority),
-        )
-        ask_to_notify(study, body.notify)
-        session.commit()
-        for experiment in experiments:
-            publish(engine, celery, experiment.id)  # a miss is left to the sweeper
-    response.headers["Location"] = f"/studies/{study.id}"
+
+        def store() -> tuple[Study, list[Experiment]]:
+            return studies.create_study(
+                session,
+                name=body.name,
+                kind=body.kind,
+                definition=body.model_dump(mode="json", exclude_unset=True),
+                runs=runs,
+                seeds=body.seeds,
+                owner=owner,
+                priority=priority,
+            )
+
+    study = store_and_publish(
+        session,
+        engine,
+        celery,
+        principal,
+        settings,
+        response,
+        adding=adding,
+        store=store,
+        notify=body.notify,
+    )
+    if body.search is not None:
+        search.create(settings.resolved_database_url, study)
+        search.advance(engine, celery, settings, study.id)
     return _public(session, engine, study)
 
 
@@ -289,107 +310,11 @@ def compared_experiments(
     return list({experiment.id: experiment for experiment in found}.values())
 
 
-def _base(body: StudyCreate) -> dict[str, Any]:
-    """The spec keys every experiment of the study starts from, checked to resolve (its
-    errors name body fields)."""
-    base = body.overrides()
-    resolve(body.preset, base)
-    return base
-
-
-BASE_DATASET: Loc = ("dataset", "name")
-
-
-def _base_dataset(body: StudyCreate) -> str:
-    """The dataset of the study's base spec (its preset with the body's keys)."""
-    return resolve(body.preset, body.overrides()).dataset.name
-
-
-def _planned_datasets(
-    body: StudyCreate, variants: list[Variant], runs: list[PlannedRun]
-) -> dict[str, Loc]:
-    """Each dataset the runs train on, located at the field that chose it: the base's, or
-    the first variant (or grid key) that names another."""
-    base = _base_dataset(body)
-    located = {variant.name: variant.loc for variant in variants}
-    used: dict[str, Loc] = {}
-    for run in runs:
-        name = run.spec.dataset.name
-        loc = located[run.variant]
-        where = ("grid", "dataset.name") if loc == ("grid",) else (*loc, *BASE_DATASET)
-        used.setdefault(name, BASE_DATASET if name == base else where)
-    return used
-
-
-def _searched_datasets(body: StudyCreate, spec: SearchSpec) -> dict[str, Loc]:
-    """Each dataset a search's trials may train on: the searched choices, else the base's."""
-    searched = spec.space.get("dataset.name")
-    if isinstance(searched, CategoricalParam):
-        return {str(choice): ("search", "space", "dataset.name") for choice in searched.choices}
-    return {_base_dataset(body): BASE_DATASET}
-
-
-def _check_size(body: StudyCreate) -> None:
-    """The study's runs counted from the body alone, before any variant is made: at most
-    MAX_EXPERIMENTS (a search: its trials, each once per seed)."""
-    seeds = len(body.seeds)
-    match body.kind:
-        case "search":
-            assert body.search is not None
-            check_size("trials", [body.search.n_trials], seeds, ("search", "n_trials"))
-        case "grid":
-            grid = body.grid or {}
-            check_size("grid", [len(values) for values in grid.values()], seeds, ("grid",))
-        case "template":
-            check_size("variants", [len(CHAPTER)], seeds, ("template",))
-        case kind:
-            check_size("variants", [len(getattr(body, kind) or [])], seeds, (kind,))
-
-
-def _variants(body: StudyCreate) -> list[Variant]:
-    base = _base(body)
-    match body.kind:
-        case "template":
-            return from_presets(CHAPTER, base, ("template",))
-        case "presets":
-            return from_presets(body.presets or [], base, ("presets",))
-        case "variants":
-            items = [item.model_dump(exclude_unset=True) for item in body.variants or []]
-            return from_variants(items, body.preset, base)
-        case "grid":
-            return from_grid(body.grid or {}, body.preset, base)
-    raise AssertionError(f"unhandled study kind {body.kind}")
-
-
-def _start_search(
-    body: StudyCreate,
-    session: Session,
-    engine: Engine,
-    celery: Celery,
-    settings: Settings,
-    owner: str | None,
-) -> Study:
-    """Store a checked search and start its first trials."""
-    study = studies.create_search_study(
-        session,
-        name=body.name,
-        definition=body.model_dump(mode="json"),
-        seeds=body.seeds,
-        owner=owner,
-        priority=Priority(body.priority),
-    )
-    ask_to_notify(study, body.notify)
-    session.commit()
-    search.create(settings.resolved_database_url, study)
-    search.advance(engine, celery, settings, study.id)
-    return study
-
-
 def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     session.refresh(study)
     experiments = studies.study_experiments(session, study.id)
-    status = studies.status_of(experiments, search.trials_to_come(study))
-    progress = studies.progress(experiments)
+    status = study_state.status_of(experiments, search.trials_to_come(study))
+    progress = study_state.progress(experiments)
     best = None
     if study.kind == "search":
         planned = search.search_of(study).n_trials
@@ -403,7 +328,7 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
         priority=study.priority,
         created_at=study.created_at,
         seeds=study.seeds,
-        variants=studies.variants(experiments),
+        variants=study_state.variants(experiments),
         progress=progress,
         experiment_ids=[experiment.id for experiment in experiments],
         table=report.study_table(session, experiments),

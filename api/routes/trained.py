@@ -20,10 +20,11 @@ from models.dataset_record import trained_on
 from models.datasets import DatasetInfo
 from models.errors import error_entry
 from models.spec import TrainingSpec
+from models.status import ACTIVE
 from store.best_models import best_model
-from store.handles import Engine, Session
+from store.db import Engine, session_scope
 from store.runs import trained_model
-from store.tables import ACTIVE, Experiment
+from store.tables import Experiment
 from store.tokens import Principal
 from views.images import BadImage, TooManyPixels, pixels_for
 
@@ -60,7 +61,7 @@ def _finished_model(
 ) -> tuple[Experiment, int, bytes]:
     """The experiment and its chosen model (by default its best with restore_best_weights,
     else its newest checkpoint); 404 or 409 with a sentence otherwise."""
-    with Session(engine) as session:
+    with session_scope(engine) as session:
         experiment = find_experiment(session, experiment_id, principal, settings)
     if experiment.status in ACTIVE:
         raise HTTPException(

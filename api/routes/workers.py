@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from api.deps import PrincipalDep, ReleasingRoute, SessionDep, SettingsDep, visible_owner
 from api.errors import documented
 from api.schemas import AcceleratorPublic, WorkerPublic
-from store.handles import Session
+from store.db import Session
 from store.lookups import status_and_owner
 from store.workers import live_workers
 

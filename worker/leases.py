@@ -1,5 +1,5 @@
-"""Who holds an experiment: a lease owner names one process on one machine, and can tell
-whether that process is gone."""
+"""This worker process as a lease owner: one process on one machine, named so that a worker on
+the same machine can tell whether the holder of a run is gone (``store.transitions.claim``)."""
 
 import os
 import socket
@@ -30,11 +30,9 @@ def this_process() -> str:
     return f"{_host()}/{pid}/{_start_time(pid)}"
 
 
-def is_gone(owner: str | None) -> bool:
+def is_gone(owner: str) -> bool:
     """Whether ``owner`` is a process of this machine that no longer runs; owners on other
     machines are judged by their lease's expiry instead."""
-    if owner is None:
-        return True
     host, pid, started = owner.rsplit("/", 2)
     if host != _host():
         return False

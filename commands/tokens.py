@@ -7,11 +7,9 @@ The server's distribution adds this app to the client's ``convlab`` command thro
 from pathlib import Path
 
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from core.config import Settings
-from store.db import get_engine, migrate, session_scope
+from store.db import Engine, get_engine, is_sqlite, migrate, session_scope, sqlite_file_of
 from store.tokens import InvalidUser, create_token, list_tokens, revoke
 
 app = typer.Typer(help="API tokens (needed when CONVLAB_AUTH is on).", no_args_is_help=True)
@@ -20,10 +18,11 @@ app = typer.Typer(help="API tokens (needed when CONVLAB_AUTH is on).", no_args_i
 def _database() -> Engine:
     """The server's database, migrated; refuses, creating nothing, where there is none (run
     from another folder, the default SQLite file would be a new and empty one)."""
-    url = make_url(Settings().resolved_database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+    url = Settings().resolved_database_url
+    database = sqlite_file_of(url) if is_sqlite(url) else None
+    if is_sqlite(url) and not Path(database or "").is_file():
         typer.echo(
-            f"No convlab database at {url.database}. Run this in the folder you started the "
+            f"No convlab database at {database}. Run this in the folder you started the "
             "server from, or set CONVLAB_HOME (or CONVLAB_DATABASE_URL) as the server has it.",
             err=True,
         )
