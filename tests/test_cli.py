@@ -591,10 +591,43 @@ def test_an_unreachable_server_is_one_sentence_naming_the_url(stack: Stack) -> N
     assert result.stdout == ""
     sentence = one_sentence(result)
     assert sentence.startswith(f"Could not reach the convlab API at {url} (")
-    assert sentence.endswith("Connection refused); CONVLAB_URL sets its address.")
+    assert sentence.endswith(
+        "Connection refused); CONVLAB_URL (or CONVLAB_PORT, on this machine) sets its address."
+    )
     with Client(url) as client, pytest.raises(ApiError) as unreachable:
         client.history("anything")
     assert unreachable.value.status_code is None
+
+
+def test_without_convlab_url_the_clients_find_the_server_at_convlab_port(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One port setting for the server and its clients: ``CONVLAB_PORT``."""
+    env = {key: value for key, value in stack.env.items() if key != "CONVLAB_URL"}
+    port, elsewhere = stack.url.rsplit(":", 1)[1], str(free_port())
+
+    def presets(port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "convlab"), "presets"],
+            env={**env, "CONVLAB_PORT": port},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listed = presets(port)
+    assert listed.returncode == 0, listed.stderr
+    assert "batch_norm" in listed.stdout
+    refused = one_sentence(presets(elsewhere))
+    assert refused.startswith(f"Could not reach the convlab API at http://127.0.0.1:{elsewhere} (")
+    monkeypatch.delenv("CONVLAB_URL", raising=False)
+    monkeypatch.setenv("CONVLAB_PORT", port)
+    with Client() as client:
+        assert client.url == stack.url
+        assert "batch_norm" in {preset["name"] for preset in client.presets()}
+    monkeypatch.setenv("CONVLAB_URL", f"http://127.0.0.1:{elsewhere}")
+    with Client() as client:
+        assert client.url == f"http://127.0.0.1:{elsewhere}"  # CONVLAB_URL comes first
 
 
 def test_the_token_comes_from_convlab_token(tmp_path: Path) -> None:

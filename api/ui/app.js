@@ -129,9 +129,12 @@ const statusBadge = (status) => h("span", { class: `status status-${status}`, "d
 const queueNote = (experiment) => {
   // A queued run's place in line and when it should start (GET /experiments' queue fields).
   if (experiment.queue_position === null || experiment.queue_position === undefined) return "";
+  // workers_up 0: no worker has been heard from, so the run waits until one starts.
   const eta = experiment.eta_seconds;
-  const when = eta === null ? "" : `, starts in ~${eta < 90 ? `${Math.round(eta)} s` : `${Math.round(eta / 60)} min`}`;
-  return h("span", { class: "queue", "data-position": experiment.queue_position }, ` #${experiment.queue_position} in line${when}`);
+  const when = experiment.workers_up === 0 ? ", but no worker is running: start one with make up"
+    : eta === null ? "" : `, starts in ~${eta < 90 ? `${Math.round(eta)} s` : `${Math.round(eta / 60)} min`}`;
+  return h("span", { class: "queue", "data-position": experiment.queue_position, "data-workers": experiment.workers_up },
+    ` #${experiment.queue_position} in line${when}`);
 };
 const progressOf = (done, total) =>
   h("span", {}, h("progress", { value: done, max: total }), ` ${done}/${total}`);
