@@ -2,6 +2,7 @@
 queue and runs again on the next start."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -206,3 +207,59 @@ def test_a_dead_worker_is_started_again_and_its_job_resumes(tmp_path: Path) -> N
         os.killpg(process.pid, signal.SIGINT)
         assert _exit_status(process, tmp_path) == 0
     assert "Traceback" not in (tmp_path / "up.log").read_text()
+
+
+def _checkout(into: Path) -> Path:
+    """This checkout's tracked files, less tests, docs and benchmarks, copied into ``into``."""
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in listed:
+        if not name.startswith(("tests/", "docs/", "bench/")):
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, into / name)
+    return into
+
+
+def _installs(checkout: Path, target: str) -> list[str]:
+    """The pip installs `make TARGET` would run in a checkout without a .venv."""
+    planned = subprocess.run(
+        ["make", "-n", target], cwd=checkout, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return [
+        line
+        for line in planned
+        if line.startswith(".venv/bin/pip install") and "--upgrade pip" not in line
+    ]
+
+
+def test_make_up_installs_the_server_without_the_test_extras(tmp_path: Path) -> None:
+    checkout = _checkout(tmp_path)
+    assert _installs(checkout, "up") == [".venv/bin/pip install --quiet -e ./client -e '.'"]
+    for target in ("install", "test", "lint"):
+        assert "-e '.[test]'" in _installs(checkout, target)[0], target
+
+
+def test_editable_installs_print_no_setuptools_warning(tmp_path: Path) -> None:
+    checkout = _checkout(tmp_path / "checkout")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = venv / "bin" / "python"
+    pip = (Path(sys.executable).parent / "pip", "--python", python, "install", "--no-deps")
+    installed = subprocess.run(
+        [*pip, "-e", checkout / "client", "-e", checkout],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr
+    said = installed.stdout + installed.stderr
+    assert "Warning" not in said and "!!" not in said, said
+    found = subprocess.run(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('api').origin)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.strip() == str(checkout / "api" / "__init__.py")
