@@ -586,6 +586,7 @@ class ComparedRow(TableRow):
 
     experiment_id: str
     name: str | None
+    preset: str
     status: Status
 
 
