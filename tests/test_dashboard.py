@@ -215,8 +215,8 @@ def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
         wait(browser, lambda b: b.find_element(By.ID, "notes-saved").text == "Saved.")
     except TimeoutException:  # say what the page showed instead (a full run failed here once)
         _shot(browser, "notes-not-saved")
-        shown = browser.find_element(By.ID, "label-errors").text or "no error shown"
-        raise AssertionError(f"the notes were not saved: {shown}\n{stack.log_tail()}") from None
+        said = browser.find_element(By.ID, "label-errors").text or "no error shown"
+        raise AssertionError(f"the notes were not saved: {said}\n{stack.log_tail()}") from None
     _shot(browser, "experiment-tags-and-notes")
     with stack.client(token) as client:
         stored = client.get(f"/experiments/{tagged['id']}").json()
