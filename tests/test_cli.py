@@ -14,7 +14,7 @@ import pytest
 
 from convlab_client import TERMINAL, ApiError, Client, Status
 from store import tables
-from tests.services import BIN, Stack, free_port, running_stack
+from tests.services import BIN, Stack, free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,8 @@ CIFAR_MISSING = "Dataset cifar10 is not available: put cifar-10-python.tar.gz"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("cli"), workers=1) as running:
+        with running.client() as client:  # heard from: no run says that no worker is running
+            wait_for(lambda: client.get("/workers").json(), timeout=60, what="the worker")
         yield running
 
 
