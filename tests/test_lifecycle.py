@@ -191,6 +191,17 @@ def test_a_continued_runs_curves_join_its_parents_up_to_where_each_continued(
     declined = _convlab(stack, "delete", child["id"])
     assert declined.returncode == 1 and declined.stdout == ""
     assert declined.stderr.strip() == refused.json()["detail"].replace("force=true", "--force")
+    asked = subprocess.run(  # in a terminal (script gives it one) the CLI asks
+        ["script", "-qec", f"{BIN / 'convlab'} delete {child['id']}", "/dev/null"],
+        input="n\n",
+        env={**stack.env, "CONVLAB_URL": stack.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert asked.returncode == 1
+    assert "Delete it all the same? [y/N]: " in asked.stdout
+    assert asked.stdout.rstrip().endswith(f"{child['id']} not deleted.")
     assert client.get(url, params={"lineage": "true"}).json()["epochs"] == joined["epochs"]
     forced = _convlab(stack, "delete", child["id"], "--force")
     assert (forced.returncode, forced.stdout) == (0, f"{child['id']} deleted\n")

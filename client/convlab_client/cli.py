@@ -424,8 +424,9 @@ def delete(
         except ApiError as exc:
             if exc.status_code != 409 or CONTINUED not in str(exc):
                 raise
-            question = f"{str(exc).rsplit(';', 1)[0]}. Delete it all the same?"
-            if not (sys.stdin.isatty() and typer.confirm(question)):
+            if not sys.stdin.isatty():
                 fail(str(exc).replace("force=true", "--force"))
+            if not typer.confirm(f"{str(exc).rsplit(';', 1)[0]}. Delete it all the same?"):
+                fail(f"{experiment_id} not deleted.")
             client.delete(experiment_id, force=True)
     typer.echo(f"{experiment_id} deleted")
