@@ -417,7 +417,8 @@ def delete(
     ] = False,
 ) -> None:
     """Delete an ended experiment with its history, checkpoints and evaluation; one that
-    other runs continue (their --lineage history joins it) after a question, or --force."""
+    other runs continue (their history with ?lineage=true joins its epochs) after a question
+    in a terminal, or with --force."""
     with api() as client:
         try:
             client.delete(experiment_id, force=force)
