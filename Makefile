@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVER_STAMP := $(VENV)/.installed-server
 MLFLOW := .bench/mlflow
 
 .PHONY: up test install lint compose-check clean bench soak
 
-up: $(STAMP)
+up: $(SERVER_STAMP)
 	$(BIN)/python -m commands.migrate
 	PATH="$(abspath $(BIN)):$$PATH" exec scripts/up.sh
 
@@ -27,14 +28,24 @@ test: lint
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml client/pyproject.toml
+# The server and the client (a distribution of its own) into .venv; `make up` installs only
+# them, `make install` (and so test, lint, bench) the test extras too.
+define INSTALL
 	$(PYTHON) -c 'import sys; sys.exit("convlab needs Python 3.11 to 3.13") if not (3, 11) <= sys.version_info[:2] <= (3, 13) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ./client -e '.[test]'  # the client is a distribution of its own
+	$(BIN)/pip install --quiet -e ./client -e '.$(1)'
 	# A .venv from before the split: uninstalling the old convlab took its `convlab` script along.
 	test -x $(BIN)/convlab || $(BIN)/pip install --quiet --force-reinstall --no-deps -e ./client
+endef
+
+$(SERVER_STAMP): pyproject.toml client/pyproject.toml
+	$(call INSTALL,)
 	touch $@
+
+$(STAMP): pyproject.toml client/pyproject.toml
+	$(call INSTALL,[test])
+	touch $@ $(SERVER_STAMP)
 
 # Benchmarks (about ten minutes here, after the installs): figures and ratios measured side by
 # side; see BENCHMARKS.md.

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Mount
@@ -87,6 +88,24 @@ def _methods_of_path(scope: Scope) -> set[str]:
         for method in METHODS
         if route.matches({**app_scope, "method": method})[0] == Match.FULL
     }
+
+
+NO_SUCH_PATH = "Not Found"
+"""The detail of the 404 Starlette raises for a path no route or file serves."""
+
+
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    """A 404 for a path nothing serves says where to look (the dashboard at ``/``, the API
+    reference at ``/docs``); a route's own 404 ("Experiment abc not found.") is kept."""
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if detail == NO_SUCH_PATH:
+        path = request.url.path if len(request.url.path) <= 100 else f"{request.url.path[:100]}..."
+        detail = (
+            f"Nothing is served at {path}: the dashboard is at /, and the API reference, "
+            "with every path the API serves, at /docs."
+        )
+    return JSONResponse({"detail": detail}, status_code=404, headers=exc.headers)
 
 
 async def status_conflict(request: Request, exc: Exception) -> JSONResponse:

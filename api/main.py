@@ -22,6 +22,7 @@ from api.errors import (
     invalid_request,
     invalid_spec,
     method_not_allowed,
+    not_found,
     status_conflict,
 )
 from api.limits import HostCheck, MinuteRate, NulInUrl, PredictionSlots, ReadRate
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_exception_handler(404, not_found)
     app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(SpecError, invalid_spec)

@@ -431,6 +431,11 @@ class ExperimentPublic(BaseModel):
         description="While queued: seconds until it should start, from recent seconds per epoch "
         "of similar runs on the workers up now (null when unknown).",
     )
+    workers_up: int | None = Field(
+        None,
+        description="While queued: the workers heard from lately; 0: none is running, so the run "
+        "waits until one starts.",
+    )
     attempt_log: list[AttemptPublic] = Field(
         [],
         description="Each attempt: the process that ran it, its accelerator, its start, its "
@@ -529,6 +534,13 @@ class Readiness(BaseModel):
     status: str
     database: str
     broker: str
+    workers: int | None = Field(
+        description="Training processes heard from in the last CONVLAB_WORKERS_SEEN_S (null: "
+        "the database does not answer)."
+    )
+    note: str | None = Field(
+        None, description="What to do when no worker has been heard from; else null."
+    )
 
 
 class BestTrial(BaseModel):
@@ -593,6 +605,7 @@ class ComparedRow(TableRow):
 
     experiment_id: str
     name: str | None
+    preset: str
     status: Status
 
 

@@ -41,6 +41,8 @@ class Place:
     eta_seconds: float | None
     """Seconds until it starts; None when a run ahead of it (or a worker's current run) has
     no similar run timed lately, or no worker is up."""
+    workers_up: int
+    """The workers heard from lately (0: none, the run waits until one starts)."""
 
 
 def forecast(session: Session, *, seen_within_s: float) -> dict[str, Place]:
@@ -58,10 +60,10 @@ def forecast(session: Session, *, seen_within_s: float) -> dict[str, Place]:
     places = {}
     for position, run in enumerate(order, start=1):
         if not free_at:  # no worker is up
-            places[run.id] = Place(position, None)
+            places[run.id] = Place(position, None, workers)
             continue
         start = heapq.heappop(free_at)
-        places[run.id] = Place(position, start if math.isfinite(start) else None)
+        places[run.id] = Place(position, start if math.isfinite(start) else None, workers)
         heapq.heappush(free_at, start + pace.seconds(specs.get(run.id), run.epochs_left))
     return places
 
@@ -101,7 +103,7 @@ def _aged(place: Place, seconds: float) -> Place:
     """``place`` as it stands ``seconds`` after it was forecast."""
     if place.eta_seconds is None:
         return place
-    return Place(place.position, max(place.eta_seconds - seconds, 0.0))
+    return Place(place.position, max(place.eta_seconds - seconds, 0.0), place.workers_up)
 
 
 _forecasts: "weakref.WeakKeyDictionary[Engine, Forecasts]" = weakref.WeakKeyDictionary()

@@ -335,11 +335,30 @@ def _first_trials_to_come(session: Session, owner: str) -> int:
     return sum(max(0, min(width, total) - started) for width, total, started in starting)
 
 
-def delete(session: Session, experiment: Experiment) -> None:
-    """Delete a finished experiment and its history; Conflict while it may still run."""
+def continuations(session: Session, experiment_id: str) -> list[str]:
+    """The experiments continued from this one (not its reruns), oldest first: their curves
+    join its epochs (``ancestry``)."""
+    return list(
+        session.exec(
+            select(Experiment.id)
+            .where(Experiment.parent_id == experiment_id, Experiment.epoch_offset > 0)
+            .order_by(col(Experiment.created_at))
+        )
+    )
+
+
+def delete(session: Session, experiment: Experiment, *, force: bool = False) -> None:
+    """Delete a finished experiment and its history; Conflict while it may still run, and,
+    unless ``force``, while other runs continue it (their joined history would lose it)."""
     if experiment.status in ACTIVE:
         raise Conflict(
             f"Experiment {experiment.id} is {experiment.status}; cancel it before deleting."
+        )
+    if not force and (children := continuations(session, experiment.id)):
+        named = ", ".join(children[:5]) + (", ..." if len(children) > 5 else "")
+        raise Conflict(
+            f"Experiment {experiment.id} is continued by {named}: deleting it takes its epochs "
+            "out of their history with ?lineage=true; force=true deletes it all the same."
         )
     session.delete(experiment)
     session.commit()

@@ -2,6 +2,7 @@
 on digits."""
 
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 
 from convlab_client import TERMINAL, ApiError, Client, Status
 from models import status
-from tests.services import BIN, Stack, free_port, running_stack
+from tests.services import BIN, Stack, free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,8 @@ CIFAR_MISSING = "Dataset cifar10 is not available: put cifar-10-python.tar.gz"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("cli"), workers=1) as running:
+        with running.client() as client:  # heard from: no run says that no worker is running
+            wait_for(lambda: client.get("/workers").json(), timeout=60, what="the worker")
         yield running
 
 
@@ -423,14 +426,15 @@ def test_cancel_stops_an_experiment_and_refuses_a_finished_one(
 
 @pytest.fixture(scope="module")
 def pair(stack: Stack) -> subprocess.CompletedProcess[str]:
-    """``convlab study submit --follow`` of base and dropout, one epoch each on digits."""
+    """``convlab study submit --follow`` of base and dropout, one epoch each on digits, set
+    by ``submit``'s shortcut options."""
     return convlab(
         stack,
         "study",
         "submit",
         *("--preset", "base", "--preset", "dropout", "--seed", "3"),
-        *(*DIGITS, "--set", "training.epochs=1", "--set", "training.batch_size=256"),
-        *("--name", "pair", "--follow"),
+        *("--dataset", "digits", "--epochs", "1", "--batch-size", "256"),
+        *("--optimizer", "adam", "--lr", "0.002", "--name", "pair", "--follow"),
     )
 
 
@@ -443,6 +447,11 @@ def test_study_submit_follow_ends_with_the_table(
     study = api.get(f"/studies/{study_id}").json()
     assert study["status"] == "succeeded" and study["variants"] == ["base", "dropout"]
     assert study["name"] == "pair" and study["seeds"] == [3]
+    for experiment_id in study["experiment_ids"]:
+        spec = api.get(f"/experiments/{experiment_id}").json()["spec"]
+        assert (spec["dataset"]["name"], spec["training"]["epochs"]) == ("digits", 1)
+        assert spec["training"]["batch_size"] == 256
+        assert spec["optimizer"] == spec["optimizer"] | {"name": "adam", "learning_rate": 0.002}
     assert "2/2 experiments ended, 0 failed" in lines
     markdown = api.get(f"/studies/{study_id}/table", params={"format": "markdown"}).text
     assert result.stdout.endswith(markdown)
@@ -585,16 +594,89 @@ def test_history_frame_says_it_needs_pandas(
     )
 
 
+def test_a_queued_run_without_a_worker_says_so_and_follow_follows_again(tmp_path: Path) -> None:
+    with running_stack(tmp_path, workers=0) as stack:
+        submitted = convlab(stack, "submit", "--dataset", "digits", "--epochs", "2")
+        experiment_id = submitted.stdout.strip()
+        waiting = "#1, no worker is running: start one with make up"
+        listed = convlab(stack, "ls")
+        assert listed.returncode == 0, listed.stderr
+        assert "no worker is running" in " ".join(table_rows(listed.stdout)[experiment_id])
+        shown = convlab(stack, "show", experiment_id).stdout.splitlines()
+        assert [line.split(None, 1)[1].strip() for line in shown if line.startswith("queue ")] == [
+            waiting
+        ]
+        followed = subprocess.Popen(
+            [str(BIN / "convlab"), "submit", "--from", experiment_id, "--follow"],
+            env={**stack.env, "CONVLAB_URL": stack.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert followed.stdout is not None
+        child_id = followed.stdout.readline().strip()
+        assert followed.stdout.readline() == f"queued {waiting.replace('#1', '#2')}\n"
+        followed.send_signal(signal.SIGINT)  # Ctrl-C
+        _, stopped = followed.communicate(timeout=30)
+        assert followed.returncode == 130
+        assert stopped == (
+            f"Stopped following; experiment {child_id} keeps running on the server; "
+            f"`convlab follow {child_id}` follows it again.\n"
+        )
+        stack.start_worker()
+        again = convlab(stack, "follow", child_id)
+        assert again.returncode == 0, again.stderr
+        epochs = [line.split("  ")[0] for line in again.stdout.splitlines() if "  loss " in line]
+        assert epochs == ["epoch 1/2", "epoch 2/2"]
+        assert "Test accuracy" in again.stdout  # the final table
+        assert (
+            one_sentence(convlab(stack, "follow", "0" * 32)) == f"Experiment {'0' * 32} not found."
+        )
+
+
 def test_an_unreachable_server_is_one_sentence_naming_the_url(stack: Stack) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = convlab(stack, "ls", url=url)
     assert result.stdout == ""
     sentence = one_sentence(result)
     assert sentence.startswith(f"Could not reach the convlab API at {url} (")
-    assert sentence.endswith("Connection refused); CONVLAB_URL sets its address.")
+    assert sentence.endswith(
+        "Connection refused); CONVLAB_URL (or CONVLAB_PORT, on this machine) sets its address."
+    )
     with Client(url) as client, pytest.raises(ApiError) as unreachable:
         client.history("anything")
     assert unreachable.value.status_code is None
+
+
+def test_without_convlab_url_the_clients_find_the_server_at_convlab_port(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One port setting for the server and its clients: ``CONVLAB_PORT``."""
+    env = {key: value for key, value in stack.env.items() if key != "CONVLAB_URL"}
+    port, elsewhere = stack.url.rsplit(":", 1)[1], str(free_port())
+
+    def presets(port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "convlab"), "presets"],
+            env={**env, "CONVLAB_PORT": port},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listed = presets(port)
+    assert listed.returncode == 0, listed.stderr
+    assert "batch_norm" in listed.stdout
+    refused = one_sentence(presets(elsewhere))
+    assert refused.startswith(f"Could not reach the convlab API at http://127.0.0.1:{elsewhere} (")
+    monkeypatch.delenv("CONVLAB_URL", raising=False)
+    monkeypatch.setenv("CONVLAB_PORT", port)
+    with Client() as client:
+        assert client.url == stack.url
+        assert "batch_norm" in {preset["name"] for preset in client.presets()}
+    monkeypatch.setenv("CONVLAB_URL", f"http://127.0.0.1:{elsewhere}")
+    with Client() as client:
+        assert client.url == f"http://127.0.0.1:{elsewhere}"  # CONVLAB_URL comes first
 
 
 def test_the_token_comes_from_convlab_token(tmp_path: Path) -> None:

@@ -125,5 +125,5 @@ def test_an_overlay_of_26_series_labels_each_outside_the_axes() -> None:
     curves = [(f"variant {index}", [run]) for index in range(26)]
     svg = overlay_plot("many", curves, "svg").decode()
     assert all(f">variant {index}<" in svg for index in range(26))
-    assert svg.count('<g id="legend_') == 1  # one legend, beside both panels
+    assert svg.count('<g id="legend_') == 1  # one legend, below both panels
     assert "FillBetweenPolyCollection" not in svg  # single runs: no band

@@ -3,6 +3,7 @@ chromedriver by selenium) against a real API with auth on and a real worker. Scr
 to test-artifacts/screenshots/."""
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,6 +101,28 @@ def test_a_bad_field_is_marked_and_named(browser: WebDriver) -> None:
     _shot(browser, "submit-form-error")
 
 
+def test_the_submit_form_suits_epochs_and_batch_size_to_the_dataset(browser: WebDriver) -> None:
+    _open(browser, "#/submit")
+    wait(browser, lambda b: shown(b, 'input[data-path="training.epochs"]'))
+
+    def training() -> tuple[str, str]:
+        return tuple(  # type: ignore[return-value]
+            _field(browser, f"training.{key}").get_attribute("value")
+            for key in ("epochs", "batch_size")
+        )
+
+    dataset = Select(_field(browser, "dataset.name"))
+    assert dataset.first_selected_option.get_attribute("value") == "digits"  # cifar10 is absent
+    assert training() == ("20", "64")
+    dataset.select_by_value("cifar10")
+    assert training() == ("50", "1024")  # the preset's, the chapter's
+    dataset.select_by_value("digits")
+    assert training() == ("20", "64")
+    Select(browser.find_element(By.ID, "preset")).select_by_value("dropout")
+    wait(browser, lambda b: _field(b, "model.dropout").get_attribute("value") != "0")
+    assert training() == ("20", "64")
+
+
 def test_submit_from_the_form_watch_epochs_arrive_then_cancel(browser: WebDriver) -> None:
     browser.get(browser.current_url.split("#")[0] + "#/submit")
     wait(browser, lambda b: shown(b, "#preset"))
@@ -192,8 +215,8 @@ def test_tags_and_notes_are_edited_and_the_list_filtered_by_them(
         wait(browser, lambda b: b.find_element(By.ID, "notes-saved").text == "Saved.")
     except TimeoutException:  # say what the page showed instead (a full run failed here once)
         _shot(browser, "notes-not-saved")
-        shown = browser.find_element(By.ID, "label-errors").text or "no error shown"
-        raise AssertionError(f"the notes were not saved: {shown}\n{stack.log_tail()}") from None
+        said = browser.find_element(By.ID, "label-errors").text or "no error shown"
+        raise AssertionError(f"the notes were not saved: {said}\n{stack.log_tail()}") from None
     _shot(browser, "experiment-tags-and-notes")
     with stack.client(token) as client:
         stored = client.get(f"/experiments/{tagged['id']}").json()
@@ -260,11 +283,14 @@ def test_three_runs_ticked_in_the_list_are_compared(
             client.post(
                 "/experiments",
                 json=SMALL_RUN
-                | {"name": f"compare-me lr {rate}", "optimizer": {"learning_rate": rate}},
+                | ({"name": f"compare-me lr {rate}"} if rate < 0.01 else {})
+                | {"optimizer": {"learning_rate": rate}},
             ).json()
             for rate in (0.01, 0.003, 0.001)
         ]
+        client.patch(f"/experiments/{runs[0]['id']}", json={"notes": "compare-me"})  # unnamed
         _finished(client, *(run["id"] for run in runs))
+        plot = client.get("/compare/plot.svg", params={"ids": ",".join(r["id"] for r in runs)})
     _open(browser, "#/?q=compare-me")
     wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")) == 3)
     compare = browser.find_element(By.ID, "compare")
@@ -284,9 +310,13 @@ def test_three_runs_ticked_in_the_list_are_compared(
     assert browser.current_url.split("ids=")[1].split(",") == [key for key, _ in listed]
     table = wait(browser, lambda b: shown(b, "#compare-table table"))
     cells = table.find_elements(By.CSS_SELECTOR, "tbody tr td:first-child a")
+    unnamed = f"base {runs[0]['id'][:8]}"  # the first run: its preset and short id
     assert [(cell.get_attribute("href").split("#")[1], cell.text) for cell in cells] == [
-        (f"/experiments/{key}", name) for key, name in listed
+        (f"/experiments/{key}", name if key != runs[0]["id"] else unnamed) for key, name in listed
     ]
+    assert f">{unnamed}<" in plot.text and runs[0]["id"] not in plot.text
+    legend, panels = _top(plot.text, "legend_1"), _bottom(plot.text, "axes_1")
+    assert legend > panels  # below the panels (SVG's y grows downwards): not over the title
     epochs_run = table.find_elements(By.CSS_SELECTOR, '[data-column="epochs_run"]')
     assert [cell.text for cell in epochs_run] == ["2.0"] * 3
     wait(browser, lambda b: _loaded(b, "compare-plot"))
@@ -294,6 +324,45 @@ def test_three_runs_ticked_in_the_list_are_compared(
     cells[1].click()
     wait(browser, lambda b: b.current_url.endswith(f"#/experiments/{listed[1][0]}"))
     wait(browser, lambda b: _text(b, "h1") == listed[1][1])
+
+
+def _top(svg: str, group: str) -> float:
+    """The smallest y of the first path drawn in the SVG group ``group`` (its frame)."""
+    return min(_path_ys(svg, group))
+
+
+def _bottom(svg: str, group: str) -> float:
+    return max(_path_ys(svg, group))
+
+
+def _path_ys(svg: str, group: str) -> list[float]:
+    path = re.search(rf'<g id="{group}">.*?<path d="([^"]+)"', svg, re.DOTALL)
+    assert path, group
+    numbers = [float(number) for number in re.findall(r"-?\d+(?:\.\d+)?", path.group(1))]
+    return numbers[1::2]
+
+
+def test_the_rate_chart_is_shown_only_for_a_changing_rate(
+    browser: WebDriver, stack: Stack, token: str
+) -> None:
+    halving = {"lr_schedule": {"type": "step", "every": 1, "factor": 0.5}}
+    with stack.client(token) as client:
+        constant, stepped = (
+            client.post("/experiments", json=SMALL_RUN | extra).json()
+            for extra in ({}, {"training": SMALL_RUN["training"] | halving})
+        )
+        _finished(client, constant["id"], stepped["id"])
+    for run, drawn in ((stepped, True), (constant, False)):
+        _open(browser, f"#/experiments/{run['id']}")
+        wait(browser, lambda b: len(_epochs_listed(b)) == 2)
+        rates = _read(browser, lambda b: _cells(b, "#history tr td:last-child"))
+        assert (len(set(rates)) == 2) == drawn, rates
+        chart = browser.find_element(By.ID, "learning-rate")
+        assert chart.is_displayed() == drawn
+        if drawn:
+            assert _text(browser, "#learning-rate-range") == (
+                "Epoch 1: 0.00100; epoch 2: 0.000500; highest 0.00100."
+            )
 
 
 def test_rerun_with_changes_records_its_parent(
@@ -408,6 +477,7 @@ def test_a_queued_run_shows_its_place_in_line(browser: WebDriver, stack: Stack, 
         _open(browser, f"#/experiments/{waiting['id']}")
         note = wait(browser, lambda b: shown(b, "#status .queue"))
         assert note.get_attribute("data-position") == "1" and "#1 in line" in note.text
+        assert note.get_attribute("data-workers") == "1" and "no worker" not in note.text
         _open(browser, "#/experiments")
         row = wait(browser, lambda b: shown(b, f'tr[data-id="{waiting["id"]}"] .queue'))
         assert "#1 in line" in row.text
@@ -416,6 +486,20 @@ def test_a_queued_run_shows_its_place_in_line(browser: WebDriver, stack: Stack, 
         for run in (waiting, busy):
             client.post(f"/experiments/{run['id']}/cancel")
         wait_for_status(client, busy["id"], {"cancelled"})
+
+
+def test_a_queued_run_without_a_worker_says_that_none_is_running(tmp_path: Path) -> None:
+    with running_stack(tmp_path, workers=0) as stack, chromium() as browser:
+        with stack.client() as client:
+            run = client.post("/experiments", json=SMALL_RUN).json()
+        waiting = "#1 in line, but no worker is running: start one with make up"
+        browser.get(f"{stack.url}/#/experiments/{run['id']}")
+        note = wait(browser, lambda b: shown(b, "#status .queue"))
+        assert (note.get_attribute("data-workers"), note.text.strip()) == ("0", waiting)
+        _open(browser, "#/")
+        row = wait(browser, lambda b: shown(b, f'tr[data-id="{run["id"]}"] .queue'))
+        assert row.text.strip() == waiting
+        _shot(browser, "queue-without-worker")
 
 
 def test_a_failed_run_says_why_and_draws_no_plot(

@@ -181,6 +181,35 @@ def test_a_continued_runs_curves_join_its_parents_up_to_where_each_continued(
     offsets = [client.get(f"/experiments/{run['id']}").json()["epoch_offset"] for run in runs]
     assert offsets == [0, 3, 5, 0]
 
+    # Deleting a run others continue would shorten their joined history: asked first.
+    refused = client.delete(f"/experiments/{child['id']}")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"Experiment {child['id']} is continued by {grandchild['id']}: deleting it takes its "
+        "epochs out of their history with ?lineage=true; force=true deletes it all the same."
+    )
+    declined = _convlab(stack, "delete", child["id"])
+    assert declined.returncode == 1 and declined.stdout == ""
+    assert declined.stderr.strip() == refused.json()["detail"].replace("force=true", "--force")
+    asked = subprocess.run(  # in a terminal (script gives it one) the CLI asks
+        ["script", "-qec", f"{BIN / 'convlab'} delete {child['id']}", "/dev/null"],
+        input="n\n",
+        env={**stack.env, "CONVLAB_URL": stack.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert asked.returncode == 1
+    assert "Delete it all the same? [y/N]: " in asked.stdout
+    assert asked.stdout.rstrip().endswith(f"{child['id']} not deleted.")
+    assert client.get(url, params={"lineage": "true"}).json()["epochs"] == joined["epochs"]
+    forced = _convlab(stack, "delete", child["id"], "--force")
+    assert (forced.returncode, forced.stdout) == (0, f"{child['id']} deleted\n")
+    shortened = client.get(url, params={"lineage": "true"}).json()
+    assert [part["experiment_id"] for part in shortened["lineage"]] == [grandchild["id"]]
+    # A rerun does not continue its parent: the parent goes without a question.
+    assert client.delete(f"/experiments/{parent['id']}").status_code == 204
+
 
 def test_continue_refuses_active_unstarted_and_oversized_runs(
     stack: Stack, client: httpx.Client

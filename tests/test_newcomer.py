@@ -12,9 +12,11 @@ from sqlmodel import Session, col
 
 from api.main import create_app
 from core.config import Settings
+from models.accelerator import CPU
 from models.datasets import DATASETS, unavailable_sentence
 from models.status import Status
 from store.tables import Experiment, Study
+from store.workers import beat
 from tests.events import parse_events
 from tests.services import Trainer, postgres_database
 
@@ -232,3 +234,57 @@ def test_every_route_of_an_experiment_and_a_study_takes_a_prefix(
         cancelled = client.post(f"/studies/{short}/cancel")
     assert cancelled.json()["status"] == "cancelled"
     assert client.get(f"/studies/{study['id'][:5]}").status_code == 404
+
+
+# Wrong URLs
+
+
+@pytest.mark.parametrize("path", ["/dashboard", "/api/experiments", "/experiments/x/y/z"])
+def test_an_unknown_path_is_a_404_pointing_to_the_dashboard_and_the_reference(
+    client: TestClient, path: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": f"Nothing is served at {path}: the dashboard is at /, and the API reference, "
+        "with every path the API serves, at /docs."
+    }
+    assert client.get("/").status_code == client.get("/docs").status_code == 200
+
+
+def test_a_routes_own_404_keeps_its_sentence(client: TestClient) -> None:
+    missing = client.get(f"/experiments/{'0' * 32}")
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"detail": f"Experiment {'0' * 32} not found."},
+    )
+
+
+# No worker running
+
+
+def test_ready_and_a_queued_run_say_when_no_worker_has_been_heard_from(
+    client: TestClient, trainer: Trainer
+) -> None:
+    alone = client.get("/ready")
+    assert alone.status_code == 200  # the API serves and runs queue: it is ready
+    assert alone.json() == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "workers": 0,
+        "note": "no worker has been heard from; start one with make up",
+    }
+    waiting = client.post("/experiments", json=DIGITS).json()
+    assert (waiting["queue_position"], waiting["workers_up"]) == (1, 0)
+    listed = client.get("/experiments").json()["items"]
+    assert [(item["id"], item["workers_up"]) for item in listed] == [(waiting["id"], 0)]
+
+    beat(trainer.engine, "worker-1", host="here", pid=1, accelerator=CPU)
+    heard = client.get("/ready").json()
+    assert (heard["workers"], heard["note"]) == (1, None)
+    client.post("/experiments", json=DIGITS)  # another run queued: a new forecast
+    assert client.get(f"/experiments/{waiting['id']}").json()["workers_up"] == 1
+    trainer.start(waiting["id"])
+    running = client.get(f"/experiments/{waiting['id']}").json()
+    assert (running["queue_position"], running["workers_up"]) == (None, None)

@@ -2,7 +2,9 @@
 queue and runs again on the next start."""
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,29 +22,50 @@ from tests.services import ROOT, free_port, wait_for, wait_for_status
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def up(home: Path, **settings: str) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
-    """scripts/up.sh in its own process group, as a terminal runs it, and a client for it."""
-    port = free_port()
+BANNER = "convlab: API on http://127.0.0.1:"
+
+
+def _start(home: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """scripts/up.sh on ``port`` in its own process group, as a terminal runs it; its output
+    goes to ``home``/up.log."""
     env = {
-        **os.environ,
-        **{f"CONVLAB_{key.upper()}": value for key, value in settings.items()},
+        **env,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "CONVLAB_HOME": str(home),
         "CONVLAB_PORT": str(port),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     with (home / "up.log").open("ab") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [str(ROOT / "scripts" / "up.sh")],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@contextmanager
+def up(
+    home: Path, tf_log_level: str | None = "2", **settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    """scripts/up.sh and a client for it, once its banner says the API is up (which it
+    must be by then); ``tf_log_level``: TF_CPP_MIN_LOG_LEVEL (None: up.sh's choice)."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env |= {f"CONVLAB_{key.upper()}": value for key, value in settings.items()}
+    process = _start(
+        home, port, env | ({"TF_CPP_MIN_LOG_LEVEL": tf_log_level} if tf_log_level else {})
+    )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=CONNECTION_LIMITS)
+    log = home / "up.log"
+    begin = log.stat().st_size if log.exists() else 0
     try:
-        wait_for(lambda: _healthy(client), timeout=60, what="up.sh's API")
+        wait_for(
+            lambda: BANNER in log.read_text()[begin:] or process.poll() is not None,
+            timeout=60,
+            what="up.sh's banner",
+        )
+        assert _healthy(client), log.read_text()[begin:]  # the banner comes after the bind
         yield process, client
     finally:
         client.close()
@@ -128,6 +151,36 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
 
 
+def test_a_taken_port_is_one_sentence_naming_it_and_how_to_choose_another(
+    tmp_path: Path,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        process = _start(tmp_path, port, dict(os.environ))
+        assert _exit_status(process, tmp_path) == 1
+    said = (tmp_path / "up.log").read_text()
+    assert said == (
+        f"convlab: port {port} on 127.0.0.1 is taken by another program (another convlab?); "
+        f"stop it, or choose another port: CONVLAB_PORT={port + 1} make up\n"
+    )
+
+
+@pytest.mark.skipif(
+    Path("/dev/nvidiactl").exists(), reason="with an NVIDIA driver, TensorFlow's errors are shown"
+)
+def test_a_run_on_a_cpu_machine_prints_no_cuda_errors(tmp_path: Path) -> None:
+    """Without an NVIDIA driver, TensorFlow's failed CUDA probe is not shown."""
+    job = {"dataset": {"name": "digits"}, "training": {"epochs": 1}}
+    with up(tmp_path, tf_log_level=None) as (process, client):
+        experiment_id = client.post("/experiments", json=job).json()["id"]
+        done = wait_for_status(client, experiment_id, {"succeeded", "failed"}, timeout=120)
+        assert done["status"] == "succeeded"
+        os.killpg(process.pid, signal.SIGINT)
+        assert _exit_status(process, tmp_path) == 0
+    said = (tmp_path / "up.log").read_text()
+    assert "cuInit" not in said and "E0000" not in said, said
+
+
 def test_a_dead_worker_is_started_again_and_its_job_resumes(tmp_path: Path) -> None:
     job = {"dataset": {"name": "digits"}, "training": {"epochs": 12, "batch_size": 16}}
     with up(tmp_path, lease_seconds="3", sweep_interval_s="0.5") as (process, client):
@@ -154,3 +207,59 @@ def test_a_dead_worker_is_started_again_and_its_job_resumes(tmp_path: Path) -> N
         os.killpg(process.pid, signal.SIGINT)
         assert _exit_status(process, tmp_path) == 0
     assert "Traceback" not in (tmp_path / "up.log").read_text()
+
+
+def _checkout(into: Path) -> Path:
+    """This checkout's tracked files, less tests, docs and benchmarks, copied into ``into``."""
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in listed:
+        if not name.startswith(("tests/", "docs/", "bench/")):
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, into / name)
+    return into
+
+
+def _installs(checkout: Path, target: str) -> list[str]:
+    """The pip installs `make TARGET` would run in a checkout without a .venv."""
+    planned = subprocess.run(
+        ["make", "-n", target], cwd=checkout, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return [
+        line
+        for line in planned
+        if line.startswith(".venv/bin/pip install") and "--upgrade pip" not in line
+    ]
+
+
+def test_make_up_installs_the_server_without_the_test_extras(tmp_path: Path) -> None:
+    checkout = _checkout(tmp_path)
+    assert _installs(checkout, "up") == [".venv/bin/pip install --quiet -e ./client -e '.'"]
+    for target in ("install", "test", "lint"):
+        assert "-e '.[test]'" in _installs(checkout, target)[0], target
+
+
+def test_editable_installs_print_no_setuptools_warning(tmp_path: Path) -> None:
+    checkout = _checkout(tmp_path / "checkout")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = venv / "bin" / "python"
+    pip = (Path(sys.executable).parent / "pip", "--python", python, "install", "--no-deps")
+    installed = subprocess.run(
+        [*pip, "-e", checkout / "client", "-e", checkout],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr
+    said = installed.stdout + installed.stderr
+    assert "Warning" not in said and "!!" not in said, said
+    found = subprocess.run(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('api').origin)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.strip() == str(checkout / "api" / "__init__.py")

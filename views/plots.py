@@ -4,6 +4,7 @@ of runs' validation curves overlaid (a study's variants, compared runs), and a c
 matrix. matplotlib is imported on the first picture, so the API starts without it."""
 
 import io
+import math
 import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -33,6 +34,10 @@ TAB10 = (
 )
 """matplotlib's default qualitative palette."""
 LINE_STYLES = ("-", "--", ":")
+LEGEND_COLUMNS = 4
+"""An overlay's legend, below its panels, lays its labels out in up to this many columns."""
+LEGEND_ROW_INCHES = 0.22
+"""The height an overlay grows by for each row of its legend, so its panels keep theirs."""
 MAX_WRITTEN_CLASSES = 30
 """A confusion matrix with more classes shows colours only: counts would not fit."""
 
@@ -86,12 +91,14 @@ def overlay_plot(
                 axis.fill_between(numbers, low, high, color=colour, alpha=0.15, linewidth=0)
     for axis in axes:
         axis.set_title(f"Test {axis.get_title().lower()}")
-    if curves:  # one legend for both panels, beside them: it never covers a curve
+    if curves:  # one legend for both panels, below them: it covers no curve and no title
+        rows = math.ceil(len(curves) / LEGEND_COLUMNS)
+        figure.set_figheight(figure.get_figheight() + LEGEND_ROW_INCHES * rows)
         figure.legend(
             handles=axes[0].get_lines(),  # names with a leading _ too
-            loc="outside right upper",
+            loc="outside lower center",
             fontsize="small",
-            ncols=1 if len(curves) <= 20 else 2,
+            ncols=min(len(curves), LEGEND_COLUMNS),
         )
     return _encode(figure, fmt)
 

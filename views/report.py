@@ -101,7 +101,8 @@ def study_table(session: Session, experiments: list[Experiment]) -> list[TableRo
 
 def by_spec(experiments: list[Experiment]) -> list[tuple[str, list[Experiment]]]:
     """Runs grouped by their resolved spec less its seed, in the order first seen; each group
-    is labelled by its first run's name or id, with its count of runs when over one."""
+    is labelled by its first run's name (unnamed: its preset and short id, as the dashboard
+    shows it), with its count of runs when over one."""
     groups: dict[str, list[Experiment]] = {}
     for experiment in experiments:
         unseeded = {key: value for key, value in experiment.spec.items() if key != "seed"}
@@ -148,9 +149,13 @@ def runs_csv(runs: list[tuple[Experiment, TableRow]]) -> str:
     return buffer.getvalue()
 
 
+SHORT_ID = 8
+"""The characters of an id the dashboard shows, enough to name a run (prefixes of 6 work)."""
+
+
 def _group_label(members: list[Experiment]) -> str:
     first = members[0]
-    label = first.name or first.id
+    label = first.name or f"{first.preset} {first.id[:SHORT_ID]}"
     return label if len(members) == 1 else f"{label} ({len(members)} runs)"
 
 

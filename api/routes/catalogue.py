@@ -7,14 +7,18 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.deps import CeleryDep, PrincipalDep, ReleasingRoute, SessionDep
+from api.deps import CeleryDep, PrincipalDep, ReleasingRoute, SessionDep, SettingsDep
 from api.errors import documented
 from api.metrics import ApiMetrics
 from api.schemas import Health, PresetPublic, Readiness
 from models.presets import PRESETS
 from store.monitoring import ping
+from store.workers import live_workers
 
 log = logging.getLogger(__name__)
+
+NO_WORKER = "no worker has been heard from; start one with make up"
+"""/ready's note while no worker is up: queued runs wait for one."""
 
 router = APIRouter(tags=["catalogue"], route_class=ReleasingRoute)
 
@@ -37,11 +41,16 @@ async def health() -> Health:
 @router.get(
     "/ready", response_model=Readiness, responses=documented(400, 401) | {503: {"model": Readiness}}
 )
-def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
-    """200 when the database and the broker answer, else 503 naming which does not."""
+def ready(
+    session: SessionDep, celery: CeleryDep, settings: SettingsDep
+) -> Readiness | JSONResponse:
+    """200 when the database and the broker answer, else 503 naming which does not; how many
+    workers were heard from lately, with a sentence when none was (queued runs wait)."""
     database = broker = "ok"
+    workers = None
     try:
         ping(session)
+        workers = len(live_workers(session, seen_within_s=settings.workers_seen_s))
     except Exception as exc:
         database = _unreachable("database", exc)
     try:
@@ -53,6 +62,8 @@ def ready(session: SessionDep, celery: CeleryDep) -> Readiness | JSONResponse:
         status="ok" if database == broker == "ok" else "unavailable",
         database=database,
         broker=broker,
+        workers=workers,
+        note=NO_WORKER if workers == 0 else None,
     )
     if readiness.status != "ok":
         return JSONResponse(readiness.model_dump(), status_code=503)

@@ -330,12 +330,15 @@ def delete_experiment(
     principal: PrincipalDep,
     settings: SettingsDep,
     after: BackgroundTasks,
+    force: Annotated[
+        bool, Query(description="Delete it even though other runs continue it.")
+    ] = False,
 ) -> Response:
     """Delete a finished experiment, its history and its weights, whose space goes back to
-    the disk after the answer."""
+    the disk after the answer; a 409 naming the runs that continue it, unless ``force``."""
     experiment = find_experiment(session, experiment_id, principal, settings)
     require_owner(principal, experiment.owner, "delete this experiment")
-    experiments.delete(session, experiment)
+    experiments.delete(session, experiment, force=force)
     after.add_task(give_back_space, engine)
     return Response(status_code=204)
 

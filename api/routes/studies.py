@@ -290,7 +290,13 @@ def compare(
         return PlainTextResponse(report.runs_markdown(runs), media_type="text/markdown")
     return Comparison(
         table=[
-            ComparedRow(**row.model_dump(), experiment_id=run.id, name=run.name, status=run.status)
+            ComparedRow(
+                **row.model_dump(),
+                experiment_id=run.id,
+                name=run.name,
+                preset=run.preset,
+                status=run.status,
+            )
             for run, row in runs
         ]
     )

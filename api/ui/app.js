@@ -129,9 +129,12 @@ const statusBadge = (status) => h("span", { class: `status status-${status}`, "d
 const queueNote = (experiment) => {
   // A queued run's place in line and when it should start (GET /experiments' queue fields).
   if (experiment.queue_position === null || experiment.queue_position === undefined) return "";
+  // workers_up 0: no worker has been heard from, so the run waits until one starts.
   const eta = experiment.eta_seconds;
-  const when = eta === null ? "" : `, starts in ~${eta < 90 ? `${Math.round(eta)} s` : `${Math.round(eta / 60)} min`}`;
-  return h("span", { class: "queue", "data-position": experiment.queue_position }, ` #${experiment.queue_position} in line${when}`);
+  const when = experiment.workers_up === 0 ? ", but no worker is running: start one with make up"
+    : eta === null ? "" : `, starts in ~${eta < 90 ? `${Math.round(eta)} s` : `${Math.round(eta / 60)} min`}`;
+  return h("span", { class: "queue", "data-position": experiment.queue_position, "data-workers": experiment.workers_up },
+    ` #${experiment.queue_position} in line${when}`);
 };
 const progressOf = (done, total) =>
   h("span", {}, h("progress", { value: done, max: total }), ` ${done}/${total}`);
@@ -317,7 +320,7 @@ async function comparePage(params) {
     h("h1", {}, `Comparing ${ids.length} experiments`),
     ...plot.elements,
     h("div", { id: "compare-table" }, statsTable("Experiment", comparison.table,
-      (row, index) => h("a", { href: `#/experiments/${ids[index]}` }, row.variant))),
+      (row, index) => h("a", { href: `#/experiments/${ids[index]}` }, row.name || `${row.preset} ${shortId(row.experiment_id)}`))),
   );
   plot.update(comparison.table.some((row) => row.runs > 0), false, `/compare/plot.svg?${query}`);
 }
@@ -377,8 +380,8 @@ function curves(id, alt) {
 }
 
 function rateChart() {
-  // Each epoch's learning rate as a small line: a schedule's shape at a glance (hidden until
-  // an epoch with a recorded rate arrives).
+  // Each epoch's learning rate as a small line: a schedule's shape at a glance (hidden while
+  // every recorded rate is the same: a constant rate is in the spec and the history table).
   const svgNS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(svgNS, "svg");
   for (const [key, value] of Object.entries({ id: "learning-rate", viewBox: "0 0 300 80", width: 300, height: 80, role: "img", "aria-label": "Learning rate per epoch" })) {
@@ -401,7 +404,7 @@ function rateChart() {
     line.setAttribute("points", points.map(([, rate], i) => `${(5 + i * step).toFixed(1)},${(75 - (70 * rate) / highest).toFixed(1)}`).join(" "));
     const first = points[0], last = points.at(-1);
     caption.textContent = `Epoch ${first[0]}: ${rateText(first[1])}; epoch ${last[0]}: ${rateText(last[1])}; highest ${rateText(highest)}.`;
-    panel.hidden = false;
+    panel.hidden = new Set(rates.values()).size < 2;
   };
   return { panel, add };
 }
@@ -725,6 +728,12 @@ function setPath(target, dotted, value) {
   node[keys.at(-1)] = value;
 }
 
+// Epochs and batch size that suit a dataset: a small one (under 10,000 training images, as
+// digits' 1,437) in batches of 64 for 20 epochs, seconds on a CPU; a larger one as the preset
+// says (the chapter's 50 epochs in batches of 1024, for CIFAR-10).
+const SMALL_DATASET = 10000;
+const SMALL_TRAINING = { epochs: 20, batch_size: 64 };
+
 const availableNames = (datasets) => datasets.filter((dataset) => dataset.available).map((dataset) => dataset.name);
 
 function experimentForm(presets, datasets, parent) {
@@ -737,15 +746,31 @@ function experimentForm(presets, datasets, parent) {
   const chooser = h("select", { id: "preset" }, presets.map((preset) => h("option", { value: preset.name }, `${preset.name}: ${preset.description}`)));
   const fields = h("div", { id: "fields" });
   const original = new Map();
+  const sizes = new Map(datasets.map((d) => [d.name, d.train_size]));
+  let shown = null; // the spec in the fields: its training for a dataset that is not small
+  const suitDataset = () => {
+    // The chosen dataset's epochs and batch size (SMALL_TRAINING, or the spec's own).
+    const size = sizes.get(fields.querySelector('[data-path="dataset.name"]').value);
+    const training = size !== null && size !== undefined && size < SMALL_DATASET ? SMALL_TRAINING : shown.training;
+    for (const key of ["epochs", "batch_size"]) {
+      const input = fields.querySelector(`[data-path="training.${key}"]`);
+      if (input && training[key] !== undefined) input.value = training[key];
+    }
+  };
   const show = ({ preset, ...spec }) => {
+    shown = spec;
     fields.replaceChildren(...fieldsFor(spec, choices));
     original.clear();
     for (const input of fields.querySelectorAll("[data-path]")) original.set(input.dataset.path, JSON.stringify(readField(input)));
+    fields.querySelector('[data-path="dataset.name"]').addEventListener("change", suitDataset);
   };
   const showPreset = () => {
     show(presets.find((preset) => preset.name === chooser.value).spec);
     const dataset = fields.querySelector('[data-path="dataset.name"]');
-    if (!available.includes(dataset.value) && available.length) dataset.value = available[0]; // one that runs here
+    if (!available.includes(dataset.value) && available.length) {
+      dataset.value = available[0]; // one that runs here
+      suitDataset();
+    }
   };
   chooser.addEventListener("change", showPreset);
   if (parent) show(parent.spec);

@@ -1,4 +1,5 @@
-"""``convlab``: experiments and studies over the API (``CONVLAB_URL``, ``CONVLAB_TOKEN``).
+"""``convlab``: experiments and studies over the API (``CONVLAB_URL`` or ``CONVLAB_PORT``,
+``CONVLAB_TOKEN``).
 
 HTTP only. An installed server adds its own commands (``convlab token``, which talks to the
 database) as Typer apps in the ``convlab.commands`` entry-point group; they are imported only
@@ -21,6 +22,7 @@ from typer.core import TyperGroup
 from convlab_client import cli_catalogue, cli_exports, cli_results
 from convlab_client.cli_common import (
     METRICS,
+    NO_WORKER,
     Name,
     PriorityOption,
     api,
@@ -34,7 +36,16 @@ from convlab_client.cli_common import (
     print_table,
     progress_bar,
 )
-from convlab_client.cli_spec import Sets, request_body
+from convlab_client.cli_spec import (
+    BatchSize,
+    Dataset,
+    Epochs,
+    LearningRate,
+    Optimizer,
+    Sets,
+    request_body,
+    spec_options,
+)
 from convlab_client.cli_studies import study
 from convlab_client.cli_verify import environment_line, verdict_facts
 from convlab_client.client import TERMINAL, ApiError, Client, Json, Status
@@ -90,9 +101,13 @@ def _follow(client: Client, experiment: Json) -> None:
     """A progress bar over the epochs, a line per epoch, then the final table; exit 1 unless
     the experiment succeeded."""
     experiment_id, total = experiment["id"], experiment["epochs_total"]
-    with following(f"experiment {experiment_id}"), progress_bar() as progress:
+    again = f"convlab follow {experiment_id}"
+    with following(f"experiment {experiment_id}", again), progress_bar() as progress:
+        waiting = place_in_line(experiment)
+        if NO_WORKER in waiting:
+            progress.console.print(f"queued {waiting}", soft_wrap=True)
         task = progress.add_task(
-            f"epoch 0/{total}", total=total, detail="waiting for the first epoch"
+            f"epoch 0/{total}", total=total, detail=waiting or "waiting for the first epoch"
         )
         for epoch in client.follow(experiment_id):
             done, shown = f"epoch {epoch['epoch']}/{total}", metrics(epoch)
@@ -112,13 +127,11 @@ def submit(
         str | None,
         typer.Argument(metavar="PRESET", help="A preset from `convlab presets` (default base)."),
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="dataset.name, e.g. digits.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="training.epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="training.batch_size.")] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help="optimizer.name: sgd, momentum, rmsprop, adam or adamw.")
-    ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="optimizer.learning_rate.")] = None,
+    dataset: Dataset = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
+    lr: LearningRate = None,
     seed: Annotated[int | None, typer.Option(help="Seeds Python, NumPy, TensorFlow.")] = None,
     name: Name = None,
     tags: Annotated[
@@ -139,11 +152,7 @@ def submit(
     options = {
         "PRESET": ("preset", preset),
         "--preset": ("preset", preset_option),
-        "--dataset": ("dataset.name", dataset),
-        "--epochs": ("training.epochs", epochs),
-        "--batch-size": ("training.batch_size", batch_size),
-        "--optimizer": ("optimizer.name", optimizer),
-        "--lr": ("optimizer.learning_rate", lr),
+        **spec_options(dataset, epochs, batch_size, optimizer, lr),
         "--seed": ("seed", seed),
         "--name": ("name", name),
         "--from": ("from", parent),
@@ -165,6 +174,14 @@ def _tag_new(client: Client, experiment_id: str, tags: list[str]) -> None:
         client.update(experiment_id, {"tags": tags})
     except ApiError as exc:
         fail(f"Experiment {experiment_id} was submitted without its tags: {exc}")
+
+
+@app.command("follow")
+def follow_experiment(experiment_id: str) -> None:
+    """Show an experiment's epochs until it ends (again after Ctrl-C on --follow), then its
+    final table; exit 0 only if it succeeds."""
+    with api() as client:
+        _follow(client, client.experiment(experiment_id))
 
 
 @app.command("ls")
@@ -388,9 +405,29 @@ def continue_experiment(
             _follow(client, experiment)
 
 
+CONTINUED = "is continued by"
+"""What the server's 409 says of an experiment other runs continue."""
+
+
 @app.command()
-def delete(experiment_id: str) -> None:
-    """Delete an ended experiment with its history, checkpoints and evaluation."""
+def delete(
+    experiment_id: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Even if other runs continue it: no question.")
+    ] = False,
+) -> None:
+    """Delete an ended experiment with its history, checkpoints and evaluation; one that
+    other runs continue (their history with ?lineage=true joins its epochs) after a question
+    in a terminal, or with --force."""
     with api() as client:
-        client.delete(experiment_id)
+        try:
+            client.delete(experiment_id, force=force)
+        except ApiError as exc:
+            if exc.status_code != 409 or CONTINUED not in str(exc):
+                raise
+            if not sys.stdin.isatty():
+                fail(str(exc).replace("force=true", "--force"))
+            if not typer.confirm(f"{str(exc).rsplit(';', 1)[0]}. Delete it all the same?"):
+                fail(f"{experiment_id} not deleted.")
+            client.delete(experiment_id, force=True)
     typer.echo(f"{experiment_id} deleted")

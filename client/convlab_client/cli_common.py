@@ -41,8 +41,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 @contextmanager
 def api(sets: list[str] | None = None) -> Iterator[Client]:
-    """A client on CONVLAB_URL and CONVLAB_TOKEN whose errors end the command with their
-    sentence (and a hint for a refused --set value)."""
+    """A client on CONVLAB_URL (or CONVLAB_PORT) and CONVLAB_TOKEN whose errors end the
+    command with their sentence (and a hint for a refused --set value)."""
     try:
         with Client() as client:
             yield client
@@ -51,23 +51,31 @@ def api(sets: list[str] | None = None) -> Iterator[Client]:
 
 
 @contextmanager
-def following(what: str) -> Iterator[None]:
-    """Ctrl-C stops following, not the work."""
+def following(what: str, again: str = "") -> Iterator[None]:
+    """Ctrl-C stops following, not the work; ``again``: the command that follows it again."""
     try:
         yield
     except KeyboardInterrupt:
-        fail(f"Stopped following; {what} keeps running on the server.", 130)
+        hint = f"; `{again}` follows it again" if again else ""
+        fail(f"Stopped following; {what} keeps running on the server{hint}.", 130)
 
 
 def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+NO_WORKER = "no worker is running: start one with make up"
+"""What a queued run waits for when the server has heard from no worker."""
+
+
 def place_in_line(experiment: Json) -> str:
-    """A queued run's place and expected start ("#2, ~4m"), else nothing."""
+    """A queued run's place and expected start ("#2, ~4m"), or that no worker is running to
+    start it; else nothing."""
     position, eta = experiment.get("queue_position"), experiment.get("eta_seconds")
     if position is None:
         return ""
+    if experiment.get("workers_up") == 0:
+        return f"#{position}, {NO_WORKER}"
     if eta is None:
         return f"#{position}"
     minutes, seconds = divmod(round(eta), 60)

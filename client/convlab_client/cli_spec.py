@@ -21,6 +21,31 @@ Sets = Annotated[
 ]
 Options = dict[str, tuple[str, Any]]
 """Options naming body fields: ``{"--epochs": ("training.epochs", 4)}``; None: not given."""
+Dataset = Annotated[str | None, typer.Option(help="dataset.name, e.g. digits.")]
+Epochs = Annotated[int | None, typer.Option(help="training.epochs.")]
+BatchSize = Annotated[int | None, typer.Option(help="training.batch_size.")]
+Optimizer = Annotated[
+    str | None, typer.Option(help="optimizer.name: sgd, momentum, rmsprop, adam or adamw.")
+]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="optimizer.learning_rate.")]
+
+
+def spec_options(
+    dataset: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    optimizer: str | None,
+    lr: float | None,
+) -> Options:
+    """The shortcut options ``submit`` and ``study submit`` share, by the spec fields they
+    set."""
+    return {
+        "--dataset": ("dataset.name", dataset),
+        "--epochs": ("training.epochs", epochs),
+        "--batch-size": ("training.batch_size", batch_size),
+        "--optimizer": ("optimizer.name", optimizer),
+        "--lr": ("optimizer.learning_rate", lr),
+    }
 
 
 def json_value(text: str) -> Any:

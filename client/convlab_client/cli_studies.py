@@ -14,7 +14,16 @@ from convlab_client.cli_common import (
     print_table,
     progress_bar,
 )
-from convlab_client.cli_spec import Sets, request_body
+from convlab_client.cli_spec import (
+    BatchSize,
+    Dataset,
+    Epochs,
+    LearningRate,
+    Optimizer,
+    Sets,
+    request_body,
+    spec_options,
+)
 from convlab_client.client import TERMINAL, Client, Json
 
 study = typer.Typer(help="Studies: variants crossed with seeds, compared.", no_args_is_help=True)
@@ -28,6 +37,11 @@ def study_submit(
     presets: Annotated[
         list[str] | None, typer.Option("--preset", metavar="PRESET", help="A variant; repeatable.")
     ] = None,
+    dataset: Dataset = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
+    lr: LearningRate = None,
     sets: Sets = None,
     seeds: Annotated[
         list[int] | None,
@@ -39,10 +53,14 @@ def study_submit(
         bool, typer.Option("--follow", help="Show progress, then the table.")
     ] = False,
 ) -> None:
-    """Submit a study and print its id; with --follow, exit 0 only if no experiment failed."""
+    """Submit a study and print its id; with --follow, exit 0 only if no experiment failed.
+
+    --dataset, --epochs, --batch-size, --optimizer and --lr set every variant's field (a
+    variant that sets it itself keeps its own), as --set does."""
     body = request_body(
         sets,
         {
+            **spec_options(dataset, epochs, batch_size, optimizer, lr),
             "--template": ("template", template),
             "--preset": ("presets", presets),
             "--seed": ("seeds", seeds),

@@ -1,7 +1,7 @@
 """A small client for convlab's HTTP API (``../shared/API.md``), for scripts and ``convlab``.
 
 >>> from convlab_client import Client
->>> with Client() as api:  # CONVLAB_URL and CONVLAB_TOKEN, or the arguments
+>>> with Client() as api:  # CONVLAB_URL (or CONVLAB_PORT) and CONVLAB_TOKEN, or the arguments
 ...     experiment = api.submit({"preset": "dropout", "dataset": {"name": "digits"}})
 ...     for epoch in api.follow(experiment["id"]):
 ...         print(epoch["epoch"], epoch["val_accuracy"])
@@ -75,13 +75,23 @@ def _error(response: httpx.Response) -> ApiError:
     return ApiError(detail, response.status_code, errors)
 
 
+def server_url() -> str:
+    """``CONVLAB_URL``; else this machine at ``CONVLAB_PORT``, the port the server's own
+    setting names (one variable for both); else ``DEFAULT_URL``."""
+    if url := os.environ.get("CONVLAB_URL"):
+        return url
+    if port := os.environ.get("CONVLAB_PORT"):
+        return f"http://127.0.0.1:{port}"
+    return DEFAULT_URL
+
+
 class Client:
     """convlab's API over HTTP; every method raises :class:`ApiError` on a non-2xx answer."""
 
     def __init__(
         self, url: str | None = None, token: str | None = None, *, timeout: float = 30
     ) -> None:
-        self.url = (url or os.environ.get("CONVLAB_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (url or server_url()).rstrip("/")
         token = token or os.environ.get("CONVLAB_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else None
         self._http = httpx.Client(
@@ -109,7 +119,7 @@ class Client:
             reason = str(exc) or type(exc).__name__
             raise ApiError(
                 f"Could not reach the convlab API at {self.url} ({reason}); "
-                "CONVLAB_URL sets its address."
+                "CONVLAB_URL (or CONVLAB_PORT, on this machine) sets its address."
             ) from None
         if not response.is_success:
             raise _error(response)
@@ -193,9 +203,11 @@ class Client:
             ) from None
         return pandas.DataFrame(self.history(experiment_id)).set_index("epoch")
 
-    def delete(self, experiment_id: str) -> None:
-        """Delete an ended experiment with its history, checkpoints and evaluation."""
-        self._send("DELETE", f"/experiments/{experiment_id}")
+    def delete(self, experiment_id: str, *, force: bool = False) -> None:
+        """Delete an ended experiment with its history, checkpoints and evaluation; an
+        experiment other runs continue only with ``force`` (else a 409 naming them)."""
+        params = {"force": "true"} if force else None
+        self._send("DELETE", f"/experiments/{experiment_id}", params=params)
 
     def cancel(self, experiment_id: str) -> Json:
         """Cancel: a queued experiment never runs, a running one stops at its next batch."""
