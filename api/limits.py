@@ -69,17 +69,22 @@ def check_quota(
         )
 
 
+MAX_UPLOADS_PER_USER = 10
+"""Dataset uploads one user keeps (while auth is off, everyone's count as one user's): with
+the body limit, what one token can put on the data disk when no storage quota is set."""
+
+
 def check_upload_cap(principal: Principal | None, settings: Settings) -> None:
-    """403 when the user keeps as many dataset uploads as ``max_uploads_per_user``."""
+    """403 when the user keeps MAX_UPLOADS_PER_USER dataset uploads already."""
     user = principal.user if principal else None
     kept = uploaded_by(settings.resolved_data_dir, user)
-    if len(kept) >= settings.max_uploads_per_user:
+    if len(kept) >= MAX_UPLOADS_PER_USER:
         names = ", ".join(info.name for info in kept[:5]) + (", ..." if len(kept) > 5 else "")
         raise HTTPException(
             403,
             f"{user or 'This server'} keeps {len(kept)} dataset uploads ({names}); the cap is "
-            f"{settings.max_uploads_per_user} (CONVLAB_MAX_UPLOADS_PER_USER). Delete one you no "
-            "longer need (convlab datasets delete NAME) to upload another.",
+            f"{MAX_UPLOADS_PER_USER}. Delete one you no longer need (convlab datasets delete "
+            "NAME) to upload another.",
         )
 
 

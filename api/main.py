@@ -59,6 +59,9 @@ from store.outages import DATABASE_ERRORS
 from store.singleton import Singleton
 
 log = logging.getLogger(__name__)
+AUTH_THREADS = 4
+"""Threads for token lookups, apart from the sync routes': a token check never waits behind a
+slow route."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -129,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BearerAuth,
         engine=app.state.engine,
         enabled=settings.auth,
-        threads=settings.auth_threads,
+        threads=AUTH_THREADS,
         trust_seconds=settings.token_cache_seconds,
     )
     app.add_middleware(

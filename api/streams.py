@@ -14,12 +14,19 @@ import anyio
 from fastapi import Depends, Request
 
 from api.auth import bearer, lookup
-from api.deps import EngineDep, PrincipalDep, SettingsDep
+from api.deps import EngineDep, PrincipalDep
 from api.limits import Counts, Full, Slots, requester
 from core.config import Settings
 from store.db import Engine
 
 T = TypeVar("T")
+POLL_SECONDS = 0.5
+"""How often a stream reads the database for new epochs and status changes."""
+TOKEN_CHECK_SECONDS = 5.0
+"""How often a stream looks its token up again (with auth): a revoked token's streams end
+within this and one poll."""
+READ_THREADS = 4
+"""Threads for the streams' reads, apart from the sync routes' ``api_threads``."""
 
 
 class EventStreams(Slots):
@@ -33,7 +40,7 @@ class EventStreams(Slots):
 
     def __init__(self, settings: Settings, counts: Counts) -> None:
         super().__init__(settings.max_event_streams_per_user, counts, settings.max_event_streams)
-        self.reads = anyio.CapacityLimiter(settings.events_threads)
+        self.reads = anyio.CapacityLimiter(READ_THREADS)
         self.closing = False
         """Set when the server starts shutting down: each stream ends at its next poll."""
 
@@ -65,19 +72,11 @@ class EventStreams(Slots):
 
 class OpenStream:
     """One stream's slot and pace: it reads in the streams' threads, sleeps between polls, and
-    re-checks its token (``live``; None while auth is off) at most every ``check_seconds``."""
+    re-checks its token (``live``; None while auth is off) at most every ``TOKEN_CHECK_SECONDS``."""
 
-    def __init__(
-        self,
-        streams: EventStreams,
-        poll_seconds: float,
-        live: Callable[[], bool] | None,
-        check_seconds: float,
-    ) -> None:
+    def __init__(self, streams: EventStreams, live: Callable[[], bool] | None) -> None:
         self.streams = streams
-        self.poll_seconds = poll_seconds
         self.live = live
-        self.check_seconds = check_seconds
         self.checked = time.monotonic()
 
     async def read(self, read: Callable[[], T]) -> T:
@@ -86,8 +85,8 @@ class OpenStream:
 
     async def next_poll(self) -> bool:
         """Sleep until the next poll; False once the stream's token is unknown or revoked."""
-        await anyio.sleep(self.poll_seconds)
-        if self.live is None or time.monotonic() - self.checked < self.check_seconds:
+        await anyio.sleep(POLL_SECONDS)
+        if self.live is None or time.monotonic() - self.checked < TOKEN_CHECK_SECONDS:
             return True
         self.checked = time.monotonic()
         return await self.read(self.live)
@@ -106,15 +105,13 @@ def _token_check(request: Request, engine: Engine) -> Callable[[], bool]:
 
 
 async def open_stream(
-    request: Request, principal: PrincipalDep, engine: EngineDep, settings: SettingsDep
+    request: Request, principal: PrincipalDep, engine: EngineDep
 ) -> AsyncIterator[OpenStream]:
     """A slot for the request's stream, held until the response ends for any reason."""
     streams: EventStreams = request.app.state.streams
     live = None if principal is None else _token_check(request, engine)
     async with streams.slot(requester(principal, request)):
-        yield OpenStream(
-            streams, settings.events_poll_seconds, live, settings.events_token_check_seconds
-        )
+        yield OpenStream(streams, live)
 
 
 OpenStreamDep = Annotated[OpenStream, Depends(open_stream)]

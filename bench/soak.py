@@ -60,7 +60,6 @@ MIN_GAP_S = 10.0
 ERROR_MARKS = re.compile(r"ERROR|CRITICAL|Traceback|Error:")
 STACK_SETTINGS = {
     "sweep_interval_s": "0.5",
-    "dispatch_grace_s": "1",
     "redispatch_after_s": "5",
     "lease_seconds": "10",
     "db_outage_s": "120",

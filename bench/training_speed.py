@@ -64,8 +64,8 @@ def train_once(options: dict[str, Any], data_dir: Path, epochs: int, batch_size:
 
     import tensorflow as tf
 
-    if "threads" in options:  # read by worker.training on import, as in a worker
-        os.environ["CONVLAB_TRAIN_THREADS"] = str(options.pop("threads"))
+    if "threads" in options:  # a worker runs as many threads per op as the cores it is given
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: options.pop("threads")])
     if "mixed" in options:
         tf.keras.mixed_precision.set_global_policy(options.pop("mixed"))
     from models.build import Speed, as_input, build_model

@@ -9,24 +9,125 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Where state lives and which services to talk to."""
+    """Where state lives, which services to talk to, and the limits: each field is a row of the
+    table in docs/config.md (tests/test_settings_documented.py holds them together); timings no
+    operator needs of their own are derived below or are constants where they are used."""
 
     model_config = SettingsConfigDict(env_prefix="CONVLAB_", extra="ignore")
 
-    home: Path = Field(Path("var"), description="State: SQLite files and anything else on disk.")
-    data_dir: Path | None = Field(
-        None, description="Dataset archives, looked up before any download (default HOME/data)."
-    )
-    database_url: str | None = Field(None, description="Default: SQLite at HOME/convlab.sqlite.")
-    broker_url: str | None = Field(
-        None, description="Default: kombu's SQLAlchemy transport on SQLite at HOME/broker.sqlite."
-    )
+    # Server
     auth: bool = Field(
         False, description="Require 'Authorization: Bearer <token>' on every path but /health."
     )
     reads_owner_only: bool = Field(
         False, description="With auth on: users see only their own experiments and studies."
     )
+    token_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long an API process trusts a token it found live before it looks it up again "
+            "(with auth): a revoked token stops working within this time; 0 looks every "
+            "request's token up."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        [],
+        description=(
+            "Host names (a JSON list) the API answers to besides localhost, 127.0.0.1, [::1] "
+            "and the address a request came in on. With auth off any other Host header is a "
+            "400 (DNS rebinding); with auth on, Host headers are checked only when this is set."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        [], description="Browser origins allowed to call the API (none by default)."
+    )
+    api_threads: int = Field(
+        2,
+        ge=1,
+        le=200,
+        description=(
+            "Worker threads for the API's sync routes (each runs one at a time); more only "
+            "take turns at the GIL, and stretch the slowest answers (bench/queries.py)."
+        ),
+    )
+    sweep_interval_s: float = Field(5, gt=0, description="How often the API's sweeper runs.")
+
+    # Database and broker
+    database_url: str | None = Field(None, description="Default: SQLite at HOME/convlab.sqlite.")
+    broker_url: str | None = Field(
+        None, description="Default: kombu's SQLAlchemy transport on SQLite at HOME/broker.sqlite."
+    )
+    lease_seconds: float = Field(
+        60,
+        gt=0,
+        description="A run whose worker has not renewed its lease for this long is requeued.",
+    )
+    redispatch_after_s: float = Field(
+        90,
+        gt=0,
+        description=(
+            "A queued run unclaimed this long after its message was sent is published again "
+            "when the broker holds fewer messages than there are queued runs (one was lost)."
+        ),
+    )
+    db_outage_s: float = Field(
+        300,
+        ge=0,
+        description=(
+            "How long a worker waits out an unreachable database (retrying with backoff) "
+            "before it gives its message or run back."
+        ),
+    )
+
+    # Worker and training
+    worker_name: str | None = Field(
+        None,
+        max_length=120,
+        pattern=r"^[^/]+$",
+        description=(
+            "This machine's name in leases and the experiment's 'worker' (default: its host "
+            "name); workers that share a name must share a machine."
+        ),
+    )
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "The niceness training processes run at (0: as the worker; 19: the lowest "
+            "priority): an API on the same machine keeps answering while they train."
+        ),
+    )
+    worker_max_jobs: int = Field(
+        50, ge=1, description="A training process is replaced after this many jobs."
+    )
+    max_workers_lost: int = Field(
+        3, ge=1, description="A run whose worker died this many times fails instead of retrying."
+    )
+    checkpoint_seconds: float = Field(
+        30,
+        ge=0,
+        description=(
+            "A running job saves its weights at an epoch's end at most this often (0: every "
+            "epoch), and always when it stops; a worker that dies loses at most this much "
+            "training."
+        ),
+    )
+    require_gpu: bool = Field(
+        False,
+        description="A worker that sees no GPU (through NVIDIA's driver) refuses to start.",
+    )
+    train_data_on_device: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Keep a job's pictures on the accelerator for its whole run (auto: on a GPU).",
+    )
+    mixed_precision: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="16-bit compute with float32 weights and softmax (for GPUs)."
+    )
+
+    # Limits
     max_parameters: int = Field(50_000_000, ge=1, description="Largest model accepted.")
     max_activation_mb: int = Field(
         8192, ge=1, description="Largest estimated activation memory of one batch accepted."
@@ -45,38 +146,11 @@ class Settings(BaseSettings):
             "/health and the dashboard's files are never counted."
         ),
     )
-    auth_threads: int = Field(
-        4,
-        ge=1,
-        le=100,
-        description=(
-            "Threads for token lookups (with auth), apart from the sync routes' api_threads: "
-            "a token check never waits behind slow routes."
-        ),
-    )
-    token_cache_seconds: float = Field(
-        2.0,
-        ge=0,
-        le=60,
-        description=(
-            "How long an API process trusts a token it found live before it looks it up again "
-            "(with auth): a revoked token stops working within this time; 0 looks every "
-            "request's token up."
-        ),
-    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
     max_dataset_bytes: int = Field(
         200_000_000,
         ge=1024,
         description="Largest dataset upload (POST /datasets): the body, and its arrays unpacked.",
-    )
-    max_uploads_per_user: int = Field(
-        10,
-        ge=0,
-        description=(
-            "Dataset uploads one user may keep stored (while auth is off, everyone's count as "
-            "one user's); another is refused until one is deleted."
-        ),
     )
     max_upload_pixels: int = Field(
         262_144,
@@ -96,84 +170,6 @@ class Settings(BaseSettings):
             "once; more are a 429."
         ),
     )
-    cors_origins: list[str] = Field(
-        [], description="Browser origins allowed to call the API (none by default)."
-    )
-    allowed_hosts: list[str] = Field(
-        [],
-        description=(
-            "Host names (a JSON list) the API answers to besides localhost, 127.0.0.1, [::1] "
-            "and the address a request came in on. With auth off any other Host header is a "
-            "400 (DNS rebinding); with auth on, Host headers are checked only when this is set."
-        ),
-    )
-    notify_secret: str | None = Field(
-        None,
-        min_length=16,
-        description=(
-            "The key notifications are signed with (HMAC-SHA256, header X-Convlab-Signature); "
-            "without it the server sends none and refuses 'notify'."
-        ),
-    )
-    notify_allowed_hosts: str = Field(
-        "",
-        description=(
-            "Comma-separated host names a 'notify' URL may name although they are loopback or "
-            "private addresses (refused otherwise: the server must not be a way into the LAN)."
-        ),
-    )
-    notify_attempts: int = Field(6, ge=1, le=20, description="Deliveries tried per notification.")
-    notify_retry_s: float = Field(
-        10, gt=0, description="Wait after a failed delivery, doubled after each further one."
-    )
-    notify_timeout_s: float = Field(
-        5, gt=0, description="How long one delivery attempt may take in all, answer included."
-    )
-    host: str = "127.0.0.1"
-    port: int = 8000
-    sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
-    api_threads: int = Field(
-        2,
-        ge=1,
-        le=200,
-        description=(
-            "Worker threads for the API's sync routes (each runs one at a time); more only "
-            "take turns at the GIL, and stretch the slowest answers (bench/queries.py)."
-        ),
-    )
-    api_workers: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description=(
-            "API processes `make up` starts (uvicorn --workers; the compose stack passes its "
-            "own). They share the database; one of them at a time runs the sweeper and the "
-            "notifier, chosen by a lock on the database (store.singleton)."
-        ),
-    )
-    db_pool_size: int = Field(
-        40,
-        ge=1,
-        description=(
-            "Pooled connections per process (opened on demand). At least the API's 40 worker "
-            "threads, so no thread waits for a connection held by a request that is itself "
-            "waiting for a thread."
-        ),
-    )
-    cancel_poll_seconds: float = Field(
-        0.5, gt=0, description="How often a training job re-reads its cancel flag."
-    )
-    events_poll_seconds: float = Field(
-        0.5, gt=0, description="How often an event stream looks for new epochs."
-    )
-    events_token_check_seconds: float = Field(
-        5,
-        gt=0,
-        description=(
-            "How often an event stream looks up its token again (with auth): a revoked "
-            "token's streams end within this and one poll."
-        ),
-    )
     max_event_streams_per_user: int = Field(
         50,
         ge=1,
@@ -190,77 +186,35 @@ class Settings(BaseSettings):
             "Event streams the server may have open in all (with a Redis broker, across its API "
             "processes; else in each process): each holds a socket (a "
             "process commonly may open 1024 files) and reads the database every "
-            "events_poll_seconds (500 at 0.5 s: about 1000 small reads a second)."
+            "half second (500 streams: about 1000 small reads a second)."
         ),
     )
-    events_threads: int = Field(
-        4,
-        ge=1,
-        le=100,
-        description=(
-            "Threads for the event streams' reads, apart from the sync routes' api_threads: "
-            "slow routes cannot stall the streams, nor many streams the routes."
-        ),
-    )
-    redis_visibility_timeout_s: int = Field(
-        7 * 24 * 3600, gt=0, description="Redis redelivers unacked jobs after this; above any job."
-    )
-    lease_seconds: float = Field(
-        60,
-        gt=0,
-        description="A run whose worker has not renewed its lease for this long is requeued.",
-    )
-    max_workers_lost: int = Field(
-        3, ge=1, description="A run whose worker died this many times fails instead of retrying."
-    )
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept while a job runs.")
-    checkpoint_seconds: float = Field(
-        30,
-        ge=0,
-        description=(
-            "A running job saves its weights at an epoch's end at most this often (0: every "
-            "epoch), and always when it stops; a worker that dies loses at most this much "
-            "training."
-        ),
-    )
-    sweep_interval_s: float = Field(5, gt=0, description="How often the API's sweeper runs.")
-    dispatch_grace_s: float = Field(
-        10, ge=0, description="A queued row unpublished for this long is published by the sweeper."
-    )
-    redispatch_after_s: float = Field(
-        90,
-        gt=0,
-        description=(
-            "A queued run unclaimed this long after its message was sent is published again "
-            "when the broker holds fewer messages than there are queued runs (one was lost)."
-        ),
-    )
-    db_outage_s: float = Field(
-        300,
-        ge=0,
-        description=(
-            "How long a worker waits out an unreachable database (retrying with backoff) "
-            "before it gives its message or run back."
-        ),
-    )
-    worker_name: str | None = Field(
+
+    # Notifications
+    notify_secret: str | None = Field(
         None,
-        max_length=120,
-        pattern=r"^[^/]+$",
+        min_length=16,
         description=(
-            "This machine's name in leases and the experiment's 'worker' (default: its host "
-            "name); workers that share a name must share a machine."
+            "The key notifications are signed with (HMAC-SHA256, header X-Convlab-Signature); "
+            "without it the server sends none and refuses 'notify'."
         ),
     )
-    heartbeat_seconds: float = Field(
-        10, gt=0, description="How often each training process tells the database it is alive."
+    notify_allowed_hosts: str = Field(
+        "",
+        description=(
+            "Comma-separated host names a 'notify' URL may name although they are loopback or "
+            "private addresses (refused otherwise: the server must not be a way into the LAN)."
+        ),
     )
-    workers_seen_s: float = Field(
-        60, gt=0, description="GET /workers lists the processes heard from this recently."
+    notify_attempts: int = Field(6, ge=1, le=20, description="Deliveries tried per notification.")
+    notify_timeout_s: float = Field(
+        5, gt=0, description="How long one delivery attempt may take in all, answer included."
     )
-    require_gpu: bool = Field(
-        False,
-        description="A worker that sees no GPU (through NVIDIA's driver) refuses to start.",
+
+    # Storage
+    home: Path = Field(Path("var"), description="State: SQLite files and anything else on disk.")
+    data_dir: Path | None = Field(
+        None, description="Dataset archives, looked up before any download (default HOME/data)."
     )
     retention_days: float | None = Field(
         None,
@@ -287,46 +241,41 @@ class Settings(BaseSettings):
             "is refused; unset: no quota."
         ),
     )
-    worker_nice: int = Field(
-        10,
-        ge=0,
-        le=19,
-        description=(
-            "The niceness training processes run at (0: as the worker; 19: the lowest "
-            "priority): an API on the same machine keeps answering while they train."
-        ),
-    )
-    worker_max_jobs: int = Field(
-        50, ge=1, description="A training process is replaced after this many jobs."
-    )
-    worker_max_memory_mb: int = Field(
-        6144, ge=256, description="A training process is replaced after a job leaves it this big."
-    )
-    train_steps_per_execution: int = Field(
-        1,
-        ge=1,
-        le=1000,
-        description="Batches per call into TensorFlow; cancel checks then run every that many.",
-    )
-    train_jit_compile: bool = Field(False, description="Compile training steps with XLA.")
-    train_threads: int | None = Field(
-        None,
-        ge=1,
-        description="TensorFlow's threads per op (default: the cores the worker is given).",
-    )
-    train_data_on_device: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="Keep a job's pictures on the accelerator for its whole run (auto: on a GPU).",
-    )
-    mixed_precision: Literal["off", "bf16", "fp16"] = Field(
-        "off", description="16-bit compute with float32 weights and softmax (for GPUs)."
-    )
 
     @field_validator("notify_secret", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         """An empty CONVLAB_NOTIFY_SECRET (as compose passes an unset one) means none."""
         return None if value == "" else value
+
+    @property
+    def db_pool_size(self) -> int:
+        """Pooled connections per process: the sync routes' threads, and ten for the token
+        and event-stream threads and the loops, so no thread waits for a connection held by a
+        request that is itself waiting for a thread."""
+        return self.api_threads + 10
+
+    @property
+    def dispatch_grace_s(self) -> float:
+        """A queued row unpublished this long is published by the sweeper: two sweeps, well
+        past the moment between a submission's commit and its own publish."""
+        return 2 * self.sweep_interval_s
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often each training process tells the database it is alive: six beats a lease."""
+        return self.lease_seconds / 6
+
+    @property
+    def workers_seen_s(self) -> float:
+        """GET /workers lists the processes heard from within a lease (those not heard from
+        for longer lose their runs to the sweeper anyway)."""
+        return self.lease_seconds
+
+    @property
+    def notify_retry_s(self) -> float:
+        """The wait after a failed delivery, doubled after each further one: two deadlines."""
+        return 2 * self.notify_timeout_s
 
     @property
     def notify_hosts(self) -> frozenset[str]:

@@ -5,13 +5,18 @@ the worker.
 JSON messages carrying an experiment id, one job at a time per process. A training process
 that dies (kill -9, out of memory) is replaced by the pool, and its message goes back to the
 queue (acks_late, reject_on_worker_lost); one that has trained ``worker_max_jobs`` jobs or
-grown past ``worker_max_memory_mb`` is recycled after its job."""
+grown past ``MAX_MEMORY_MB`` is recycled after its job."""
 
 from celery import Celery
 
 from core.config import Settings
 from jobs.queueing import QUEUE
 from store.db import sqlite_file_lock, sqlite_file_of
+
+MAX_MEMORY_MB = 6144
+"""A training process grown past this after a job is replaced (Keras grows about 10 MB a job)."""
+VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
+"""Redis hands an unacknowledged job to another worker after this: above any job's length."""
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -28,14 +33,12 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_max_tasks_per_child=settings.worker_max_jobs,
-        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
+        worker_max_memory_per_child=MAX_MEMORY_MB * 1024,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
     )
     if settings.broker_is_redis:
-        app.conf.broker_transport_options = {
-            "visibility_timeout": settings.redis_visibility_timeout_s
-        }
+        app.conf.broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     return app
 
 

@@ -19,6 +19,8 @@ from core.config import get_settings
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "convlab_alembic_version"
 """Not Alembic's default name: Optuna keeps its own schema version in the same database."""
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite statement waits for another connection's write lock before it fails."""
 
 
 @cache
@@ -29,16 +31,14 @@ def get_engine(url: str | None = None) -> Engine:
     pool = {"pool_size": settings.db_pool_size, "max_overflow": 10}
     if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True, **pool)
-    engine = create_engine(
-        url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}, **pool
-    )
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new database
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={settings.sqlite_busy_timeout_ms}")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

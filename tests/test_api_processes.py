@@ -197,7 +197,6 @@ def test_two_api_processes_on_postgresql_run_one_sweeper_which_another_takes_ove
             database_url=url,
             broker_url=broker_url,
             sweep_interval_s=str(INTERVAL),
-            dispatch_grace_s="0",
         ) as stack,
         _engine(url) as engine,
     ):
@@ -246,7 +245,6 @@ def test_two_api_processes_on_sqlite_run_one_sweeper_which_another_takes_over(
             api_command=PROCESSES,
             workers=0,
             sweep_interval_s=str(INTERVAL),
-            dispatch_grace_s="0",
         ) as stack,
         _engine(f"sqlite:///{tmp_path / 'convlab.sqlite'}") as engine,
     ):

@@ -126,7 +126,7 @@ SHORT = {"dataset": {"name": "digits"}, "training": {"epochs": 2, "batch_size": 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("fair")
-    with running_stack(home, workers=1, auth="true", heartbeat_seconds="1") as running:
+    with running_stack(home, workers=1, auth="true", lease_seconds="6") as running:
         yield running
 
 

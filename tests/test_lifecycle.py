@@ -29,7 +29,6 @@ SHORT_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3, "batch_siz
 LONG_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 12, "batch_size": 16}}
 SETTINGS = {
     "sweep_interval_s": "0.5",
-    "dispatch_grace_s": "1",
     "lease_seconds": "10",
     "checkpoint_seconds": "0",
 }

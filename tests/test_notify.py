@@ -72,7 +72,7 @@ def notifying(tmp_path: Path) -> Settings:
         home=tmp_path,
         notify_secret=SECRET,
         notify_allowed_hosts="127.0.0.1, example.invalid",
-        notify_retry_s=0.05,
+        notify_timeout_s=0.5,  # a failed delivery is retried after 1 s, then 2 s
         notify_attempts=3,
     )
 
@@ -159,14 +159,14 @@ def test_a_failing_receiver_is_tried_with_backoff_then_given_up(
     api.post(f"/experiments/{experiment_id}/cancel")  # a queued run ends at once
     engine = Trainer(notifying).engine
     started = time.monotonic()
-    while len(receiver.posts) < 3 and time.monotonic() - started < 10:
+    while len(receiver.posts) < 3 and time.monotonic() - started < 20:
         deliver_due(engine, notifying)
     waited = time.monotonic() - started
     for _ in range(3):
         time.sleep(0.25)
         assert deliver_due(engine, notifying) == 0  # given up after notify_attempts
     assert len(receiver.posts) == 3
-    assert waited >= 0.05 + 0.1  # the backoff doubles: 0.05 s, then 0.1 s
+    assert waited >= 3 * notifying.notify_retry_s  # the backoff doubles: 1 s, then 2 s
     notification = api.get(f"/experiments/{experiment_id}").json()["notification"]
     assert notification["state"] == "failed"
     assert notification["attempts"] == 3

@@ -20,7 +20,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = {
         "auth": "true",
         "reads_owner_only": "true",
-        "heartbeat_seconds": "0.5",
+        "lease_seconds": "3",  # a heartbeat every 0.5 s
         "checkpoint_seconds": "0",  # weights stored at every epoch
     }
     with running_stack(home, workers=1, **settings) as running:

@@ -54,7 +54,6 @@ def stack(
         database_url=cluster.url,
         broker_url=redis.url,
         sweep_interval_s="0.5",
-        dispatch_grace_s="1",
         redispatch_after_s="3",
         lease_seconds="10",
         db_outage_s="120",

@@ -102,7 +102,7 @@ def test_the_sweeper_publishes_again_only_what_the_broker_lost_oldest_first(
 def test_a_study_is_answered_at_once_with_the_broker_down_and_published_once_it_is_back(
     tmp_path: Path, broker: RedisServer
 ) -> None:
-    settings = {"broker_url": broker.url, "sweep_interval_s": "0.3", "dispatch_grace_s": "0.5"}
+    settings = {"broker_url": broker.url, "sweep_interval_s": "0.3"}  # grace: 0.6 s
     with running_stack(tmp_path, workers=0, **settings) as stack, stack.client() as client:
         broker.stop()
         started = time.monotonic()

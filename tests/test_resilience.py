@@ -44,7 +44,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 LONG_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 15, "batch_size": 16}}
 SHORT_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3, "batch_size": 64}}
 # A lease a busy 2-core machine renews in time (every lease/4), with room to spare.
-FAST_SWEEPER = {"sweep_interval_s": "0.5", "dispatch_grace_s": "1", "lease_seconds": "10"}
+FAST_SWEEPER = {"sweep_interval_s": "0.5", "lease_seconds": "10"}
 EVERY_EPOCH = {"checkpoint_seconds": "0"}
 """A checkpoint at every epoch's end, so a resume starts after the last recorded epoch."""
 WRITES = (

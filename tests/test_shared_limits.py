@@ -49,7 +49,6 @@ def stack(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "max_reads_per_minute": str(READS),
         "max_submissions_per_minute": str(SUBMISSIONS),
         "max_event_streams_per_user": str(STREAMS),
-        "events_poll_seconds": "0.2",
     }
     home = tmp_path_factory.mktemp("shared-limits")
     with running_stack(

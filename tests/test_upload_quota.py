@@ -1,5 +1,5 @@
 """Dataset uploads are bounded per user: they count toward the storage quota with the runs'
-weights, a user keeps at most CONVLAB_MAX_UPLOADS_PER_USER of them, and checking one runs
+weights, a user keeps at most 10 of them, and checking one runs
 apart from the request threads. Through a real API on SQLite with auth on."""
 
 import threading
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from api.limits import MAX_UPLOADS_PER_USER
 from api.main import create_app
 from core.config import Settings
 from store.db import Session, get_engine
@@ -27,8 +28,7 @@ QUOTA_MB = 0.1
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("upload-quota")
-    settings = {"auth": "true", "storage_quota_mb": str(QUOTA_MB), "max_uploads_per_user": "2"}
-    with stack_on("sqlite", home, **settings) as running:
+    with stack_on("sqlite", home, auth="true", storage_quota_mb=str(QUOTA_MB)) as running:
         yield running
 
 
@@ -48,19 +48,19 @@ def test_a_user_keeps_at_most_the_cap_of_uploads_and_others_are_not_held_back(
     data_dir = Path(stack.env["CONVLAB_HOME"]) / "data"
     small = npz(**dataset())
     with _client(stack, "alice") as alice, _client(stack, "carol") as carol:
-        for name in ("alice-one", "alice-two"):
+        names = [f"alice-{n}" for n in range(MAX_UPLOADS_PER_USER)]
+        for name in names:
             assert upload(alice, name, small).status_code == 201
-        refused = upload(alice, "alice-three", small)
+        refused = upload(alice, "alice-more", small)
         assert refused.status_code == 403, refused.text
         assert refused.json()["detail"] == (
-            "alice keeps 2 dataset uploads (alice-one, alice-two); the cap is 2 "
-            "(CONVLAB_MAX_UPLOADS_PER_USER). Delete one you no longer need (convlab datasets "
-            "delete NAME) to upload another."
+            f"alice keeps 10 dataset uploads ({', '.join(names[:5])}, ...); the cap is 10. "
+            "Delete one you no longer need (convlab datasets delete NAME) to upload another."
         )
-        assert "alice-three" not in [d["name"] for d in alice.get("/datasets").json()]
+        assert "alice-more" not in [d["name"] for d in alice.get("/datasets").json()]
         assert upload(carol, "carol-one", small).status_code == 201
-        assert alice.delete("/datasets/alice-two").status_code == 204
-        assert upload(alice, "alice-three", small).status_code == 201
+        assert alice.delete("/datasets/alice-1").status_code == 204
+        assert upload(alice, "alice-more", small).status_code == 201
     assert _incoming(data_dir) == []
 
 

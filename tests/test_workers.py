@@ -22,7 +22,7 @@ LONG_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 200, "batch_si
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("workers")
-    settings = {"heartbeat_seconds": "0.5", "workers_seen_s": str(SEEN_S)}
+    settings = {"lease_seconds": str(SEEN_S)}  # listed for a lease, beating six times in it
     with running_stack(home, workers=0, **settings) as running:
         yield running
 

@@ -22,7 +22,7 @@ from core.config import Settings, get_settings
 from jobs.optuna_adapter import TrialReporter
 from jobs.search import advance, reporter
 from jobs.verify import settle
-from models.build import Speed, as_input, build_model
+from models.build import as_input, build_model
 from models.datasets import DATASETS
 from models.epochs import EpochMetrics
 from models.spec import ExperimentSpec
@@ -60,13 +60,15 @@ from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
 
+CANCEL_POLL_SECONDS = 0.5
+"""How often a training job re-reads its cancel flag (at the first batch end after it)."""
+
 
 def _configure_tensorflow(settings: Settings) -> None:
     """Process-wide choices, made before TensorFlow runs its first op."""
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)  # share nothing it does not use
-    threads = settings.train_threads or cores_given()
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(cores_given())
     policies = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
     if settings.mixed_precision in policies:
         keras.mixed_precision.set_global_policy(policies[settings.mixed_precision])
@@ -194,7 +196,6 @@ class EpochRecorder(keras.callbacks.Callback):
                 metrics,
                 checkpoint=checkpoint,
                 lease_seconds=job.settings.lease_seconds,
-                keep_checkpoints=job.settings.keep_checkpoints,
             ),
         )
         log.info("experiment %s epoch %d: %s", job.experiment_id, number, metrics)
@@ -217,7 +218,7 @@ class StopCheck(keras.callbacks.Callback):
         self._check()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        due = time.monotonic() - self.checked >= self.job.settings.cancel_poll_seconds
+        due = time.monotonic() - self.checked >= CANCEL_POLL_SECONDS
         if due or stop_requested.is_set() or self.job.lease_lost.is_set():
             self._check()
 
@@ -272,14 +273,9 @@ def fit(
     )
     reset_seed(spec.seed, deterministic=spec.training.deterministic)
     initial_epoch, model = resume_from
-    settings = job.settings
     fresh = model is None
     if model is None:
-        speed = Speed(
-            steps_per_execution=settings.train_steps_per_execution,
-            jit_compile=settings.train_jit_compile,
-        )
-        model = build_model(spec, speed)
+        model = build_model(spec)
     check_built(model, spec, rate=fresh or spec.training.lr_schedule is None)
     saver.watch(model)
     keeper.watch(model, initial_epoch)

@@ -78,8 +78,8 @@ UPLOAD_CHECKS = 2
 """Uploads one API process copies and checks at once, in threads of their own: the request
 threads keep answering meanwhile, and memory stays bounded (the rest wait their turn)."""
 UPLOAD_REASONS = {
-    403: "The user keeps CONVLAB_MAX_UPLOADS_PER_USER uploads already, or the upload would "
-    "pass their storage quota (CONVLAB_STORAGE_QUOTA_MB).",
+    403: "The user keeps 10 uploads already, or the upload would pass their storage quota "
+    "(CONVLAB_STORAGE_QUOTA_MB).",
     409: "The name is taken (built in, uploaded or a folder).",
     413: "The upload, or the arrays it unpacks to, are over CONVLAB_MAX_DATASET_BYTES.",
 }

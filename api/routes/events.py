@@ -6,7 +6,7 @@ from the beginning.
 
 Each user (with auth off: each client address) may have so many streams open, and the server
 so many in all (429 before the stream starts); a stream whose token is revoked ends with a
-``revoked`` event within a few seconds (``CONVLAB_EVENTS_TOKEN_CHECK_SECONDS``)."""
+``revoked`` event within a few seconds (``api.streams.TOKEN_CHECK_SECONDS``)."""
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass

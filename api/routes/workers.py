@@ -16,7 +16,7 @@ router = APIRouter(tags=["workers"], route_class=ReleasingRoute)
 def list_workers(
     session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> list[WorkerPublic]:
-    """Each training process heard from in the last ``CONVLAB_WORKERS_SEEN_S`` (60 s), by host:
+    """Each training process heard from within a lease (``CONVLAB_LEASE_SECONDS``, 60 s), by host:
     its accelerator, the experiment it runs (``null`` when it is someone else's and reads are
     owner-only), when it started and last beat."""
     owner = visible_owner(principal, settings)
