@@ -6,6 +6,7 @@ stack serves the whole module: a token made in the api container, a digits run t
 published port, the worker restarted mid-run, and the stack taken down and brought up again.
 """
 
+import io
 import os
 import subprocess
 import time
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from tests.docker import engine_with_images
 from tests.services import free_port, wait_for, wait_for_status
@@ -35,6 +38,7 @@ class ComposeStack:
     project: str
     env_file: Path
     port: int
+    data: Path
     timings: dict[str, float] = field(default_factory=dict)
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -111,7 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
         "POSTGRES_PASSWORD=pg-compose-test\nREDIS_PASSWORD=redis-compose-test\n"
         f"CONVLAB_PORT={port}\nCONVLAB_DATA_DIR_HOST={data}\n"
     )
-    stack = ComposeStack(f"convlabtest{os.getpid()}", env_file, port, {"base images": images})
+    stack = ComposeStack(f"convlabtest{os.getpid()}", env_file, port, data, {"base images": images})
     try:
         started = time.monotonic()
         stack.must("build")
@@ -180,6 +184,55 @@ def test_worker_restarted_mid_run_resumes_every_epoch_once(stack: ComposeStack, 
         assert trained_before < epochs, "the run ended before the restart: nothing was resumed"
         assert _epochs(client, experiment_id) == list(range(1, epochs + 1))
         assert done["attempts"] == 2
+
+
+def test_worker_killed_mid_run_resumes_after_its_lease(stack: ComposeStack, token: str) -> None:
+    epochs = 40
+    with stack.client(token) as client:
+        experiment_id = _submit(client, epochs=epochs)
+        wait_for(
+            lambda: len(_epochs(client, experiment_id)) >= 3,
+            timeout=180,
+            what="three epochs trained",
+            every=0.5,
+        )
+        stack.must("kill", "-s", "SIGKILL", "worker")
+        trained_before = len(_epochs(client, experiment_id))
+        stack.must("start", "worker")
+        done = wait_for_status(client, experiment_id, {"succeeded", "failed"}, timeout=300)
+        assert done["status"] == "succeeded", stack.logs()
+        assert trained_before < epochs, "the run ended before the kill: nothing was resumed"
+        assert _epochs(client, experiment_id) == list(range(1, epochs + 1))
+
+
+def _digits_npz() -> bytes:
+    """A small upload: scikit-learn's digits as uint8 pictures, 120 to train on, 40 to test."""
+    digits = load_digits()
+    images = (digits.images * 15).astype(np.uint8)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        x_train=images[:120],
+        y_train=digits.target[:120],
+        x_test=images[120:160],
+        y_test=digits.target[120:160],
+    )
+    return buffer.getvalue()
+
+
+def test_upload_stored_by_the_api_trains_on_the_worker(stack: ComposeStack, token: str) -> None:
+    with stack.client(token) as client:
+        response = client.post(
+            "/datasets", data={"name": "composed"}, files={"file": ("composed.npz", _digits_npz())}
+        )
+        assert response.status_code == 201, response.text
+        spec = {"preset": "base", "dataset": {"name": "composed"}, "training": {"epochs": 2}}
+        created = client.post("/experiments", json=spec)
+        assert created.status_code == 201, created.text
+        done = wait_for_status(client, created.json()["id"], {"succeeded", "failed"}, timeout=180)
+        assert done["status"] == "succeeded", (done.get("error"), stack.logs())
+    stored = [path for path in (stack.data / "uploads").rglob("*") if path.is_file()]
+    assert stored and {path.stat().st_uid for path in stored} == {API_UID}
 
 
 def test_down_then_up_keeps_runs_and_tokens(stack: ComposeStack, token: str) -> None:
