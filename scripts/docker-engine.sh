@@ -5,6 +5,10 @@ set -euo pipefail
 
 say() { echo "docker-engine: $*" >&2; }
 
+# One at a time: test processes that start containers call this together.
+exec 9>"${TMPDIR:-/tmp}/convlab-docker-engine.lock"
+flock 9
+
 if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null; then
     if [ "$(id -u)" != 0 ]; then
         say "no Docker engine or docker-compose, and not root to install them (apt-get install docker.io docker-compose)."
@@ -16,7 +20,7 @@ if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null; th
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        docker.io docker-compose debootstrap >/dev/null
+        -o DPkg::Lock::Timeout=300 docker.io docker-compose debootstrap >/dev/null
 fi
 
 if docker info >/dev/null 2>&1; then

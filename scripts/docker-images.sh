@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 
 say() { echo "docker-images: $*" >&2; }
 
+# One at a time: test processes that start containers call this together.
+exec 9>"${TMPDIR:-/tmp}/convlab-docker-images.lock"
+flock 9
+
 PACKAGES=python3,python3-venv,python3-pip,ca-certificates
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
