@@ -64,18 +64,18 @@ class ComposeStack:
         """Each running service's health, as Docker's healthchecks report it."""
         states = {}
         for service in SERVICES:
-            container = self.must("ps", "-q", service).strip()
+            containers = self.must("ps", "-q", service).split()
             inspected = subprocess.run(
-                ["docker", "inspect", "-f", "{{.State.Health.Status}}", container],
+                ["docker", "inspect", "-f", "{{.State.Health.Status}}", *containers],
                 capture_output=True,
                 text=True,
             )
-            states[service] = inspected.stdout.strip() or inspected.stderr.strip()
+            states[service] = " ".join(inspected.stdout.split()) or inspected.stderr.strip()
         return states
 
     def wait_healthy(self, timeout: float = 240) -> None:
         wait_for(
-            lambda: set(self.health().values()) == {"healthy"},
+            lambda: set(" ".join(self.health().values()).split()) == {"healthy"},
             timeout=timeout,
             what=f"every service healthy ({self.health()})",
             every=2,
@@ -233,6 +233,20 @@ def test_upload_stored_by_the_api_trains_on_the_worker(stack: ComposeStack, toke
         assert done["status"] == "succeeded", (done.get("error"), stack.logs())
     stored = [path for path in (stack.data / "uploads").rglob("*") if path.is_file()]
     assert stored and {path.stat().st_uid for path in stored} == {API_UID}
+
+
+def test_two_workers_share_the_queue_and_train_each_run_once(
+    stack: ComposeStack, token: str
+) -> None:
+    stack.must("up", "-d", "--scale", "worker=2")
+    stack.wait_healthy()
+    with stack.client(token) as client:
+        runs = [_submit(client, epochs=5) for _ in range(3)]
+        done = [wait_for_status(client, run, {"succeeded", "failed"}, timeout=300) for run in runs]
+        assert [run["status"] for run in done] == ["succeeded"] * 3, stack.logs()
+        assert all(_epochs(client, run) == [1, 2, 3, 4, 5] for run in runs)
+        assert [run["attempts"] for run in done] == [1, 1, 1]
+        assert len({run["attempt_log"][0]["worker"] for run in done}) == 2
 
 
 def test_down_then_up_keeps_runs_and_tokens(stack: ComposeStack, token: str) -> None:
