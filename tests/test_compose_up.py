@@ -257,6 +257,8 @@ def test_down_then_up_keeps_runs_and_tokens(stack: ComposeStack, token: str) -> 
     stack.must("down", "--timeout", "30")
     stack.up("down, then up to healthy")
     with stack.client(token) as client:
-        after = {row["id"]: row["status"] for row in client.get("/experiments").json()["items"]}
+        listed = client.get("/experiments")
+        assert listed.status_code == 200, f"the token did not survive: {listed.text}"
+        after = {row["id"]: row["status"] for row in listed.json()["items"]}
         assert after == before
         assert {key: _epochs(client, key) for key in after} == histories
