@@ -205,6 +205,18 @@ def test_worker_killed_mid_run_resumes_after_its_lease(stack: ComposeStack, toke
         assert _epochs(client, experiment_id) == list(range(1, epochs + 1))
 
 
+def test_runs_waiting_through_postgres_and_redis_restarts_all_succeed(
+    stack: ComposeStack, token: str
+) -> None:
+    with stack.client(token) as client:
+        runs = [_submit(client, epochs=3) for _ in range(3)]
+        stack.must("restart", "postgres")
+        stack.must("restart", "redis")
+        done = [wait_for_status(client, run, {"succeeded", "failed"}, timeout=300) for run in runs]
+        assert [run["status"] for run in done] == ["succeeded"] * 3, stack.logs()
+        assert all(_epochs(client, run) == [1, 2, 3] for run in runs)
+
+
 def _digits_npz() -> bytes:
     """A small upload: scikit-learn's digits as uint8 pictures, 120 to train on, 40 to test."""
     digits = load_digits()
