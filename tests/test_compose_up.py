@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.docker import engine_with_images
+from tests.docker_engine import engine_with_images
 from tests.services import free_port, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.docker import BASE_IMAGE, ROOT, engine_with_images
+from tests.docker_engine import BASE_IMAGE, ROOT, engine_with_images
 
 pytestmark = pytest.mark.slow
 
