@@ -16,6 +16,8 @@
 #                      (scripts/docker-images.sh makes convlab-base that way, no registry needed)
 #   TENSORFLOW_EXTRA   "and-cuda" (default: the CUDA wheels) or "" (plain tensorflow, CPU only,
 #                      about 3 GB smaller; docker-compose.cpu.yml sets it)
+#   PIP_INDEX_URL      a PyPI mirror for every install below (unset: pypi.org); with
+#   PIP_TRUSTED_HOST   the mirror's host name where it has no certificate the image trusts
 # No `# syntax=` line: BuildKit would fetch that frontend from a registry.
 ARG BASE_IMAGE=python:3.12-slim-bookworm
 FROM ${BASE_IMAGE}
@@ -32,6 +34,9 @@ RUN python3 -m venv /opt/venv \
     && mkdir -p /var/lib/convlab /data \
     && chown convlab:convlab /var/lib/convlab
 
+# A PyPI mirror, unset unless given: pip reads these from the environment of each RUN below.
+ARG PIP_INDEX_URL
+ARG PIP_TRUSTED_HOST
 # The big layer first, so that editing the code or the other pins does not download it again.
 # Keep this range equal to pyproject.toml's tensorflow pin (tests/test_compose.py checks it).
 ARG TENSORFLOW_EXTRA=and-cuda

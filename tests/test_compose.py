@@ -234,6 +234,8 @@ def test_dockerfile_takes_its_base_and_runs_as_a_user_with_a_healthcheck() -> No
     assert re.search(r"^USER convlab$", dockerfile, re.M)
     assert re.search(r"^HEALTHCHECK .*\n.*/health", dockerfile, re.M)
     assert not dockerfile.startswith("# syntax="), "BuildKit would fetch that from a registry"
+    # A lab's own PyPI mirror, and nothing when none is given.
+    assert re.search(r"^ARG PIP_INDEX_URL$", dockerfile, re.M)
 
 
 def test_prometheus_is_opt_in_and_mounts_the_token_its_config_reads(
