@@ -26,6 +26,12 @@ test: lint
 		--junitxml test-artifacts/junit.xml || status=$$?; \
 	$(BIN)/python scripts/durations.py test-artifacts/junit.xml; exit $$status
 
+# The compose stack on this machine's Docker engine (installed and started when root), and
+# ensure-services.sh on a fresh Debian container; both are part of `make test` too.
+.PHONY: compose-test
+compose-test: $(STAMP)
+	$(BIN)/pytest tests/test_compose_up.py tests/test_ensure_services.py
+
 install: $(STAMP)
 
 # The server and the client (a distribution of its own) into .venv; `make up` installs only

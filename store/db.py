@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from core.config import get_settings
+from store.encoding import require_utf8
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "convlab_alembic_version"
@@ -30,7 +31,9 @@ def get_engine(url: str | None = None) -> Engine:
     url = url or settings.resolved_database_url
     pool = {"pool_size": settings.db_pool_size, "max_overflow": 10}
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, **pool)
+        engine = create_engine(url, pool_pre_ping=True, **pool)
+        require_utf8(engine)
+        return engine
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
 
     @event.listens_for(engine, "connect")

@@ -1,8 +1,9 @@
-"""docker-compose.yml, Dockerfile and .env.example: valid, and saying what the stack relies on.
+"""docker-compose.yml, its GPU and CPU overrides, Dockerfile and .env.example: valid, and saying
+what the stack relies on.
 
-There is no Docker engine here, so the compose file is checked by Debian's ``docker-compose``
-(v1.29) ``config``, and the commands its services run are exported for the tests that run
-those very commands against local PostgreSQL and Redis.
+Checked by Debian's ``docker-compose`` (v1.29) ``config``; the commands its services run are
+exported for the tests that run those very commands against local PostgreSQL and Redis.
+tests/test_compose_up.py starts the stack itself on a Docker engine.
 """
 
 import os
@@ -18,6 +19,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+GPU_FILE = ROOT / "docker-compose.override.yml"
+"""Read by Compose after COMPOSE_FILE when no -f is given: the worker's GPU."""
+CPU_FILE = ROOT / "docker-compose.cpu.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -94,6 +98,15 @@ def config(compose_cli: str, env_file: Path) -> dict[str, Any]:
     return yaml.safe_load(result.stdout)
 
 
+def _resolved(cli: str, env_file: Path, *files: Path) -> dict[str, Any]:
+    args = ["--env-file", str(env_file)]
+    for path in files:
+        args += ["-f", str(path)]
+    result = _compose(cli, *args, "config", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
 def test_config_validates_once_the_passwords_are_set(compose_cli: str, env_file: Path) -> None:
     args = ["--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"]
     result = _compose(compose_cli, *args, cwd=ROOT)
@@ -164,10 +177,15 @@ def test_api_and_worker_reach_services_by_name(config: dict[str, Any]) -> None:
         assert all(dep["condition"] == "service_healthy" for dep in service["depends_on"].values())
 
 
-def test_worker_reserves_one_gpu(config: dict[str, Any]) -> None:
-    worker = config["services"]["worker"]
+def test_worker_reserves_one_gpu_unless_the_files_are_named(
+    compose_cli: str, env_file: Path
+) -> None:
+    plain = _compose(compose_cli, "--env-file", str(env_file), "config", cwd=ROOT)
+    assert plain.returncode == 0, plain.stderr
+    worker = yaml.safe_load(plain.stdout)["services"]["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert worker["environment"]["CONVLAB_REQUIRE_GPU"] == "true"
     assert "--concurrency 1" in worker["command"]
     assert worker["stop_grace_period"] == "2m"
     assert worker["restart"] == "unless-stopped"
@@ -186,14 +204,38 @@ def test_env_example_sets_every_variable_the_compose_file_reads() -> None:
     assert set(COMPOSE_VARIABLES) <= set(_env_example())
 
 
+def test_cpu_override_builds_plain_tensorflow_and_reserves_no_gpu(
+    compose_cli: str, env_file: Path
+) -> None:
+    services = _resolved(compose_cli, env_file, COMPOSE_FILE, CPU_FILE)["services"]
+    worker = services["worker"]
+    assert "deploy" not in worker
+    assert worker["environment"]["CONVLAB_REQUIRE_GPU"] == "false"
+    for name in ("api", "worker"):
+        assert services[name]["build"]["args"] == {"TENSORFLOW_EXTRA": ""}
+        assert services[name]["image"] == "convlab:cpu"
+
+
 def test_dockerfile_pins_the_tensorflow_of_pyproject() -> None:
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = next(dep for dep in dependencies if re.match(r"tensorflow\b", dep))
-    match = re.search(
-        r'^ARG TENSORFLOW="tensorflow\[and-cuda\](.*)"$', DOCKERFILE.read_text(), re.M
+    dockerfile = DOCKERFILE.read_text()
+    version = re.search(r'^ARG TENSORFLOW_VERSION="(.*)"$', dockerfile, re.M)
+    assert version is not None, "Dockerfile has no ARG TENSORFLOW_VERSION line"
+    assert version.group(1) == pinned.removeprefix("tensorflow")
+    assert re.search(r"^ARG TENSORFLOW_EXTRA=and-cuda$", dockerfile, re.M)  # CUDA by default
+
+
+def test_dockerfile_takes_its_base_and_runs_as_a_user_with_a_healthcheck() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(
+        r"^ARG BASE_IMAGE=python:3\.12-slim-bookworm\nFROM \$\{BASE_IMAGE\}$", dockerfile, re.M
     )
-    assert match is not None, "Dockerfile has no ARG TENSORFLOW line"
-    assert match.group(1) == pinned.removeprefix("tensorflow")
+    assert re.search(r"^USER convlab$", dockerfile, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n.*/health", dockerfile, re.M)
+    assert not dockerfile.startswith("# syntax="), "BuildKit would fetch that from a registry"
+    # A lab's own PyPI mirror, and nothing when none is given.
+    assert re.search(r"^ARG PIP_INDEX_URL$", dockerfile, re.M)
 
 
 def test_prometheus_is_opt_in_and_mounts_the_token_its_config_reads(
