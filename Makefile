@@ -27,10 +27,10 @@ test: lint
 	$(BIN)/python scripts/durations.py test-artifacts/junit.xml; exit $$status
 
 # The compose stack on this machine's Docker engine (installed and started when root), and
-# ensure-services.sh on a fresh Debian container; both are part of `make test` too.
+# ensure-services.sh and `make up` on a fresh Debian container; all are part of `make test` too.
 .PHONY: compose-test
 compose-test: $(STAMP)
-	$(BIN)/pytest tests/test_compose_up.py tests/test_ensure_services.py
+	$(BIN)/pytest tests/test_compose_up.py tests/test_ensure_services.py tests/test_fresh_machine.py
 
 install: $(STAMP)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_digits
 
 from tests.docker_engine import engine_with_images
@@ -162,6 +163,9 @@ def test_token_made_in_the_container_trains_a_digits_run(
         experiment_id = _submit(client, epochs=3)
         done = wait_for_status(client, experiment_id, {"succeeded", "failed"}, timeout=180)
         stack.timings["first run"] = time.monotonic() - started
+        stack.timings["up to first result"] = (
+            stack.timings["up to healthy"] + stack.timings["first run"]
+        )
         assert done["status"] == "succeeded", stack.logs()
         assert _epochs(client, experiment_id) == [1, 2, 3]
     record_property("timings", stack.timings)
@@ -261,6 +265,39 @@ def test_two_workers_share_the_queue_and_train_each_run_once(
         assert len({run["attempt_log"][0]["worker"] for run in done}) == 2
 
 
+def _requests_to_presets(stack: ComposeStack, token: str) -> float:
+    """The API's count of answered GET /presets, scraped on a new connection (any of its
+    processes answers)."""
+    scraped = httpx.get(
+        f"http://127.0.0.1:{stack.port}/metrics",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    route = {"method": "GET", "route": "/presets", "status": "200"}
+    for family in text_string_to_metric_families(scraped.text):
+        for sample in family.samples:
+            if sample.name == "convlab_http_requests_total" and sample.labels == route:
+                return float(sample.value)
+    return 0.0
+
+
+def test_the_api_answers_with_four_processes_and_metrics_sum_them(
+    stack: ComposeStack, token: str
+) -> None:
+    listed = stack.must("exec", "-T", "api", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert listed.count("multiprocessing.spawn") == 4, listed  # uvicorn --workers 4
+    before = _requests_to_presets(stack, token)
+    for _ in range(40):  # each on a connection of its own: the processes share them
+        answer = httpx.get(
+            f"http://127.0.0.1:{stack.port}/presets",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+    for _ in range(8):  # whichever process answers the scrape, the sum of all four
+        assert _requests_to_presets(stack, token) == before + 40
+
+
 def test_down_then_up_keeps_runs_and_tokens(stack: ComposeStack, token: str) -> None:
     with stack.client(token) as client:
         before = {row["id"]: row["status"] for row in client.get("/experiments").json()["items"]}
@@ -274,3 +311,13 @@ def test_down_then_up_keeps_runs_and_tokens(stack: ComposeStack, token: str) -> 
         after = {row["id"]: row["status"] for row in listed.json()["items"]}
         assert after == before
         assert {key: _epochs(client, key) for key in after} == histories
+
+
+def test_down_with_volumes_removes_runs_and_tokens(stack: ComposeStack, token: str) -> None:
+    stack.must("down", "-v", "--timeout", "30")
+    stack.up("down -v, then up to healthy")
+    with stack.client(token) as client:
+        assert client.get("/experiments").status_code == 401  # the token went with the database
+    fresh = stack.must("exec", "-T", "api", "convlab", "token", "create", "--user", "lab-admin")
+    with stack.client(fresh.strip().splitlines()[-1]) as client:
+        assert client.get("/experiments").json()["items"] == []
