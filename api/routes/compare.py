@@ -16,7 +16,15 @@ from api.deps import (
     find_experiment,
 )
 from api.errors import documented
-from api.plot_images import IMAGE, FormatPath, IfNoneMatch, group_histories, image, version_of
+from api.plot_images import (
+    IMAGE,
+    PLOT_RESPONSES,
+    FormatPath,
+    IfNoneMatch,
+    group_histories,
+    image,
+    version_of,
+)
 from api.schemas import ComparedRow, Comparison
 from api.tables import TABLE_RESPONSES, TableFormat
 from core.config import Settings
@@ -29,8 +37,7 @@ from views import plots, report
 from views.report import by_spec
 
 router = APIRouter(prefix="/compare", responses=documented(400, 401), route_class=ReleasingRoute)
-"""The table is tagged with the studies, the plot with the plots (and its 404 is the
-plots' own)."""
+"""Its table is tagged and answers as the studies' tables, its plot as the other plots."""
 
 MAX_COMPARED = 50
 """Experiments one comparison reads (each by its own lookup, then their epochs' times)."""
@@ -85,7 +92,7 @@ def compared_experiments(
 
 
 @router.get(
-    "/plot.{fmt}", response_class=Response, tags=["plots"], responses=documented(404) | IMAGE
+    "/plot.{fmt}", response_class=Response, tags=["plots"], responses=PLOT_RESPONSES | IMAGE
 )
 def compare_plot(
     fmt: FormatPath,
