@@ -28,22 +28,7 @@ from api.errors import (
 from api.limits import HostCheck, MinuteRate, NulInUrl, PredictionSlots, ReadRate
 from api.metrics import ApiMetrics, RequestMetrics
 from api.predictor import Predictor
-from api.routes import (
-    catalogue,
-    datasets,
-    evaluation,
-    events,
-    experiments,
-    exports,
-    lifecycle,
-    plots,
-    studies,
-    trained,
-    ui,
-    usage,
-    verify,
-    workers,
-)
+from api.routes import catalogue, compare, datasets, experiments, studies, ui, usage, workers
 from api.shared_counts import counts_for
 from api.streams import EventStreams
 from core.config import Settings, get_settings
@@ -152,16 +137,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every answer
     app.include_router(experiments.router)
-    app.include_router(lifecycle.router)
-    app.include_router(verify.router)
     app.include_router(studies.router)
+    app.include_router(compare.router)
     app.include_router(catalogue.router)
     app.include_router(datasets.router)
-    app.include_router(events.router)
-    app.include_router(plots.router)
-    app.include_router(evaluation.router)
-    app.include_router(trained.router)
-    app.include_router(exports.router)
     app.include_router(workers.router)
     app.include_router(usage.router)
     app.include_router(ui.router)

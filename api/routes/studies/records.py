@@ -1,10 +1,9 @@
 """Studies: variants crossed with seeds, run as ordinary experiments, compared as one table."""
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from api.deps import (
@@ -16,7 +15,6 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     check_priority,
-    find_experiment,
     find_study,
     limit_submissions,
     require_owner,
@@ -26,20 +24,17 @@ from api.errors import documented
 from api.notify import check_notify
 from api.schemas import (
     BestTrial,
-    ComparedRow,
-    Comparison,
     StudyCreate,
     StudyPage,
     StudyPublic,
     StudyTable,
 )
 from api.submit import store_and_publish
-from core.config import Settings
+from api.tables import TABLE_RESPONSES, TableFormat
 from jobs import search
 from models import study_state
 from models.budget import check_budget
 from models.datasets import check_available
-from models.errors import error_entry
 from models.status import Priority
 from models.studies import (
     check_study_size,
@@ -53,20 +48,12 @@ from models.trials import validate_space
 from store import studies
 from store.db import Engine, Session
 from store.tables import Experiment, Study
-from store.tokens import Principal
 from views import report
 from views.report import TableRow, as_csv, markdown
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["studies"], responses=documented(400, 401), route_class=ReleasingRoute)
-
-TableFormat = Literal["json", "csv", "markdown"]
-MAX_COMPARED = 50
-"""Experiments one comparison reads (each by its own lookup, then their epochs' times)."""
-TABLE_RESPONSES = documented(404, 409, reasons=AMBIGUOUS) | {
-    200: {"content": {"text/csv": {}, "text/markdown": {}}}
-}
 
 STUDY_EXAMPLES = {
     "chapter": {
@@ -260,60 +247,6 @@ def cancel_study(
             "cancelled study %s, but could not tell Optuna how its trials ended", study.id
         )
     return _public(session, engine, study)
-
-
-IdsQuery = Annotated[
-    str, Query(description=f"Experiment ids, comma-separated (at most {MAX_COMPARED}).")
-]
-
-
-@router.get(
-    "/compare",
-    response_model=Comparison,
-    responses=TABLE_RESPONSES,
-)
-def compare(
-    session: SessionDep,
-    principal: PrincipalDep,
-    settings: SettingsDep,
-    ids: IdsQuery,
-    format: TableFormat = "json",
-) -> Comparison | Response:
-    """The comparison table for any experiments, one row each (as csv or markdown, each row
-    names its run by id, name and status)."""
-    experiments = compared_experiments(session, principal, settings, ids)
-    rows = report.comparison(session, [(e.name or e.id, [e]) for e in experiments])
-    runs = list(zip(experiments, rows, strict=True))
-    if format == "csv":
-        return Response(report.runs_csv(runs), media_type="text/csv")
-    if format == "markdown":
-        return PlainTextResponse(report.runs_markdown(runs), media_type="text/markdown")
-    return Comparison(
-        table=[
-            ComparedRow(
-                **row.model_dump(),
-                experiment_id=run.id,
-                name=run.name,
-                preset=run.preset,
-                status=run.status,
-            )
-            for run, row in runs
-        ]
-    )
-
-
-def compared_experiments(
-    session: Session, principal: Principal | None, settings: Settings, ids: str
-) -> list[Experiment]:
-    """The experiments named in a comparison's ``ids`` (ids or unique prefixes), each once, in
-    order (422 for none or over ``MAX_COMPARED``; 404 for one not found or not visible, 409
-    for an ambiguous prefix)."""
-    wanted = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
-    if not 1 <= len(wanted) <= MAX_COMPARED:
-        message = f"give at most {MAX_COMPARED} experiment ids (and at least one)"
-        raise RequestValidationError([error_entry(("query", "ids"), message, ids)])
-    found = (find_experiment(session, key, principal, settings) for key in wanted)
-    return list({experiment.id: experiment for experiment in found}.values())
 
 
 def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:

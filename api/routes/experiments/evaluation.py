@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from api.deps import PrincipalDep, ReleasingRoute, SessionDep, SettingsDep, find_experiment
 from api.errors import documented
-from api.routes.plots import IMAGE, FormatPath
+from api.plot_images import IMAGE, FormatPath
 from core.config import Settings
 from models.status import Status
 from store.db import Session

@@ -9,14 +9,13 @@ so many in all (429 before the stream starts); a stream whose token is revoked e
 ``revoked`` event within a few seconds (``api.streams.TOKEN_CHECK_SECONDS``)."""
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi import Depends, Header
+from fastapi.sse import ServerSentEvent
 
 from api.deps import (
-    AMBIGUOUS,
     EngineDep,
     PrincipalDep,
     SettingsDep,
@@ -26,7 +25,6 @@ from api.deps import (
 from api.errors import documented
 from api.streams import OpenStream, OpenStreamDep
 from core.config import Settings
-from jobs.events import experiment_state, parse_position, study_state
 from models.status import Status
 from store.db import Engine, session_scope
 from store.tables import Experiment, Study
@@ -34,9 +32,8 @@ from store.tokens import Principal
 
 REVOKED = "This stream's token is unknown or revoked now; the stream ends."
 _REFUSED = {"description": "Too many event streams open: the user's or the server's cap."}
-router = APIRouter(
-    tags=["events"], responses=documented(400, 401, 404) | {429: documented(429)[429] | _REFUSED}
-)
+EVENT_RESPONSES = documented(400, 401, 404) | {429: documented(429)[429] | _REFUSED}
+"""Every event stream's error answers."""
 
 LastEventId = Annotated[
     str | None, Header(alias="Last-Event-ID", description="Resume after this event.")
@@ -44,7 +41,7 @@ LastEventId = Annotated[
 
 
 @dataclass(frozen=True)
-class _Poll:
+class Poll:
     """One read of a stream: the epoch events to send, in order, then what may have changed
     status (a key, its status now, the event that says so); the stream ends after them once
     ``finished``."""
@@ -54,8 +51,8 @@ class _Poll:
     finished: bool
 
 
-async def _stream(
-    stream: OpenStream, read: Callable[[], _Poll | None], gone: dict[str, str]
+async def stream_polls(
+    stream: OpenStream, read: Callable[[], Poll | None], gone: dict[str, str]
 ) -> AsyncIterator[ServerSentEvent]:
     """The loop of every stream: ``read`` (in a streams' thread; it keeps the stream's
     position) at ``stream``'s pace, sending its epochs and each status that changed, until
@@ -126,77 +123,3 @@ VisibleExperimentId = Annotated[str, Depends(_experiment_visible)]
 """The full id of the experiment the path names, once the caller may see it."""
 VisibleStudyId = Annotated[str, Depends(_study_visible)]
 """The full id of the study the path names, once the caller may see it."""
-
-
-@router.get(
-    "/experiments/{experiment_id}/events",
-    response_class=EventSourceResponse,
-    responses=documented(409, reasons=AMBIGUOUS),
-)
-async def experiment_events(
-    experiment_id: VisibleExperimentId,
-    stream: OpenStreamDep,
-    engine: EngineDep,
-    last_event_id: LastEventId = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """``epoch`` events (id: the epoch number; data: its metrics) and ``status`` events (data:
-    status, epochs done and total, error) until the experiment is finished. A Last-Event-ID
-    that is not an epoch number (ASCII digits, below 2**31) is ignored: all epochs come."""
-    after = parse_position(last_event_id)
-
-    def read() -> _Poll | None:
-        nonlocal after
-        snapshot = experiment_state(engine, experiment_id, after)
-        if snapshot is None:
-            return None
-        state, epochs = snapshot
-        if epochs:
-            after = epochs[-1].epoch
-        return _Poll(
-            [ServerSentEvent(event="epoch", id=str(e.epoch), data=asdict(e)) for e in epochs],
-            [("", state.status, ServerSentEvent(event="status", data=asdict(state)))],
-            state.finished,
-        )
-
-    async for event in _stream(stream, read, {"experiment_id": experiment_id}):
-        yield event
-
-
-@router.get(
-    "/studies/{study_id}/events",
-    response_class=EventSourceResponse,
-    responses=documented(409, reasons=AMBIGUOUS),
-)
-async def study_events(
-    study_id: VisibleStudyId,
-    stream: OpenStreamDep,
-    engine: EngineDep,
-    last_event_id: LastEventId = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """``epoch`` events (data: experiment_id and the epoch's metrics), ``experiment`` events
-    when one of its experiments changes status, and ``status`` events (data: the study's
-    status and progress) until the study is finished. An epoch event's id is its row's number
-    among the study's epoch rows, which follow their commit order; a Last-Event-ID that is not
-    such a number is ignored: all epochs come."""
-    after = parse_position(last_event_id)
-
-    def read() -> _Poll | None:
-        nonlocal after
-        state = study_state(engine, study_id, after)
-        if state is None:
-            return None
-        epochs = []
-        for row in state.epochs:
-            after = row.study_seq
-            data = {"experiment_id": row.experiment_id, **asdict(row.metrics)}
-            epochs.append(ServerSentEvent(event="epoch", id=str(after), data=data))
-        statuses = [
-            (run.experiment_id, run.status, ServerSentEvent(event="experiment", data=asdict(run)))
-            for run in state.runs
-        ]
-        status = {"status": state.status, "progress": state.progress}
-        statuses.append(("", state.status, ServerSentEvent(event="status", data=status)))
-        return _Poll(epochs, statuses, state.finished)
-
-    async for event in _stream(stream, read, {"study_id": study_id}):
-        yield event

@@ -14,7 +14,7 @@ from api.deps import (
     limit_submissions,
 )
 from api.errors import documented
-from api.routes.experiments import submit
+from api.routes.experiments.records import submit
 from api.schemas import ExperimentCreate, ExperimentPublic
 from store.verdicts import check_verifiable, mark_verification
 

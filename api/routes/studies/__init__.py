@@ -1,0 +1,9 @@
+"""Everything under /studies: one router, its parts in the order they are matched."""
+
+from fastapi import APIRouter
+
+from api.routes.studies import events, exports, plots, records
+
+router = APIRouter()
+for part in (records, events, plots, exports):
+    router.include_router(part.router)
