@@ -30,7 +30,14 @@ if [ "$(id -u)" != 0 ]; then
     say "dockerd is not running and only root can start it here (sudo dockerd &)."
     exit 1
 fi
-nohup dockerd >/var/log/dockerd.log 2>&1 &
+# A dockerd that died (killed with the session that started it) leaves its pid file behind,
+# and a new one refuses to start while it is there.
+pid_file=/var/run/docker.pid
+if [ -f "$pid_file" ] && ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+    say "removing $pid_file, left by a dockerd that is gone"
+    rm -f "$pid_file" /var/run/docker/containerd/containerd.pid
+fi
+nohup setsid dockerd >/var/log/dockerd.log 2>&1 &
 for _ in $(seq 60); do
     docker info >/dev/null 2>&1 && exit 0
     sleep 1
