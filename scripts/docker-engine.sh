@@ -37,7 +37,7 @@ if [ -f "$pid_file" ] && ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
     say "removing $pid_file, left by a dockerd that is gone"
     rm -f "$pid_file" /var/run/docker/containerd/containerd.pid
 fi
-nohup setsid dockerd >/var/log/dockerd.log 2>&1 &
+nohup setsid dockerd >/var/log/dockerd.log 2>&1 9>&- &  # not holding the lock
 for _ in $(seq 60); do
     docker info >/dev/null 2>&1 && exit 0
     sleep 1
