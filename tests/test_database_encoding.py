@@ -39,7 +39,7 @@ def sql_ascii_database() -> Iterator[str]:
 
 def test_start_on_a_sql_ascii_database_says_to_make_it_utf8(sql_ascii_database: str) -> None:
     started = subprocess.run(
-        [sys.executable, "-m", "store.migrate"],
+        [sys.executable, "-m", "commands.migrate"],
         cwd=ROOT,
         env={**os.environ, "CONVLAB_DATABASE_URL": sql_ascii_database},
         capture_output=True,
