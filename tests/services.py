@@ -68,13 +68,14 @@ class PortTaken(Exception):
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database on the local server, dropped afterwards."""
+def postgres_database(options: str = "") -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the local server (``options`` to CREATE
+    DATABASE, such as its encoding), dropped afterwards."""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"convlab_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+            connection.execute(text(f'CREATE DATABASE "{name}" {options}'))
     except Exception as exc:
         admin.dispose()
         missing(f"PostgreSQL at {POSTGRES_ADMIN_URL} ({type(exc).__name__}: {exc})")

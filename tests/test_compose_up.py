@@ -171,16 +171,22 @@ def test_token_made_in_the_container_trains_a_digits_run(
     record_property("timings", stack.timings)
 
 
+def _training(client: httpx.Client, epochs: int) -> str:
+    """A run of ``epochs`` epochs submitted, once three of them are trained."""
+    experiment_id = _submit(client, epochs=epochs)
+    wait_for(
+        lambda: len(_epochs(client, experiment_id)) >= 3,
+        timeout=180,
+        what="three epochs trained",
+        every=0.5,
+    )
+    return experiment_id
+
+
 def test_worker_restarted_mid_run_resumes_every_epoch_once(stack: ComposeStack, token: str) -> None:
     epochs = 40
     with stack.client(token) as client:
-        experiment_id = _submit(client, epochs=epochs)
-        wait_for(
-            lambda: len(_epochs(client, experiment_id)) >= 3,
-            timeout=180,
-            what="three epochs trained",
-            every=0.5,
-        )
+        experiment_id = _training(client, epochs)
         stack.must("restart", "worker")
         trained_before = len(_epochs(client, experiment_id))
         done = wait_for_status(client, experiment_id, {"succeeded", "failed"}, timeout=300)
@@ -193,13 +199,7 @@ def test_worker_restarted_mid_run_resumes_every_epoch_once(stack: ComposeStack, 
 def test_worker_killed_mid_run_resumes_after_its_lease(stack: ComposeStack, token: str) -> None:
     epochs = 40
     with stack.client(token) as client:
-        experiment_id = _submit(client, epochs=epochs)
-        wait_for(
-            lambda: len(_epochs(client, experiment_id)) >= 3,
-            timeout=180,
-            what="three epochs trained",
-            every=0.5,
-        )
+        experiment_id = _training(client, epochs)
         stack.must("kill", "-s", "SIGKILL", "worker")
         trained_before = len(_epochs(client, experiment_id))
         stack.must("start", "worker")
