@@ -4,6 +4,7 @@ worker's per-epoch reports. Optuna is imported when first used, never with the A
 
 import contextlib
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 from models.search import FloatParam, IntParam, SearchSpec
@@ -40,25 +41,58 @@ def optuna_storage(url: str) -> "optuna.storages.RDBStorage":
         return _storages[url]
 
 
-def _pruner(search: SearchSpec) -> "optuna.pruners.BasePruner":
+def _pruner(search: SearchSpec, epochs: int | None) -> "optuna.pruners.BasePruner":
+    """The search's pruner; Optuna's steps are epochs (the worker reports epoch k as step k),
+    and a hyperband's ``max_resource`` defaults to ``epochs``, the most a trial trains."""
     import optuna
 
     spec = search.pruner
-    if spec.type == "none":
-        return optuna.pruners.NopPruner()
+    match spec.type:
+        case "none":
+            return optuna.pruners.NopPruner()
+        case "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=spec.min_resource,
+                reduction_factor=spec.reduction,
+                min_early_stopping_rate=spec.min_early_stopping_rate,
+                bootstrap_count=spec.bootstrap_count,
+            )
+        case "hyperband":
+            highest = spec.max_resource or epochs
+            assert highest is not None, "a hyperband pruner needs its max_resource"
+            return optuna.pruners.HyperbandPruner(
+                min_resource=spec.min_resource,
+                max_resource=highest,
+                reduction_factor=spec.reduction,
+                bootstrap_count=spec.bootstrap_count,
+            )
     percentile = 50.0 if spec.type == "median" else spec.percentile
     return optuna.pruners.PercentilePruner(
         percentile, n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
     )
 
 
+SEQUENCES = ("grid", "qmc")
+"""Samplers that walk one sequence through the trials in storage: seeded once, by the
+search's first seed, never per trial."""
+
+
 def _sampler(search: SearchSpec, seed: int) -> "optuna.samplers.BaseSampler":
     import optuna
 
-    if search.sampler == "grid":
-        return optuna.samplers.GridSampler(search.choices(), seed=seed)
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+    match search.sampler:
+        case "grid":
+            return optuna.samplers.GridSampler(search.choices(), seed=seed)
+        case "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        case "cmaes":
+            # Its state is in the trials' storage; categorical parameters are drawn at random
+            # (Optuna logs a warning saying so).
+            return optuna.samplers.CmaEsSampler(seed=seed)
+        case "qmc":
+            with warnings.catch_warnings():  # experimental since Optuna 3.0, and still there
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.QMCSampler(scramble=True, seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -92,24 +126,26 @@ def create(url: str, study_id: str, search: SearchSpec) -> None:
     )
 
 
-def load(url: str, study_id: str, search: SearchSpec, seed: int) -> "optuna.Study":
+def load(
+    url: str, study_id: str, search: SearchSpec, seed: int, epochs: int | None
+) -> "optuna.Study":
     """The Optuna study behind a search study, with its sampler (seeded with ``seed``) and
-    pruner."""
+    pruner (``epochs``: the most a trial trains, for a hyperband without ``max_resource``)."""
     import optuna
 
     return optuna.load_study(
         study_name=optuna_name(study_id),
         storage=optuna_storage(url),
         sampler=_sampler(search, seed),
-        pruner=_pruner(search),
+        pruner=_pruner(search, epochs),
     )
 
 
 def ask(optuna_study: "optuna.Study", search: SearchSpec, seed: int) -> tuple[int, dict[str, Any]]:
     """A new trial's number and point. A fresh ``seed`` per trial: samplers are not stored, and
-    one seeded alike every time would propose the same point again. Not for the grid sampler:
-    its seed orders the grid, and it walks that order through the trials it finds in storage."""
-    if search.sampler != "grid":
+    one seeded alike every time would propose the same point again. Not for the grid and qmc
+    samplers: their seed fixes the sequence they walk through the trials found in storage."""
+    if search.sampler not in SEQUENCES:
         optuna_study.sampler = _sampler(search, seed)
     trial = optuna_study.ask(_distributions(search))
     return trial.number, trial.params
@@ -142,15 +178,42 @@ def tell(
         optuna_study.tell(number, value, state=state, skip_if_finished=True)
 
 
+def importances(optuna_study: "optuna.Study", search: SearchSpec) -> dict[str, float]:
+    """Each searched parameter's importance to the completed trials' values (PED-ANOVA,
+    Optuna's default evaluator, which needs numpy alone), most important first, summing to 1.
+    Ask it of two completed trials at least: with fewer, every parameter weighs alike."""
+    import optuna
+
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    values = optuna.importance.get_param_importances(
+        optuna_study, evaluator=evaluator, params=list(search.space)
+    )
+    return {key: float(value) for key, value in values.items()}
+
+
+def completed_trials(optuna_study: "optuna.Study") -> int:
+    """How many of the search's trials completed with a value."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE,)
+    return len(optuna_study.get_trials(deepcopy=False, states=states))
+
+
 class TrialReporter:
     """In the worker: reports each epoch's metric to the trial and asks its pruner."""
 
     def __init__(
-        self, url: str, study_id: str, search: SearchSpec, first_seed: int, trial_number: int
+        self,
+        url: str,
+        study_id: str,
+        search: SearchSpec,
+        first_seed: int,
+        trial_number: int,
+        epochs: int | None,
     ) -> None:
         import optuna
 
-        optuna_study = load(url, study_id, search, first_seed)
+        optuna_study = load(url, study_id, search, first_seed, epochs)
         self.storage = optuna_storage(url)
         self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(
             self.storage.get_study_id_from_name(optuna_name(study_id)), trial_number

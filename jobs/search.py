@@ -24,7 +24,7 @@ from jobs.queueing import publish
 from models.search import SearchSpec
 from models.status import ACTIVE, Status
 from models.study_state import pruned
-from models.trials import spec_or_refusal, trial_label, value_at
+from models.trials import base_of, most_epochs, spec_or_refusal, trial_label, value_at
 from store.db import Engine
 from store.searches import (
     TrialRun,
@@ -57,11 +57,46 @@ def create(url: str, study: Study) -> None:
 
 def reporter(url: str, study: Study, trial_number: int) -> TrialReporter:
     """What a worker's run of the trial reports its epochs to."""
-    return TrialReporter(url, study.id, search_of(study), study.seeds[0], trial_number)
+    search = search_of(study)
+    epochs = _most_epochs(study, search)
+    return TrialReporter(url, study.id, search, study.seeds[0], trial_number, epochs)
+
+
+def _most_epochs(study: Study, search: SearchSpec) -> int | None:
+    """The most epochs a trial of the search trains, where its pruner needs it: a hyperband's
+    default ``max_resource`` (None for every other pruner)."""
+    if search.pruner.type != "hyperband" or search.pruner.max_resource is not None:
+        return None
+    preset, base = base_of(study.definition)
+    return most_epochs(preset, base, search)
 
 
 def _load(url: str, study: Study) -> "optuna.Study":
-    return optuna_adapter.load(url, study.id, search_of(study), study.seeds[0])
+    search = search_of(study)
+    return optuna_adapter.load(url, study.id, search, study.seeds[0], _most_epochs(study, search))
+
+
+MIN_TRIALS_FOR_IMPORTANCE = 2
+"""Completed trials a search needs before its parameters' importances mean anything."""
+
+
+class TooFewTrials(Exception):
+    """A search with fewer than MIN_TRIALS_FOR_IMPORTANCE completed trials."""
+
+    def __init__(self, completed: int) -> None:
+        super().__init__(completed)
+        self.completed = completed
+
+
+def importances(url: str, study: Study) -> tuple[dict[str, float], int]:
+    """Each searched parameter's importance to the completed trials' values, summing to 1,
+    and how many completed trials they rest on; TooFewTrials below MIN_TRIALS_FOR_IMPORTANCE."""
+    search = search_of(study)
+    optuna_study = _load(url, study)
+    completed = optuna_adapter.completed_trials(optuna_study)
+    if completed < MIN_TRIALS_FOR_IMPORTANCE:
+        raise TooFewTrials(completed)
+    return optuna_adapter.importances(optuna_study, search), completed
 
 
 def trial_value(

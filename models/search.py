@@ -4,9 +4,9 @@ import itertools
 import math
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from models.spec import StrictModel
+from models.spec import MAX_EPOCHS, StrictModel
 
 Choice = str | int | float | bool
 
@@ -46,13 +46,81 @@ class CategoricalParam(StrictModel):
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
-class Pruner(StrictModel):
-    """Stops trials whose metric at an epoch is worse than the others' at that epoch."""
+PrunerType = Literal["median", "percentile", "successive_halving", "hyperband", "none"]
 
-    type: Literal["median", "percentile", "none"] = "median"
+RUNG_PRUNERS = ("successive_halving", "hyperband")
+"""Pruners that keep the best trials at rungs: epochs min_resource x reduction_factor^k."""
+
+USES: dict[str, frozenset[str]] = {
+    "median": frozenset({"n_startup_trials", "n_warmup_steps"}),
+    "percentile": frozenset({"percentile", "n_startup_trials", "n_warmup_steps"}),
+    "successive_halving": frozenset(
+        {"min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"}
+    ),
+    "hyperband": frozenset({"min_resource", "max_resource", "reduction_factor", "bootstrap_count"}),
+    "none": frozenset(),
+}
+"""The fields each pruner type takes (besides ``type``)."""
+
+LENIENT = frozenset({"percentile", "n_startup_trials", "n_warmup_steps"})
+"""Fields that median, percentile and none have always accepted (and ignored where unused)."""
+
+
+class Pruner(StrictModel):
+    """Stops trials early. median and percentile compare a trial's metric at an epoch with the
+    other trials' at that epoch; successive_halving and hyperband let only the best
+    1/reduction_factor of the trials reaching a rung (an epoch) train on."""
+
+    type: PrunerType = "median"
     percentile: float = Field(50.0, gt=0, lt=100, description="For type percentile.")
     n_startup_trials: int = Field(3, ge=0, le=1000, description="Trials never pruned at first.")
     n_warmup_steps: int = Field(1, ge=0, le=1000, description="Epochs never pruned at first.")
+    min_resource: int = Field(
+        1,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="successive_halving and hyperband: the epoch of the first rung.",
+    )
+    max_resource: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="hyperband: the epochs of a trial that is never pruned (default: the "
+        "most epochs a trial trains).",
+    )
+    reduction_factor: int | None = Field(
+        None,
+        ge=2,
+        le=100,
+        description="successive_halving (default 4) and hyperband (default 3): one trial in "
+        "reduction_factor goes on at each rung, and rungs are reduction_factor times apart.",
+    )
+    min_early_stopping_rate: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="successive_halving: the first rung is at min_resource x "
+        "reduction_factor^min_early_stopping_rate epochs.",
+    )
+    bootstrap_count: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="successive_halving and hyperband: trials a rung needs before any goes on "
+        "(the first ones to reach it are pruned).",
+    )
+
+    @property
+    def reduction(self) -> int:
+        """The reduction factor, Optuna's default for the type where none is given."""
+        if self.reduction_factor is not None:
+            return self.reduction_factor
+        return 4 if self.type == "successive_halving" else 3
+
+    def first_rung(self) -> int:
+        """The epoch at which a successive_halving or hyperband pruner first judges a trial."""
+        rate = self.min_early_stopping_rate if self.type == "successive_halving" else 0
+        return int(self.min_resource * self.reduction**rate)
 
 
 class SearchSpec(StrictModel):
@@ -62,13 +130,33 @@ class SearchSpec(StrictModel):
         description='Spec fields to search, e.g. {"optimizer.learning_rate": {"type": "float", '
         '"low": 1e-5, "high": 0.1, "log": true}}.',
     )
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "random", "grid", "cmaes", "qmc"] = Field(
+        "tpe",
+        description="tpe, random, grid (categorical parameters only), cmaes (CMA-ES over the "
+        "float and int parameters; categorical ones are drawn at random) or qmc (a scrambled "
+        "Sobol sequence).",
+    )
     n_trials: int = Field(ge=1, le=200)
     parallel: int = Field(1, ge=1, le=16, description="How many trials run at once.")
     metric: Literal["val_accuracy", "val_loss"] = Field(
         "val_accuracy", description="Maximized (accuracy) or minimized (loss); best epoch counts."
     )
     pruner: Pruner = Pruner()
+
+    @field_validator("sampler")
+    @classmethod
+    def _cmaes_needs_numbers(cls, sampler: str, info: ValidationInfo) -> str:
+        space = info.data.get("space")
+        if (
+            sampler == "cmaes"
+            and space
+            and all(isinstance(p, CategoricalParam) for p in space.values())
+        ):
+            raise ValueError(
+                "the cmaes sampler searches float and int parameters, and this space has none; "
+                "use tpe, random or grid"
+            )
+        return sampler
 
     @model_validator(mode="after")
     def _grid_needs_choices(self) -> "SearchSpec":

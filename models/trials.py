@@ -7,7 +7,7 @@ from models.budget import Limits, check_budget
 from models.errors import SpecError, error_entry
 from models.overrides import fold
 from models.presets import applied, resolve
-from models.search import CategoricalParam, SearchSpec
+from models.search import LENIENT, RUNG_PRUNERS, USES, CategoricalParam, Pruner, SearchSpec
 from models.spec import ExperimentSpec
 from models.studies import SECTIONS
 
@@ -79,6 +79,58 @@ def validate_space(
     if search.sampler == "grid":
         for point in search.grid():
             trial_spec(study_preset, base, point, seed)
+    check_pruner(search.pruner, most_epochs(study_preset, base, search))
+
+
+def most_epochs(preset: str, base: dict[str, Any], search: SearchSpec) -> int:
+    """The most epochs a trial of the search trains: the base's, or the searched
+    ``training.epochs``' highest."""
+    searched = search.space.get("training.epochs")
+    if searched is None:
+        return resolve(preset, base).training.epochs
+    if isinstance(searched, CategoricalParam):
+        return max(int(choice) for choice in searched.choices)
+    return int(searched.high)
+
+
+def check_pruner(pruner: Pruner, epochs: int) -> None:
+    """The pruner takes every field given for it, and its rungs fall within the trials'
+    ``epochs``; SpecError naming ``search.pruner.<field>`` otherwise."""
+    found = _pruner_fault(pruner, epochs)
+    if found is not None:
+        field, message = found
+        loc = ("search", "pruner", field)
+        raise SpecError([error_entry(loc, message, getattr(pruner, field))])
+
+
+def _pruner_fault(pruner: Pruner, epochs: int) -> tuple[str, str] | None:
+    """The first field of the pruner at fault, and why; None when there is none."""
+    lenient = LENIENT if pruner.type in ("median", "percentile", "none") else frozenset()
+    unused = sorted(pruner.model_fields_set - {"type"} - USES[pruner.type] - lenient)
+    if unused:
+        takes = ", ".join(sorted(USES[pruner.type])) or "no other field"
+        return unused[0], f"the {pruner.type} pruner does not take {unused[0]}; it takes {takes}"
+    highest = pruner.max_resource
+    if pruner.type == "hyperband" and highest is not None:
+        if highest < pruner.min_resource:
+            return (
+                "max_resource",
+                f"max_resource {highest} is below min_resource {pruner.min_resource}",
+            )
+        if highest > epochs:
+            return (
+                "max_resource",
+                f"max_resource is {highest} epochs; the trials train at most {epochs}",
+            )
+    first = pruner.first_rung()
+    if pruner.type in RUNG_PRUNERS and first > epochs:
+        field = "min_resource" if first == pruner.min_resource else "min_early_stopping_rate"
+        message = (
+            f"the pruner's first rung is at epoch {first}, but the trials train at most "
+            f"{epochs} epochs, so it would never prune"
+        )
+        return field, message
+    return None
 
 
 def trial_label(params: dict[str, Any]) -> str:
