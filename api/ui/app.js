@@ -641,15 +641,34 @@ function bestTrial(study) {
   ];
 }
 
+async function importanceOf(id) {
+  // A search's parameter importances (Optuna's PED-ANOVA, summing to 1), or why there are none yet.
+  const heading = h("h2", {}, "Parameter importance");
+  let found;
+  try {
+    found = await request("GET", `/studies/${id}/importance`);
+  } catch (error) {
+    return [heading, h("p", { class: "muted" }, error.message)];
+  }
+  return [
+    heading,
+    h("table", { id: "importances", style: "width: auto" }, h("tbody", {}, Object.entries(found.importances).map(([key, value]) =>
+      h("tr", { "data-param": key }, h("td", {}, key), h("td", { class: "number" }, fixed(value)), h("td", {}, h("progress", { max: 1, value })))))),
+    h("p", { class: "muted" }, `How much each parameter mattered to ${found.metric}, over ${found.trials} completed trials.`),
+  ];
+}
+
 async function studyPage(id, signal) {
   const plot = curves("study-plot", "Test accuracy and loss of every variant");
   const table = h("div", { id: "study-table" });
   const best = h("div", { id: "best-trial" });
+  const weights = h("div", { id: "importance" });
+  let weighed = null; // the completed runs the importances shown were computed from
   const runs = h("tbody");
   const picker = comparePicker();
   const heading = h("h1");
   const status = h("div", { class: "toolbar" });
-  page.replaceChildren(heading, status, ...plot.elements, best, h("h2", {}, "Comparison"), table,
+  page.replaceChildren(heading, status, ...plot.elements, best, weights, h("h2", {}, "Comparison"), table,
     h("h2", {}, "Experiments"), h("div", { class: "toolbar" }, picker.button),
     experimentsTable("study-experiments", runs, h("th", {}, "Pick")));
   let shown = null;
@@ -664,6 +683,10 @@ async function studyPage(id, signal) {
     heading.textContent = study.name || `Study ${shortId(id)}`;
     status.replaceChildren(statusBadge(study.status), " ", progressOf(study.progress.epochs_done, study.progress.epochs_total));
     best.replaceChildren(...bestTrial(study));
+    if (study.kind === "search" && study.progress.succeeded !== weighed) {
+      weighed = study.progress.succeeded;
+      weights.replaceChildren(...await importanceOf(id));
+    }
     table.replaceChildren(statsTable("Variant", study.table, (row) => row.variant));
     runs.replaceChildren(...listing.items.map((experiment) => experimentRow(experiment, picker.box(experiment))));
     plot.update(study.progress.epochs_done > 0, ACTIVE.has(study.status), `/studies/${id}/plot.svg`);
