@@ -96,7 +96,7 @@ def test_a_search_whose_trials_times_seeds_pass_a_studys_bound_is_422(client: Te
                     "optimizer.learning_rate": {"type": "categorical", "choices": [0.1] * 50},
                     "training.epochs": {"type": "categorical", "choices": [1] * 5}},
           "n_trials": 3, "sampler": "grid"}, ["body", "search"]),
-        ({"space": SPACE, "n_trials": 3, "pruner": {"type": "hyperband"}},
+        ({"space": SPACE, "n_trials": 3, "pruner": {"type": "asha"}},
          ["body", "search", "pruner", "type"]),
     ],
 )  # fmt: skip
