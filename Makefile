@@ -65,6 +65,7 @@ bench: $(STAMP) $(MLFLOW)/bin/mlflow
 	$(BIN)/python bench/checkpoints.py
 	$(BIN)/python bench/api_processes.py --processes 2
 	$(BIN)/python bench/improved.py --epochs 3
+	$(BIN)/python bench/pruners.py
 
 # A soak with random faults (not in CI): `make soak SEED=N MINUTES=M`; see BENCHMARKS.md.
 SEED ?= 1

@@ -652,7 +652,7 @@ async function importanceOf(id) {
   }
   return [
     heading,
-    h("table", { id: "importances", style: "width: auto" }, h("tbody", {}, Object.entries(found.importances).map(([key, value]) =>
+    h("table", { id: "importances" }, h("tbody", {}, Object.entries(found.importances).map(([key, value]) =>
       h("tr", { "data-param": key }, h("td", {}, key), h("td", { class: "number" }, fixed(value)), h("td", {}, h("progress", { max: 1, value })))))),
     h("p", { class: "muted" }, `How much each parameter mattered to ${found.metric}, over ${found.trials} completed trials.`),
   ];
