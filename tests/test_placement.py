@@ -163,4 +163,6 @@ def test_a_gpu_run_waits_on_a_cpu_stack_saying_why_while_a_cpu_run_trains(stack:
         assert shown["waiting_for"] == described(Resources.model_validate(BIG_GPU))
         listed = client.get("/experiments", params={"status": "queued"}).json()["items"]
         assert [item["waiting_for"] for item in listed] == [shown["waiting_for"]]
+        shown_by_cli = stack.convlab("show", waiting.json()["id"])
+        assert "waiting for a GPU with at least 40000 MB" in shown_by_cli.stdout, shown_by_cli
         client.post(f"/experiments/{waiting.json()['id']}/cancel")
