@@ -31,7 +31,7 @@ def experiments_public(
         public.attempt_log = [_attempt(attempt) for attempt in attempts.get(row.id, [])]
         if (place := places.get(row.id)) is not None:
             public.queue_position, public.eta_seconds = place.position, place.eta_seconds
-            public.workers_up = place.workers_up
+            public.workers_up, public.waiting_for = place.workers_up, place.waiting_for
         shown.append(public)
     return shown
 

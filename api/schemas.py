@@ -74,6 +74,11 @@ class SpecKeys(BaseModel):
         ),
     )
     training: dict[str, Any] | None = Field(None, description=_SECTION.format("training"))
+    resources: dict[str, Any] | None = Field(
+        None,
+        description='What a worker must have to take the run: {"accelerator": "any" | "gpu" | '
+        '"cpu" | a part of a GPU\'s name, "min_memory_mb": N} (default any; see Resources).',
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The spec keys the request set, without the preset (and without any own fields)."""
@@ -436,6 +441,22 @@ class ExperimentPublic(BaseModel):
         description="While queued: the workers heard from lately; 0: none is running, so the run "
         "waits until one starts.",
     )
+    waiting_for: str | None = Field(
+        None,
+        description="While queued with workers up but none whose accelerator its resources "
+        'accept: what it waits for, e.g. "a GPU with at least 40000 MB" (queue_position and '
+        "eta_seconds are null then).",
+    )
+    preemptions: int = Field(
+        0,
+        description="Times it gave its worker up to a higher-priority run (docs/API.md, "
+        "'Preemption'), training on from its checkpoint afterwards.",
+    )
+    warnings: list[str] = Field(
+        [],
+        description="In a submit's answer: what may keep it from running (e.g. no worker seen "
+        "in the last day may take its resources); empty elsewhere.",
+    )
     attempt_log: list[AttemptPublic] = Field(
         [],
         description="Each attempt: the process that ran it, its accelerator, its start, its "
@@ -569,6 +590,11 @@ class StudyPublic(BaseModel):
     best_trial: BestTrial | None = Field(None, description="A search's best finished trial.")
     notify: str | None = None
     notification: Notification | None = Field(None, description="How announcing its end went.")
+    warnings: list[str] = Field(
+        [],
+        description="In a submit's answer: what may keep its runs from running (e.g. no worker "
+        "seen in the last day may take their resources); empty elsewhere.",
+    )
 
 
 class UsagePublic(BaseModel):

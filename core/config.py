@@ -126,6 +126,20 @@ class Settings(BaseSettings):
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         "off", description="16-bit compute with float32 weights and softmax (for GPUs)."
     )
+    preempt_after_s: float = Field(
+        30,
+        ge=0,
+        description=(
+            "A high-priority run queued this long with no free worker it fits has the "
+            "lowest-priority running run asked to yield (checkpoint and requeue)."
+        ),
+    )
+    preempt_low: bool = Field(
+        False, description="Normal-priority runs preempt low-priority ones too (after the wait)."
+    )
+    max_preemptions: int = Field(
+        3, ge=0, description="A run preempted this many times is not asked to yield again."
+    )
 
     # Limits
     max_parameters: int = Field(50_000_000, ge=1, description="Largest model accepted.")

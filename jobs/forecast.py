@@ -15,9 +15,11 @@ import threading
 import time
 import weakref
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from models.accelerator import Accelerator
+from models.placement import described, fits_any, resources_of
 from store.db import Engine, Session, engine_of
 from store.queue import (
     queue_counts,
@@ -36,29 +38,43 @@ default interval): a priority changed, a worker come or gone, shows within this.
 
 @dataclass(frozen=True)
 class Place:
-    position: int
-    """1: the next run a free worker starts."""
+    position: int | None
+    """1: the next run a free worker starts; None when no worker up may take it."""
     eta_seconds: float | None
     """Seconds until it starts; None when a run ahead of it (or a worker's current run) has
-    no similar run timed lately, or no worker is up."""
+    no similar run timed lately, or no worker is up (or may take it)."""
     workers_up: int
     """The workers heard from lately (0: none, the run waits until one starts)."""
+    waiting_for: str | None = None
+    """What it waits for when workers are up but none may take it (``models.placement``)."""
 
 
 def forecast(session: Session, *, seen_within_s: float) -> dict[str, Place]:
-    """The place of every queued run, by id."""
+    """The place of every queued run, by id; a run that no worker up may take has none, but
+    what it waits for."""
     order = serve_order(read_line(session))
     if not order:
         return {}
     running = running_runs(session)
     pace = Pace(recent_epoch_seconds(session))
     specs = specs_of(session, [run.id for run in order])
-    workers = len(live_workers(session, seen_within_s=seen_within_s))
+    live = live_workers(session, seen_within_s=seen_within_s)
+    accelerators = {
+        Accelerator(worker.record.accelerator, worker.record.accelerator_memory_mb)
+        for worker in live
+    }
+    workers = len(live)
     busy = [pace.seconds(spec, left) for spec, left in running]
     free_at = busy + [0.0] * max(workers - len(busy), 0) if workers else []
     heapq.heapify(free_at)
     places = {}
-    for position, run in enumerate(order, start=1):
+    position = 0
+    for run in order:
+        resources = resources_of(specs.get(run.id, {}))
+        if workers and not fits_any(resources, accelerators):
+            places[run.id] = Place(None, None, workers, described(resources))
+            continue
+        position += 1
         if not free_at:  # no worker is up
             places[run.id] = Place(position, None, workers)
             continue
@@ -103,7 +119,7 @@ def _aged(place: Place, seconds: float) -> Place:
     """``place`` as it stands ``seconds`` after it was forecast."""
     if place.eta_seconds is None:
         return place
-    return Place(place.position, max(place.eta_seconds - seconds, 0.0), place.workers_up)
+    return replace(place, eta_seconds=max(place.eta_seconds - seconds, 0.0))
 
 
 _forecasts: "weakref.WeakKeyDictionary[Engine, Forecasts]" = weakref.WeakKeyDictionary()

@@ -262,6 +262,35 @@ class TrainingSpec(StrictModel):
         return self.early_stopping is not None and self.early_stopping.restore_best_weights
 
 
+ACCELERATOR_KINDS = ("any", "gpu", "cpu")
+"""What ``resources.accelerator`` takes besides a part of a GPU's name."""
+
+
+class Resources(StrictModel):
+    """What a worker must have to take the run (``models.placement``)."""
+
+    accelerator: str = Field(
+        "any",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 .\-]*$",
+        description=(
+            "any, gpu, cpu, or a part of a GPU's name as NVIDIA's driver gives it (e.g. A100, "
+            "matched ignoring case)."
+        ),
+    )
+    min_memory_mb: int | None = Field(
+        None, ge=1, le=10_000_000, description="The least GPU memory, in MB (null: any)."
+    )
+
+    @field_validator("min_memory_mb")
+    @classmethod
+    def _gpu_memory(cls, memory: int | None, info: ValidationInfo) -> int | None:
+        if memory is not None and str(info.data.get("accelerator", "")).lower() == "cpu":
+            raise ValueError("min_memory_mb is a GPU's memory; a cpu run cannot ask for it")
+        return memory
+
+
 class ExperimentSpec(StrictModel):
     """A fully resolved experiment: a preset with every override applied."""
 
@@ -271,6 +300,9 @@ class ExperimentSpec(StrictModel):
     optimizer: Optimizer = Adam()
     training: TrainingSpec = TrainingSpec()
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds Python, NumPy and TensorFlow.")
+    resources: Resources = Field(
+        Resources(), description="What a worker must have to take it (default: any worker)."
+    )
 
     @model_validator(mode="after")
     def _pooling_fits_images(self) -> "ExperimentSpec":

@@ -24,7 +24,7 @@ NAME_CHARS = 200
 """The widest name a run or a variant may have: ``store.tables``' columns for them."""
 LABEL_CHARS = NAME_CHARS - len(f", seed {2**31 - 1}")
 """The widest grid label: its runs' names (the label and the seed) fit whole."""
-SECTIONS = ("dataset", "model", "optimizer", "training")
+SECTIONS = ("dataset", "model", "optimizer", "training", "resources")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from models.accelerator import Accelerator
 from models.status import Priority, Status
 from store.clock import db_now
+from store.placement import fits
 from store.tables import Attempt, EpochRecord, Experiment
 
 RANK = {Priority.high: 0, Priority.normal: 1, Priority.low: 2}
@@ -54,12 +56,15 @@ _WAITING_COLUMNS: tuple[Any, ...] = (
 )
 
 
-def read_line(session: Session) -> Line:
-    """The queue as it stands (three indexed reads)."""
+def read_line(session: Session, *, taken_by: Accelerator | None = None) -> Line:
+    """The queue as it stands (three indexed reads); only the runs a worker computing on
+    ``taken_by`` may take, when given (``store.placement``)."""
+    queued = col(Experiment.status) == Status.queued
+    where = queued if taken_by is None else queued & fits(taken_by)
     waiting = [
         Waiting(id_, owner, Priority(priority), created_at, max(total - done, 0))
         for id_, owner, priority, created_at, total, done in session.exec(
-            select(*_WAITING_COLUMNS).where(col(Experiment.status) == Status.queued)
+            select(*_WAITING_COLUMNS).where(where)
         ).all()
     ]
     if not waiting:

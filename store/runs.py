@@ -154,13 +154,16 @@ def rewind(engine: Engine, experiment_id: str, owner: str, *, to_epoch: int) -> 
 
 
 def requested_stop(engine: Engine, experiment_id: str) -> Status | None:
-    """What someone asked the run to become: cancelled (also once it is deleted), paused, or
-    None to train on."""
+    """What someone asked the run to become: cancelled (also once it is deleted), paused,
+    queued (to yield its worker to a higher-priority run: ``jobs.preemption``), or None to
+    train on."""
     with session_scope(engine) as session:
         experiment = session.get(Experiment, experiment_id)
         if experiment is None or experiment.cancel_requested:
             return Status.cancelled
-        return Status.paused if experiment.pause_requested else None
+        if experiment.pause_requested:
+            return Status.paused
+        return Status.queued if experiment.yield_requested else None
 
 
 def refresh_summary(session: Session, experiment_id: str) -> None:

@@ -136,6 +136,12 @@ class Experiment(Notified, table=True):
     )
     pinned: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
     """Kept whatever the retention setting says."""
+    preemptions: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """Times it gave its worker up to a higher-priority run (``jobs.preemption``)."""
+    yield_requested: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    """Asked to give its worker up: it checkpoints at its next batch and goes back queued."""
+    preempt_asked: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    """A queued run that has had a running one asked to yield for it (once per run)."""
     dataset: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     """What it trains on, recorded at submit: name, kind, shape, classes, counts, digest."""
     verifies_id: str | None = Field(default=None, max_length=32, index=True)

@@ -16,6 +16,7 @@ from models.status import Status
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
 from store.experiments import Conflict
+from store.placement import fits
 from store.queue import read_line, serve_order
 from store.runs import LeaseLost, fence, store_checkpoint
 from store.tables import Attempt, Checkpoint, Experiment, utcnow
@@ -26,6 +27,8 @@ HolderGone = Callable[[str], bool]
 RELEASED_STATUS = case((col(Experiment.pause_requested), Status.paused), else_=Status.queued)
 """Where a run goes when its process lets go of it (or is gone): paused if a pause was asked,
 else back to the queue."""
+YIELDED = case((col(Experiment.yield_requested) & ~col(Experiment.pause_requested), 1), else_=0)
+"""1 when a run let go of its worker because it was asked to yield (and not to pause)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ def claim_next(
     """Take the run this process should train now, whichever message woke it: one it holds
     already (a claim whose answer an outage lost), else ``woken_for`` if it is running and its
     holder is gone, else the first queued run in the fair-share order (``store.queue``); None
-    if there is none."""
+    if there is none. Only runs whose resources ``accelerator`` satisfies are taken
+    (``store.placement``); a message for another is left to the sweeper to publish again."""
     terms: dict[str, Any] = {
         "lease_seconds": lease_seconds,
         "max_lost": max_lost,
@@ -78,7 +82,7 @@ def claim_next(
         return claimed
     for _ in range(ORDER_READS):  # each run lost was taken by another worker: progress
         with session_scope(engine) as session:
-            order = serve_order(read_line(session))
+            order = serve_order(read_line(session, taken_by=accelerator))
         if not order:
             return None
         for run in order[:CLAIM_TRIES]:
@@ -106,6 +110,7 @@ def claim(
     the processes of its own machine: ``worker.leases.is_gone``).
 
     Taking over from a dead holder counts a lost worker; at ``max_lost`` the run fails instead.
+    A run whose resources ``accelerator`` does not satisfy is left alone.
     """
     with session_scope(engine) as session:
         seen = session.get(Experiment, experiment_id)
@@ -127,6 +132,8 @@ def claim(
             col(Experiment.lease_owner).is_not_distinct_from(seen.lease_owner),
             col(Experiment.lease_expires_at).is_not_distinct_from(seen.lease_expires_at),
         ]
+        if accelerator is not None:
+            unchanged.append(fits(accelerator))
         if lost >= max_lost:
             session.exec(
                 update(Experiment)
@@ -177,9 +184,9 @@ def claim(
 
 def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | None) -> None:
     """Hand an interrupted run back to the queue (paused instead, to wait for a resume, if a
-    pause was asked), with the weights reached so far; the sweeper publishes a queued one
-    again (its message is acknowledged, not handed back to the broker, which would give it
-    straight back to the worker that is stopping).
+    pause was asked; counting a preemption if it was asked to yield), with the weights reached
+    so far; the sweeper publishes a queued one again (its message is acknowledged, not handed
+    back to the broker, which would give it straight back to the worker that is stopping).
 
     The checkpoint replaces the one of the last finished epoch, so the next attempt trains the
     interrupted epoch again from these weights: only the batch in progress is lost.
@@ -198,6 +205,8 @@ def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | 
                 lease_expires_at=None,
                 dispatched_at=None,
                 pause_requested=False,
+                preemptions=col(Experiment.preemptions) + YIELDED,
+                yield_requested=False,
             )
         )
 
@@ -325,6 +334,7 @@ def requeue_stale(engine: Engine, *, lease_seconds: float) -> list[str]:
                 .values(
                     status=RELEASED_STATUS,
                     pause_requested=False,
+                    yield_requested=False,
                     lease_owner=None,
                     lease_expires_at=None,
                     dispatched_at=None,
@@ -334,6 +344,41 @@ def requeue_stale(engine: Engine, *, lease_seconds: float) -> list[str]:
             if moved.rowcount:
                 requeued.append(experiment_id)
     return requeued
+
+
+def ask_to_yield(engine: Engine, running_id: str, waiting_id: str, *, max_preemptions: int) -> bool:
+    """Ask the running run ``running_id`` to give its worker up for the queued run
+    ``waiting_id`` (``jobs.preemption``): both in one transaction, only while the first still
+    runs unasked, preempted fewer than ``max_preemptions`` times, and the second is still
+    queued and has asked none; whether it was asked."""
+    with session_scope(engine) as session:
+        waiter = session.exec(
+            update(Experiment)
+            .where(
+                col(Experiment.id) == waiting_id,
+                col(Experiment.status) == Status.queued,
+                ~col(Experiment.preempt_asked),
+            )
+            .values(preempt_asked=True)
+        )
+        if waiter.rowcount == 0:
+            return False
+        asked = session.exec(
+            update(Experiment)
+            .where(
+                col(Experiment.id) == running_id,
+                col(Experiment.status) == Status.running,
+                ~col(Experiment.yield_requested),
+                ~col(Experiment.pause_requested),
+                ~col(Experiment.cancel_requested),
+                col(Experiment.preemptions) < max_preemptions,
+            )
+            .values(yield_requested=True)
+        )
+        if asked.rowcount == 0:
+            session.rollback()
+            return False
+    return True
 
 
 def fail_refused(experiment: Experiment, reason: str) -> None:

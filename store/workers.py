@@ -53,6 +53,17 @@ def beat(
         )
 
 
+def accelerators_seen(session: Session) -> set[Accelerator]:
+    """The accelerators of the processes heard from within ``FORGOTTEN_AFTER`` (a day)."""
+    since = db_now(session) - FORGOTTEN_AFTER
+    rows = session.exec(
+        select(WorkerRecord.accelerator, WorkerRecord.accelerator_memory_mb)
+        .where(col(WorkerRecord.heartbeat_at) >= since)
+        .distinct()
+    ).all()
+    return {Accelerator(name, memory_mb) for name, memory_mb in rows}
+
+
 @dataclass(frozen=True)
 class LiveWorker:
     record: WorkerRecord

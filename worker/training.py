@@ -89,6 +89,11 @@ class Paused(Interrupted):
     """Someone paused the experiment: it waits, checkpointed, until it is resumed."""
 
 
+class Yielded(Interrupted):
+    """Asked to give the worker up to a higher-priority run (``jobs.preemption``): it goes
+    back to the queue, checkpointed."""
+
+
 class TrainingDiverged(Exception):
     """The loss stopped being a finite number."""
 
@@ -238,6 +243,8 @@ class StopCheck(keras.callbacks.Callback):
             raise Cancelled
         if wanted == Status.paused:
             raise Paused
+        if wanted == Status.queued:
+            raise Yielded
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -449,7 +456,7 @@ def _hand_back(job: Job, saver: Checkpointer, keeper: BestKeeper | None, *, paus
         "handing the run back",
         lambda: release(job.engine, job.experiment_id, job.owner, reached),
     )
-    how = "paused" if paused else "interrupted by shutdown"
+    how = "paused" if paused else "interrupted (shutdown, or yielded to a higher priority)"
     log.info("experiment %s %s; its weights kept, its worker free", job.experiment_id, how)
 
 

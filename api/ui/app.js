@@ -128,6 +128,8 @@ const fixed = (value, digits = 3) => (value === null || value === undefined ? "â
 const statusBadge = (status) => h("span", { class: `status status-${status}`, "data-status": status }, status);
 const queueNote = (experiment) => {
   // A queued run's place in line and when it should start (GET /experiments' queue fields).
+  // waiting_for: workers are up, but none whose accelerator its resources accept.
+  if (experiment.waiting_for) return h("span", { class: "queue" }, ` waiting for ${experiment.waiting_for}`);
   if (experiment.queue_position === null || experiment.queue_position === undefined) return "";
   // workers_up 0: no worker has been heard from, so the run waits until one starts.
   const eta = experiment.eta_seconds;

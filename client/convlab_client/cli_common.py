@@ -69,11 +69,12 @@ NO_WORKER = "no worker is running: start one with make up"
 
 
 def place_in_line(experiment: Json) -> str:
-    """A queued run's place and expected start ("#2, ~4m"), or that no worker is running to
-    start it; else nothing."""
+    """A queued run's place and expected start ("#2, ~4m"), that no worker is running to
+    start it, or what it waits for when no worker up may take it; else nothing."""
     position, eta = experiment.get("queue_position"), experiment.get("eta_seconds")
     if position is None:
-        return ""
+        waiting_for = experiment.get("waiting_for")
+        return f"waiting for {waiting_for}" if waiting_for else ""
     if experiment.get("workers_up") == 0:
         return f"#{position}, {NO_WORKER}"
     if eta is None:

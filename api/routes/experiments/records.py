@@ -47,7 +47,7 @@ from api.schemas import (
     LineagePart,
     spec_filters,
 )
-from api.submit import store_and_publish
+from api.submit import placement_warnings, store_and_publish
 from core.config import Settings
 from jobs.retention import give_back_space
 from models.budget import check_budget
@@ -130,7 +130,9 @@ def submit(
         store=store,
         notify=body.notify,
     )
-    return experiment_public(session, settings, experiment)
+    public = experiment_public(session, settings, experiment)
+    public.warnings = placement_warnings(session, [experiment.spec])
+    return public
 
 
 def _spec_of(

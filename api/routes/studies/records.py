@@ -29,7 +29,7 @@ from api.schemas import (
     StudyPublic,
     StudyTable,
 )
-from api.submit import store_and_publish
+from api.submit import placement_warnings, store_and_publish
 from api.tables import TABLE_RESPONSES, TableFormat
 from jobs import search
 from models import study_state
@@ -156,7 +156,10 @@ def submit_study(
     if body.search is not None:
         search.create(settings.resolved_database_url, study)
         search.advance(engine, celery, settings, study.id)
-    return _public(session, engine, study)
+    public = _public(session, engine, study)
+    members = studies.study_experiments(session, study.id)
+    public.warnings = placement_warnings(session, [member.spec for member in members])
+    return public
 
 
 @router.get("/studies", response_model=StudyPage)
