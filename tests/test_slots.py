@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import col, func, select
 
+from core.config import Settings
 from models.status import Status
 from store.db import get_engine, migrate, session_scope
 from store.experiments import create_experiment
@@ -29,6 +30,7 @@ from tests.services import (
     wait_for,
     wait_for_status,
 )
+from worker.slots import memory_share_mb, slot_count, take_slot
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +45,33 @@ def two_slots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("slots")
     with running_stack(home, workers=1, jobs_per_gpu="2", **FAST) as stack:
         yield stack
+
+
+@pytest.mark.parametrize(
+    ("jobs", "override", "expected"),
+    [(1, None, None), (4, None, 81559 // 4 - 500), (8, None, 81559 // 8 - 500), (4, 3000, 3000)],
+)
+def test_each_slot_takes_its_share_of_its_gpus_memory(
+    jobs: int, override: int | None, expected: int | None
+) -> None:
+    settings = Settings(jobs_per_gpu=jobs, gpu_memory_per_job_mb=override)
+    assert memory_share_mb(settings, 81559) == expected  # an H100's memory, as NVML reports it
+
+
+def test_slots_fill_gpu_by_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    settings = Settings(jobs_per_gpu=2)
+    assert slot_count(settings) == 4
+    pinned = []
+    for index in range(4):
+        monkeypatch.setattr("worker.slots._pool_index", lambda index=index: index)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+        slot = take_slot(settings)
+        pinned.append((slot.index, slot.gpu, os.environ["CUDA_VISIBLE_DEVICES"]))
+    assert pinned == [(0, "2", "2"), (1, "2", "2"), (2, "5", "5"), (3, "5", "5")]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a CPU worker: its slots share the cores
+    assert slot_count(settings) == 2
+    assert take_slot(settings).gpu is None
 
 
 def _submit(client: httpx.Client, body: dict[str, Any] = RUN) -> str:
