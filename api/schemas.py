@@ -619,6 +619,15 @@ class WorkerPublic(BaseModel):
     experiment_id: str | None = Field(description="The experiment it is training now.")
     started_at: Timestamp
     heartbeat_at: Timestamp
+    slot: int | None = Field(
+        None, description="Which of its worker's slots this process is (0 first)."
+    )
+    slots: int | None = Field(
+        None, description="Its worker's slots: CONVLAB_JOBS_PER_GPU on each GPU, or on the CPU."
+    )
+    gpu_memory_limit_mb: int | None = Field(
+        None, description="The GPU memory this slot may take (null: grown as needed, or no GPU)."
+    )
 
 
 class StudyPage(BaseModel):

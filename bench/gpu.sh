@@ -9,6 +9,7 @@
 # official CIFAR-10 archive when CIFAR10_DIR names a folder holding cifar-10-python.tar.gz,
 # else on 50,000 CIFAR-shaped pictures. Goal on real CIFAR-10: improved >= 0.85 test accuracy
 # (the chapter's batch_norm: 0.778).
+# Last, the chapter study packed at 1, 2, 4 and 8 slots per GPU (bench/packing.py).
 #
 #   bench/gpu.sh                                # from the repository root, with .venv built
 #   CIFAR10_DIR=/data/cifar bench/gpu.sh        # the comparison on real CIFAR-10
@@ -32,3 +33,10 @@ CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PYTHON" bench/determinism.py \
     --epochs 3 --images 50000 --batch-size 1024
 CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PYTHON" bench/improved.py \
     --epochs 50 --images 0 ${CIFAR10_DIR:+--data-dir "$CIFAR10_DIR"}
+# Slots (issue 28): the chapter study (13 presets x 2 seeds, 2 epochs each, batch 1024) on
+# CIFAR-10 at 1, 2, 4 and 8 runs per GPU (CONVLAB_JOBS_PER_GPU) on one GPU: the whole study's
+# wall time and one run's seconds per epoch, as ratios to one slot, with the GPU's utilization
+# and memory in use read through NVML while it trains. PACKING_SLOTS=1,4 shortens it.
+CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PYTHON" bench/packing.py --only cifar10 \
+    --chapter --seeds 2 --epochs 2 --batch-size 1024 --slots "${PACKING_SLOTS:-1,2,4,8}" \
+    ${CIFAR10_DIR:+--data-dir "$CIFAR10_DIR"} --cifar-shaped 50000

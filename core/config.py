@@ -115,6 +115,25 @@ class Settings(BaseSettings):
             "training."
         ),
     )
+    jobs_per_gpu: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Runs a worker trains at once on each GPU it is given, each in its own training "
+            "process with its share of the GPU's memory (on a CPU worker: runs at once, "
+            "splitting its cores)."
+        ),
+    )
+    gpu_memory_per_job_mb: int | None = Field(
+        None,
+        ge=64,
+        description=(
+            "The GPU memory each training process may take (default: its GPU's memory shared "
+            "among CONVLAB_JOBS_PER_GPU, less each process's CUDA context; with one job per "
+            "GPU, it grows as needed)."
+        ),
+    )
     require_gpu: bool = Field(
         False,
         description="A worker that sees no GPU (through NVIDIA's driver) refuses to start.",
@@ -148,6 +167,14 @@ class Settings(BaseSettings):
     )
     max_active_per_user: int = Field(
         200, ge=1, description="Queued plus running experiments one user may have (with auth)."
+    )
+    max_running_per_user: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Runs one user may have training at once, on all workers together (unset: no cap); "
+            "the claim enforces it in the database."
+        ),
     )
     max_submissions_per_minute: int = Field(
         120, ge=1, description="POSTs one user may make a minute (with auth)."

@@ -3,7 +3,8 @@ waited over ``CONVLAB_PREEMPT_AFTER_S`` with no free worker it fits has the lowe
 running run its worker fits (the most recently started among equals) asked to yield. That run
 checkpoints at its next batch end and goes back to the queue (``store.transitions.release``),
 where the fair-share order serves the higher priority first. Each waiting run asks once; a
-run preempted ``CONVLAB_MAX_PREEMPTIONS`` times is not asked again."""
+run preempted ``CONVLAB_MAX_PREEMPTIONS`` times is not asked again, and a run whose user is at
+``CONVLAB_MAX_RUNNING_PER_USER`` asks none."""
 
 import logging
 from dataclasses import dataclass
@@ -35,7 +36,12 @@ def preempt(engine: Engine, settings: Settings) -> list[Yield]:
     of lower priority to yield; the requests made."""
     urgent = [Priority.high, Priority.normal] if settings.preempt_low else [Priority.high]
     with session_scope(engine) as session:
-        waiting = waiters(session, waited_s=settings.preempt_after_s, priorities=urgent)
+        waiting = waiters(
+            session,
+            waited_s=settings.preempt_after_s,
+            priorities=urgent,
+            max_running_per_user=settings.max_running_per_user,
+        )
         if not waiting:
             return []
         running = holders(session, below=Priority.high, max_preemptions=settings.max_preemptions)

@@ -42,7 +42,7 @@ supervise_worker() {
     local celery_pid
     trap 'stop_worker "$celery_pid"; exit 0' INT TERM
     while true; do
-        celery -A worker.celery_app worker --loglevel INFO --concurrency 1 &
+        celery -A worker.celery_app worker --loglevel INFO &
         celery_pid=$!
         wait "$celery_pid"
         echo "convlab: the worker exited (status $?); starting it again in 2 s." >&2

@@ -7,9 +7,11 @@ from datetime import timedelta
 from sqlalchemy import Engine, func, update
 from sqlmodel import col, select
 
+from models.accelerator import Accelerator
 from models.status import Status
 from store.clock import db_now
 from store.db import session_scope
+from store.placement import fits
 from store.tables import Experiment
 
 
@@ -23,13 +25,22 @@ def mark_published(engine: Engine, experiment_id: str) -> None:
         )
 
 
-def undispatch(engine: Engine, experiment_id: str) -> None:
+def undispatch(
+    engine: Engine, experiment_id: str, *, taken_by: Accelerator | None = None
+) -> None:
     """Mark a queued run as holding no message, so that the sweeper publishes it again: a
-    stopping worker took its message and will not run it."""
+    worker took its message and will not run it (stopping, or its user at the running cap).
+    With ``taken_by``, only if that accelerator could take it: a run for another kind keeps
+    its message, republished only after the stale horizon."""
+    fitting = [] if taken_by is None else [fits(taken_by)]
     with session_scope(engine) as session:
         session.exec(
             update(Experiment)
-            .where(col(Experiment.id) == experiment_id, col(Experiment.status) == Status.queued)
+            .where(
+                col(Experiment.id) == experiment_id,
+                col(Experiment.status) == Status.queued,
+                *fitting,
+            )
             .values(dispatched_at=None)
         )
 

@@ -37,12 +37,26 @@ class Holder:
     """None when its process has not beaten yet."""
 
 
-def waiters(session: Session, *, waited_s: float, priorities: list[Priority]) -> list[Waiter]:
+def waiters(
+    session: Session,
+    *,
+    waited_s: float,
+    priorities: list[Priority],
+    max_running_per_user: int | None = None,
+) -> list[Waiter]:
     """Queued runs of ``priorities`` created over ``waited_s`` ago that have asked no run to
-    yield yet, highest priority first, oldest first within one."""
+    yield yet and whose user is below ``max_running_per_user`` running (a freed worker could
+    not start them), highest priority first, oldest first within one."""
     since = db_now(session) - timedelta(seconds=waited_s)
+    running = dict(
+        session.exec(
+            select(Experiment.owner, func.count())
+            .where(col(Experiment.status) == Status.running)
+            .group_by(col(Experiment.owner))
+        ).all()
+    )
     rows = session.exec(
-        select(Experiment.id, Experiment.priority, Experiment.spec)
+        select(Experiment.id, Experiment.priority, Experiment.spec, Experiment.owner)
         .where(
             col(Experiment.status) == Status.queued,
             col(Experiment.priority).in_(priorities),
@@ -51,7 +65,11 @@ def waiters(session: Session, *, waited_s: float, priorities: list[Priority]) ->
         )
         .order_by(col(Experiment.created_at))
     ).all()
-    found = [Waiter(id_, Priority(priority), dict(spec)) for id_, priority, spec in rows]
+    found = [
+        Waiter(id_, Priority(priority), dict(spec))
+        for id_, priority, spec, owner in rows
+        if max_running_per_user is None or running.get(owner, 0) < max_running_per_user
+    ]
     return sorted(found, key=lambda waiter: RANK[waiter.priority])
 
 

@@ -84,6 +84,15 @@ def read_line(session: Session, *, taken_by: Accelerator | None = None) -> Line:
     return Line(waiting, dict(running), {owner: at for owner, at in starts if at is not None})
 
 
+def below_cap(line: Line, cap: int | None) -> Line:
+    """The line without the runs of users who have ``cap`` runs going already (the running cap
+    per user; None: no cap)."""
+    if cap is None:
+        return line
+    waiting = [run for run in line.waiting if line.running.get(run.owner, 0) < cap]
+    return Line(waiting, line.running, line.last_start)
+
+
 def serve_order(line: Line) -> list[Waiting]:
     """Every queued run in the order workers will start them if nothing else changes: each
     start counts as one more run going for its user, and makes its user the last served."""

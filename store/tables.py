@@ -247,6 +247,12 @@ class WorkerRecord(SQLModel, table=True):
     gpu_utilization: int | None = None
     """Percent of the last sample period its GPU was busy (NVML); None without one."""
     gpu_memory_used_mb: int | None = None
+    slot: int | None = None
+    """Which of its worker's slots it is (0 first; None: beaten before slots)."""
+    slots: int | None = None
+    """How many slots its worker has (``CONVLAB_JOBS_PER_GPU`` on each GPU, or on the CPU)."""
+    gpu_memory_limit_mb: int | None = None
+    """The GPU memory its TensorFlow may take (None: grown as needed, or no GPU)."""
 
 
 class Attempt(SQLModel, table=True):

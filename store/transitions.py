@@ -8,16 +8,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, delete, func, update
+from sqlalchemy import ColumnElement, Engine, case, delete, func, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from models.accelerator import Accelerator
 from models.status import Status
 from store.clock import db_now, takeover_cutoff
 from store.db import session_scope
+from store.dispatch import undispatch
 from store.experiments import Conflict
 from store.placement import fits
-from store.queue import read_line, serve_order
+from store.queue import below_cap, read_line, serve_order
 from store.runs import LeaseLost, fence, store_checkpoint
 from store.tables import Attempt, Checkpoint, Experiment, utcnow
 
@@ -46,6 +48,10 @@ CLAIM_TRIES = 10
 ORDER_READS = 100
 """Readings of the order before giving up (the sweeper publishes again for what is left)."""
 
+RUNNING_LOCKS = 7210253
+"""The first key of PostgreSQL's advisory locks on users' running runs (the second: a hash of
+the user's name), held by a claim while it checks the running cap."""
+
 
 def claim_next(
     engine: Engine,
@@ -54,18 +60,23 @@ def claim_next(
     *,
     lease_seconds: float,
     max_lost: int,
+    max_running_per_user: int | None = None,
     accelerator: Accelerator | None = None,
     environment: dict[str, Any] | None = None,
     holder_gone: HolderGone | None = None,
 ) -> Claim | None:
     """Take the run this process should train now, whichever message woke it: one it holds
     already (a claim whose answer an outage lost), else ``woken_for`` if it is running and its
-    holder is gone, else the first queued run in the fair-share order (``store.queue``); None
-    if there is none. Only runs whose resources ``accelerator`` satisfies are taken
-    (``store.placement``); a message for another is left to the sweeper to publish again."""
+    holder is gone, else the first queued run in the fair-share order (``store.queue``) whose
+    resources ``accelerator`` satisfies (``store.placement``) and whose user has fewer than
+    ``max_running_per_user`` running; None if there is none. Then ``woken_for``, if it still
+    waits and fits this worker (its user at the cap), is left for the sweeper to publish again:
+    its message is spent. One for another accelerator keeps its message, and is published
+    again after ``CONVLAB_REDISPATCH_AFTER_S``, for a worker it fits."""
     terms: dict[str, Any] = {
         "lease_seconds": lease_seconds,
         "max_lost": max_lost,
+        "max_running_per_user": max_running_per_user,
         "accelerator": accelerator,
         "environment": environment,
         "holder_gone": holder_gone,
@@ -82,12 +93,14 @@ def claim_next(
         return claimed
     for _ in range(ORDER_READS):  # each run lost was taken by another worker: progress
         with session_scope(engine) as session:
-            order = serve_order(read_line(session, taken_by=accelerator))
+            line = read_line(session, taken_by=accelerator)
+            order = serve_order(below_cap(line, max_running_per_user))
         if not order:
-            return None
+            break
         for run in order[:CLAIM_TRIES]:
             if (claimed := claim(engine, run.id, owner, **terms)) is not None:
                 return claimed
+    undispatch(engine, woken_for, taken_by=accelerator)
     return None
 
 
@@ -98,6 +111,7 @@ def claim(
     *,
     lease_seconds: float,
     max_lost: int,
+    max_running_per_user: int | None = None,
     accelerator: Accelerator | None = None,
     environment: dict[str, Any] | None = None,
     holder_gone: HolderGone | None = None,
@@ -110,12 +124,16 @@ def claim(
     the processes of its own machine: ``worker.leases.is_gone``).
 
     Taking over from a dead holder counts a lost worker; at ``max_lost`` the run fails instead.
-    A run whose resources ``accelerator`` does not satisfy is left alone.
+    A run whose resources ``accelerator`` does not satisfy is left alone. A queued run starts
+    only while its user has fewer than ``max_running_per_user`` running (``_lock_running_of``).
     """
     with session_scope(engine) as session:
         seen = session.get(Experiment, experiment_id)
         if seen is None:
             return None
+        capped = seen.status == Status.queued and max_running_per_user is not None
+        if capped:
+            _lock_running_of(session, seen.owner)
         now, cutoff = takeover_cutoff(session, lease_seconds)
         expired = cutoff is not None and _expired(seen.lease_expires_at, cutoff)
         holder = seen.lease_owner
@@ -152,6 +170,8 @@ def claim(
                 )
             )
             return None
+        if capped and max_running_per_user is not None:
+            unchanged.append(_running_below(seen.owner, max_running_per_user))
         taken = session.exec(
             update(Experiment)
             .where(*unchanged)
@@ -180,6 +200,35 @@ def claim(
             )
         )
         return Claim(experiment, took_over)
+
+
+def _lock_running_of(session: Session, owner: str | None) -> None:
+    """Hold, until this claim commits, the right to start one of ``owner``'s runs, so that two
+    claims at the same instant never both count the same running runs against the cap (runs
+    without an owner, auth off, count as one user's). On PostgreSQL a transaction-scoped
+    advisory lock on the user's running runs: the second claim waits until the first commits,
+    and its update (a new snapshot under READ COMMITTED) counts the first's run; its clock is
+    read after the wait, so its start is never before the end of the run whose finish freed
+    the place. On SQLite, whose writers take turns, the update that counts is itself the
+    write, and nothing is locked here."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = func.hashtext(owner or "")
+        session.exec(select(func.pg_advisory_xact_lock(RUNNING_LOCKS, key)))
+
+
+def _running_below(owner: str | None, cap: int) -> ColumnElement[bool]:
+    """The claim's condition that ``owner`` has fewer than ``cap`` runs running."""
+    other = aliased(Experiment)
+    running = (
+        select(func.count())
+        .select_from(other)
+        .where(
+            col(other.status) == Status.running,
+            col(other.owner).is_not_distinct_from(owner),
+        )
+        .scalar_subquery()
+    )
+    return running < cap
 
 
 def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | None) -> None:

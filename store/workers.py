@@ -25,9 +25,11 @@ def beat(
     pid: int,
     accelerator: Accelerator,
     gpu_use: tuple[int | None, int | None] = (None, None),
+    slot: tuple[int, int, int | None] = (0, 1, None),
 ) -> None:
     """Record that the process ``name`` is alive now (the database's clock), with its GPU's
-    utilization (percent) and memory in use (MB) where it has one."""
+    utilization (percent) and memory in use (MB) where it has one, and its ``slot``: which of
+    its worker's slots it is, of how many, with how much GPU memory (None: grown as needed)."""
     with session_scope(engine) as session:
         now = db_now(session)
         values = {
@@ -40,6 +42,9 @@ def beat(
             "heartbeat_at": now,
             "gpu_utilization": gpu_use[0],
             "gpu_memory_used_mb": gpu_use[1],
+            "slot": slot[0],
+            "slots": slot[1],
+            "gpu_memory_limit_mb": slot[2],
         }
         upsert(
             session,

@@ -42,7 +42,7 @@ API_COMMAND = (
     "--timeout-graceful-shutdown 5"
 )
 """What scripts/up.sh runs; the compose stack's test substitutes the compose file's commands."""
-WORKER_COMMAND = "celery -A worker.celery_app worker --loglevel INFO --concurrency 1"
+WORKER_COMMAND = "celery -A worker.celery_app worker --loglevel INFO"
 
 
 def missing(reason: str) -> None:

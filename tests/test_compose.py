@@ -134,7 +134,7 @@ def test_commands_are_the_ones_the_stack_tests_run(config: dict[str, Any]) -> No
         "--timeout-graceful-shutdown 5"
     )
     assert WORKER_COMMAND == (
-        "celery -A worker.celery_app worker --loglevel INFO --concurrency 1 --prefetch-multiplier 1"
+        "celery -A worker.celery_app worker --loglevel INFO --prefetch-multiplier 1"
     )
     assert config["services"]["api"]["command"] == API_COMMAND
     assert config["services"]["worker"]["command"] == WORKER_COMMAND
@@ -186,7 +186,8 @@ def test_worker_reserves_one_gpu_unless_the_files_are_named(
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert worker["environment"]["CONVLAB_REQUIRE_GPU"] == "true"
-    assert "--concurrency 1" in worker["command"]
+    assert "--concurrency" not in worker["command"]  # the worker sizes its pool: its slots
+    assert worker["environment"]["CONVLAB_JOBS_PER_GPU"] == "4"
     assert worker["stop_grace_period"] == "2m"
     assert worker["restart"] == "unless-stopped"
 

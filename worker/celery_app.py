@@ -17,9 +17,11 @@ from jobs.broker import declare_queue, make_celery
 from store.db import get_engine, migrate
 from worker.cores import run_at_niceness
 from worker.heartbeat import Heartbeat, refuse_without_gpu
+from worker.slots import claim_slot, slot_count
 from worker.stop import stop_pool_processes
 
 app = make_celery(get_settings())
+app.conf.worker_concurrency = slot_count(get_settings())  # a training process per slot
 
 
 @worker_init.connect
@@ -38,10 +40,12 @@ def _migrate_before_serving(**_: Any) -> None:
 def _fresh_connections_after_fork(**_: Any) -> None:
     """A forked pool process must not share the parent's database connections; it trains at
     a lower CPU priority than the API (``CONVLAB_WORKER_NICE``); it starts beating for itself
-    (``GET /workers``)."""
+    (``GET /workers``), for the slot its pool index gives it (``worker.slots``: pinned to its
+    GPU before TensorFlow loads)."""
     get_engine().dispose(close=False)
+    slot = claim_slot(get_settings())
     run_at_niceness(get_settings().worker_nice)  # before its threads start: they inherit it
-    Heartbeat(get_settings()).start()
+    Heartbeat(get_settings(), slot).start()
 
 
 @worker_shutting_down.connect

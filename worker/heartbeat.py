@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from functools import cache
+from typing import Protocol
 
 import pynvml
 
@@ -77,13 +78,25 @@ def refuse_without_gpu(settings: Settings) -> str | None:
     )
 
 
+class Slotted(Protocol):
+    """The slot a process holds, as its heartbeat reports it (``worker.slots.Slot``)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def memory_mb(self) -> int | None: ...
+
+
 class Heartbeat(threading.Thread):
     """Beats for this process every ``heartbeat_seconds`` until the process ends; a database
     that cannot be reached only skips beats."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, slot: Slotted) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.every = settings.heartbeat_seconds
+        self.slot = slot
 
     def run(self) -> None:
         name, gpu = this_process(), accelerator()
@@ -98,6 +111,7 @@ class Heartbeat(threading.Thread):
                     pid=os.getpid(),
                     accelerator=gpu,
                     gpu_use=(busy, used_mb),
+                    slot=(self.slot.index, self.slot.count, self.slot.memory_mb),
                 )
             except Exception as exc:
                 if not is_transient(exc):

@@ -46,7 +46,6 @@ from store.transitions import claim_next, finish, release
 from worker.best import BestKeeper
 from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
-from worker.cores import cores_given
 from worker.datasets import DatasetUnavailable, prepare
 from worker.environment import determinism, environment
 from worker.evaluation import record_evaluation
@@ -56,6 +55,7 @@ from worker.job import Job
 from worker.leases import is_gone, this_process
 from worker.resident import feed, wanted
 from worker.schedules import ScheduledRate, current_rate
+from worker.slots import configure_tensorflow
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,7 @@ CANCEL_POLL_SECONDS = 0.5
 
 def _configure_tensorflow(settings: Settings) -> None:
     """Process-wide choices, made before TensorFlow runs its first op."""
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)  # share nothing it does not use
-    tf.config.threading.set_intra_op_parallelism_threads(cores_given())
+    configure_tensorflow(tf, settings)  # this slot's GPU memory and threads (worker.slots)
     policies = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
     if settings.mixed_precision in policies:
         keras.mixed_precision.set_global_policy(policies[settings.mixed_precision])
@@ -337,6 +335,7 @@ def run_experiment(experiment_id: str) -> None:
                 owner,
                 lease_seconds=settings.lease_seconds,
                 max_lost=settings.max_workers_lost,
+                max_running_per_user=settings.max_running_per_user,
                 accelerator=accelerator(),
                 environment=environment(),
                 holder_gone=is_gone,

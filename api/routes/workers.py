@@ -17,8 +17,9 @@ def list_workers(
     session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> list[WorkerPublic]:
     """Each training process heard from within a lease (``CONVLAB_LEASE_SECONDS``, 60 s), by host:
-    its accelerator, the experiment it runs (``null`` when it is someone else's and reads are
-    owner-only), when it started and last beat."""
+    its accelerator, its slot (``CONVLAB_JOBS_PER_GPU``) and share of the GPU's memory, the
+    experiment it runs (``null`` when it is someone else's and reads are owner-only), when it
+    started and last beat."""
     owner = visible_owner(principal, settings)
     return [
         WorkerPublic(
@@ -31,6 +32,9 @@ def list_workers(
             experiment_id=_shown(session, live.experiment_id, owner),
             started_at=live.record.started_at,
             heartbeat_at=live.record.heartbeat_at,
+            slot=live.record.slot,
+            slots=live.record.slots,
+            gpu_memory_limit_mb=live.record.gpu_memory_limit_mb,
         )
         for live in live_workers(session, seen_within_s=settings.workers_seen_s)
     ]

@@ -1,8 +1,8 @@
 """Preemption: how often a run gave its worker up, whether it is asked to, and whether a
 waiting run has asked one to.
 
-Revision ID: placement
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-06 16:30:00.000000
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "placement"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
