@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         "off", description="16-bit compute with float32 weights and softmax (for GPUs)."
     )
+    keras_backend: str = Field(
+        "tensorflow",
+        description="The Keras backend a worker trains on: tensorflow, jax or torch (checked "
+        "when the worker starts).",
+    )
 
     # Limits
     max_parameters: int = Field(50_000_000, ge=1, description="Largest model accepted.")
