@@ -2,16 +2,20 @@
 and what differs between them: process-wide set-up, the accelerator in use, op determinism and
 how running out of memory shows. Keras reads ``KERAS_BACKEND`` when it is first imported, so
 ``choose`` runs before anything imports Keras (``worker.celery_app`` calls it on import); only
-the chosen backend's library is ever imported."""
+the chosen backend's library is ever imported. At first this module imports nothing else, so
+bench/backends.py runs it on a box that holds little more than Keras."""
+
+from __future__ import annotations
 
 import importlib.abc
 import importlib.util
 import os
 import sys
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.config import Settings
+if TYPE_CHECKING:
+    from core.config import Settings
 
 BACKENDS = ("tensorflow", "jax", "torch")
 """The backends a worker can train on; the value of ``CONVLAB_KERAS_BACKEND``."""
