@@ -335,10 +335,17 @@ class EnvironmentPublic(BaseModel):
     worker that ran it)."""
 
     python: str | None = None
-    tensorflow: str | None = None
+    backend: str | None = Field(
+        None,
+        description="The Keras backend that trained it: tensorflow, jax or torch (null: "
+        "recorded before workers said; those trained on tensorflow).",
+    )
+    tensorflow: str | None = Field(None, description="Its version, when it was the backend.")
+    jax: str | None = Field(None, description="Its version, when it was the backend.")
+    torch: str | None = Field(None, description="Its version, when it was the backend.")
     keras: str | None = None
-    cuda: str | None = Field(None, description="The CUDA version TensorFlow was built with.")
-    cudnn: str | None = Field(None, description="The cuDNN version TensorFlow was built with.")
+    cuda: str | None = Field(None, description="The CUDA version the backend was built with.")
+    cudnn: str | None = Field(None, description="The cuDNN version the backend was built with.")
     gpu: str | None = Field(None, description='The GPU as its driver names it, or "cpu".')
     driver: str | None = Field(None, description="NVIDIA's driver version (null on a CPU).")
     convlab: str | None = Field(None, description="convlab's version.")

@@ -17,6 +17,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 
+# ---- Keras backends (issue 28, part 6): a box without TensorFlow (or without the project's
+# .venv) runs only bench/gpu-backends.sh, which measures the backends it has; one with
+# TensorFlow runs it at the end, after the TensorFlow checks below.
+if ! "$PYTHON" -c 'import tensorflow' 2>/dev/null; then
+    echo "no TensorFlow in $PYTHON: measuring the Keras backends this box has instead"
+    exec bench/gpu-backends.sh
+fi
+trap 'status=$?; [ "$status" -ne 0 ] || BOX_PYTHON=$PYTHON bench/gpu-backends.sh' EXIT
+# ---- end of Keras backends ----
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PYTHON" - <<'PY'
 import tensorflow as tf

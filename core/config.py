@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     max_preemptions: int = Field(
         3, ge=0, description="A run preempted this many times is not asked to yield again."
     )
+    keras_backend: str = Field(
+        "tensorflow",
+        description="The Keras backend a worker trains on: tensorflow, jax or torch (checked "
+        "when the worker starts).",
+    )
 
     # Limits
     max_parameters: int = Field(50_000_000, ge=1, description="Largest model accepted.")

@@ -25,9 +25,7 @@ def mark_published(engine: Engine, experiment_id: str) -> None:
         )
 
 
-def undispatch(
-    engine: Engine, experiment_id: str, *, taken_by: Accelerator | None = None
-) -> None:
+def undispatch(engine: Engine, experiment_id: str, *, taken_by: Accelerator | None = None) -> None:
     """Mark a queued run as holding no message, so that the sweeper publishes it again: a
     worker took its message and will not run it (stopping, or its user at the running cap).
     With ``taken_by``, only if that accelerator could take it: a run for another kind keeps

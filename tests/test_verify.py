@@ -274,7 +274,10 @@ def test_attempt_log_and_show_give_the_workers_real_environment(
     (attempt,) = api.get(f"/experiments/{deterministic['id']}").json()["attempt_log"]
     assert attempt["environment"] == {
         "python": platform.python_version(),
+        "backend": "tensorflow",
         "tensorflow": tf.__version__,
+        "jax": None,
+        "torch": None,
         "keras": keras.__version__,
         "cuda": build.get("cuda_version"),
         "cudnn": build.get("cudnn_version"),

@@ -2,8 +2,9 @@
 handlers: migrate before serving, fresh database connections in each pool process, and a
 graceful stop of the job in progress on Ctrl-C or SIGTERM.
 
-TensorFlow is never imported here: the prefork parent forks pool processes, and only those
-(which never fork) load TensorFlow, on their first job, and stay warm for the next ones.
+TensorFlow (or the backend chosen, ``worker.backends``) is never imported here: the prefork
+parent forks pool processes, and only those (which never fork) load it, on their first job, and
+stay warm for the next ones. The backend is chosen on import, before anything loads Keras.
 """
 
 import os
@@ -15,22 +16,25 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 from core.config import get_settings
 from jobs.broker import declare_queue, make_celery
 from store.db import get_engine, migrate
+from worker.backends import choose, refusal
 from worker.cores import run_at_niceness
 from worker.heartbeat import Heartbeat, refuse_without_gpu
 from worker.slots import claim_slot, slot_count
 from worker.stop import stop_pool_processes
 
+choose(get_settings().keras_backend)  # before any import of Keras, here or in a pool process
 app = make_celery(get_settings())
 app.conf.worker_concurrency = slot_count(get_settings())  # a training process per slot
 
 
 @worker_init.connect
 def _migrate_before_serving(**_: Any) -> None:
-    """Refuse to start without a GPU if one is required; bring the schema up to date and
-    declare the embedded broker's queue before the first job (the API does the same)."""
-    refusal = refuse_without_gpu(get_settings())
-    if refusal is not None:
-        print(f"convlab worker: {refusal}", file=sys.stderr, flush=True)
+    """Refuse to start on a Keras backend that is unknown or not installed, or without a GPU
+    if one is required; bring the schema up to date and declare the embedded broker's queue
+    before the first job (the API does the same)."""
+    refused = refusal(get_settings().keras_backend) or refuse_without_gpu(get_settings())
+    if refused is not None:
+        print(f"convlab worker: {refused}", file=sys.stderr, flush=True)
         os._exit(2)  # Celery logs and swallows a signal handler's exceptions
     migrate()
     declare_queue(app, get_settings())

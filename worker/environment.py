@@ -1,7 +1,7 @@
-"""What a training process runs with, recorded with each attempt it claims: Python,
-TensorFlow, Keras, the CUDA and cuDNN versions TensorFlow was built with, the GPU and its
-driver (NVML, as ``worker.heartbeat`` reads it) or "cpu", and convlab's version and commit;
-and the switch for TensorFlow's op determinism, which a deterministic run turns on."""
+"""What a training process runs with, recorded with each attempt it claims: Python, the Keras
+backend and its version (``worker.backends``), Keras, the CUDA and cuDNN versions the backend
+was built with, the GPU and its driver (NVML, as ``worker.heartbeat`` reads it) or "cpu", and
+convlab's version and commit."""
 
 import platform
 import subprocess
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import keras
 import pynvml
-import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 
+from worker.backends import BACKENDS, backend, cuda_versions, version
 from worker.heartbeat import accelerator
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -22,29 +21,23 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 @cache
 def environment() -> dict[str, str | None]:
-    """This process's environment, read once (None: not known, e.g. no CUDA in a CPU build)."""
-    build = tf.sysconfig.get_build_info()
+    """This process's environment, read once (None: not known, e.g. no CUDA in a CPU build;
+    the version of each backend that did not train: null)."""
+    trained_on = backend()
+    cuda, cudnn = cuda_versions()
     gpu = accelerator().name
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "backend": trained_on,
+        **{name: version(name) if name == trained_on else None for name in BACKENDS},
         "keras": keras.__version__,
-        "cuda": _text(build.get("cuda_version")),
-        "cudnn": _text(build.get("cudnn_version")),
+        "cuda": cuda,
+        "cudnn": cudnn,
         "gpu": gpu,
         "driver": None if gpu == "cpu" else _driver(),
         "convlab": _version(),
         "commit": commit_of(PACKAGE_ROOT),
     }
-
-
-def determinism(on: bool) -> None:
-    """TensorFlow's op determinism on or off for what this process runs next: TensorFlow
-    offers no public way back, so its own ``disable_op_determinism`` switches it off."""
-    if on:
-        tf.config.experimental.enable_op_determinism()
-    else:
-        tf_config.disable_op_determinism()
 
 
 def commit_of(folder: Path) -> str | None:
@@ -82,7 +75,3 @@ def _driver() -> str | None:
     except pynvml.NVMLError:
         return None
     return version if isinstance(version, str) else version.decode()
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)

@@ -1,9 +1,15 @@
 """Class probabilities from a trained model, in a process that may import TensorFlow (the
-API runs this in a spawned child so that it never loads TensorFlow itself)."""
+API runs this in a spawned child so that it never loads TensorFlow itself). The child loads
+Keras on ``CONVLAB_KERAS_BACKEND``'s backend: a checkpoint predicts alike on any of them."""
 
 from collections import OrderedDict
 
 import numpy as np
+
+from core.config import get_settings
+from worker.backends import choose
+
+choose(get_settings().keras_backend)  # before Keras is first imported, below
 
 _MODELS: "OrderedDict[str, object]" = OrderedDict()
 _KEEP = 4

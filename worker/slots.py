@@ -2,15 +2,15 @@
 in a training process of its own (a Celery pool process). The prefork parent sizes its pool to
 the slot count; each pool process learns its slot from its pool index (billiard keeps the index
 of a process that died for the one that replaces it), pins itself to its GPU before TensorFlow
-loads (``CUDA_VISIBLE_DEVICES``) and caps TensorFlow's memory on it at its share, so one run's
-growth cannot starve another. On a CPU worker the slots split the cores instead.
+loads (``CUDA_VISIBLE_DEVICES``) and caps its backend's memory on it at its share
+(``worker.backends.configure``; JAX's through its environment, read when it loads), so one
+run's growth cannot starve another. On a CPU worker the slots split the cores instead.
 
 Only NVML is asked here (``worker.heartbeat``), never TensorFlow, so the parent can size its
 pool without loading it."""
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import pynvml
 from billiard.process import current_process
@@ -72,7 +72,12 @@ def take_slot(settings: Settings) -> Slot:
     gpu = gpus[index // settings.jobs_per_gpu]
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     accelerator.cache_clear()  # the parent's answer named the first GPU, not this slot's
-    return Slot(index, count, gpu, memory_share_mb(settings, accelerator().memory_mb))
+    total_mb = accelerator().memory_mb
+    share_mb = memory_share_mb(settings, total_mb)
+    if share_mb is not None and total_mb:  # JAX reads its share when it loads, not later
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"
+        os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(share_mb / total_mb, 1):.3f}"
+    return Slot(index, count, gpu, share_mb)
 
 
 def memory_share_mb(settings: Settings, gpu_memory_mb: int | None) -> int | None:
@@ -95,22 +100,10 @@ def claim_slot(settings: Settings) -> Slot:
     return slot
 
 
-def this_slot() -> Slot | None:
-    """The slot this process took at fork (``claim_slot``), or None outside a pool."""
-    return _held[0] if _held else None
-
-
-def configure_tensorflow(tf: Any, settings: Settings) -> None:
-    """This slot's share of the machine, before TensorFlow runs its first op: its GPU's memory
-    capped at the slot's share (else grown as needed), and its share of the cores' threads."""
-    slot = this_slot() or Slot(0, 1, None, None)
-    for gpu in tf.config.list_physical_devices("GPU"):
-        if slot.memory_mb is None:
-            tf.config.experimental.set_memory_growth(gpu, True)  # share nothing it does not use
-        else:
-            limit = [tf.config.LogicalDeviceConfiguration(memory_limit=slot.memory_mb)]
-            tf.config.set_logical_device_configuration(gpu, limit)
-    tf.config.threading.set_intra_op_parallelism_threads(threads(slot))
+def held_slot() -> Slot:
+    """The slot this process took at fork (``claim_slot``); outside a pool, the one slot of a
+    worker with the whole machine."""
+    return _held[0] if _held else Slot(0, 1, None, None)
 
 
 def threads(slot: Slot) -> int:

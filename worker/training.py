@@ -14,11 +14,10 @@ import time
 from typing import Any
 
 import keras
-import tensorflow as tf
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from core.config import Settings, get_settings
+from core.config import get_settings
 from jobs.optuna_adapter import TrialReporter
 from jobs.search import advance, reporter
 from jobs.verify import settle
@@ -43,11 +42,12 @@ from store.runs import (
 from store.searches import search_study
 from store.tables import Experiment, Study
 from store.transitions import claim_next, finish, release
+from worker.backends import compile_steps, configure, determinism, is_out_of_memory
 from worker.best import BestKeeper
 from worker.celery_app import app
 from worker.checkpoints import Checkpointer, newest_loadable
 from worker.datasets import DatasetUnavailable, prepare
-from worker.environment import determinism, environment
+from worker.environment import environment
 from worker.evaluation import record_evaluation
 from worker.fidelity import BuiltDiffers, check_built
 from worker.heartbeat import accelerator
@@ -55,7 +55,7 @@ from worker.job import Job
 from worker.leases import is_gone, this_process
 from worker.resident import feed, wanted
 from worker.schedules import ScheduledRate, current_rate
-from worker.slots import configure_tensorflow
+from worker.slots import held_slot, threads
 from worker.stop import stop_requested
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,8 @@ CANCEL_POLL_SECONDS = 0.5
 """How often a training job re-reads its cancel flag (at the first batch end after it)."""
 
 
-def _configure_tensorflow(settings: Settings) -> None:
-    """Process-wide choices, made before TensorFlow runs its first op."""
-    configure_tensorflow(tf, settings)  # this slot's GPU memory and threads (worker.slots)
-    policies = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-    if settings.mixed_precision in policies:
-        keras.mixed_precision.set_global_policy(policies[settings.mixed_precision])
-
-
-_configure_tensorflow(get_settings())
+_slot = held_slot()
+configure(get_settings(), threads(_slot), _slot.memory_mb)  # worker.backends, worker.slots
 
 
 class Cancelled(Exception):
@@ -108,7 +101,7 @@ class Pruned(Exception):
 
 
 def reset_seed(seed: int, *, deterministic: bool = False) -> None:
-    """The chapter's ``reset_seed`` (hash seed, Python, NumPy, TensorFlow), plus Keras 3's
+    """The chapter's ``reset_seed`` (hash seed, Python, NumPy, the backend), plus Keras 3's
     global seed generator, which a warm process would otherwise carry from job to job; op
     determinism on for a deterministic run and off again for the next one in the process."""
     os.environ["PYTHONHASHSEED"] = str(seed)
@@ -282,6 +275,7 @@ def fit(
     if model is None:
         model = build_model(spec)
     check_built(model, spec, rate=fresh or spec.training.lr_schedule is None)
+    compile_steps(model)
     saver.watch(model)
     keeper.watch(model, initial_epoch)
     pixel_max = DATASETS[spec.dataset.name].pixel_max
@@ -467,7 +461,7 @@ def _ending(job: Job, exc: Exception) -> tuple[Status, str | None]:
         return Status.cancelled, str(exc)
     if isinstance(exc, DatasetUnavailable | TrainingDiverged | SpecNoLongerValid | BuiltDiffers):
         return Status.failed, str(exc)
-    if isinstance(exc, tf.errors.ResourceExhaustedError):
+    if is_out_of_memory(exc):
         return (
             Status.failed,
             "Ran out of memory while training; lower training.batch_size or the model's size.",
