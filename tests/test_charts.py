@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.browser import chromium, shown, wait
-from tests.services import Stack, running_stack, wait_for_status
+from tests.services import Stack, running_stack, wait_for, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -224,6 +224,56 @@ def test_a_grid_study_draws_a_line_per_finished_run_and_its_best_so_far(
     assert sorted({s["name"] for s in curves}) == sorted({r["variant"] for r in finished})
 
 
+def test_a_search_study_draws_its_trials_across_its_space(browser: WebDriver, stack: Stack) -> None:
+    space = {"optimizer.learning_rate": {"type": "float", "low": 0.001, "high": 0.01, "log": True}}
+    body = {
+        "dataset": {"name": "digits", "train_size": 200},
+        "training": {"epochs": 1, "batch_size": 64},
+        "search": {"space": space, "n_trials": 2, "metric": "val_loss", "pruner": {"type": "none"}},
+    }
+    with stack.client() as client:
+        study = client.post("/studies", json=body).json()
+        wait_for(
+            lambda: client.get(f"/studies/{study['id']}").json()["status"] in ENDED,
+            timeout=180,
+            what="the search to end",
+        )
+        runs = client.get(f"/studies/{study['id']}/runs").json()
+        specs = {
+            r["experiment_id"]: client.get(f"/experiments/{r['experiment_id']}").json()["spec"]
+            for r in runs["runs"]
+        }
+    assert (runs["parameters"], runs["metric"], runs["direction"]) == (
+        ["optimizer.learning_rate"],
+        "val_loss",
+        "minimize",
+    )
+    assert sorted(r["trial_number"] for r in runs["runs"]) == [0, 1]
+    for run in runs["runs"]:
+        rate = specs[run["experiment_id"]]["optimizer"]["learning_rate"]
+        assert run["params"] == {"optimizer.learning_rate": rate}
+        assert run["value"] == min(epoch["val_loss"] for epoch in run["epochs"])
+
+    _open(browser, stack, f"#/studies/{study['id']}")
+    wait(
+        browser,
+        lambda b: (
+            b.execute_script(
+                "return document.getElementById('study-charts-parallel')?.dataset.lines"
+            )
+            == "2"
+        ),
+    )
+    axes = _option(browser, "study-charts-parallel")["parallelAxis"]
+    assert [(axis["name"], axis["type"]) for axis in axes] == [
+        ("optimizer.learning_rate", "value"),
+        ("val_loss", "value"),
+    ]
+    best = _option(browser, "study-charts-best")["series"]
+    steps = next(s for s in best if s["id"] == "best")["data"]
+    assert steps[-1][1] == pytest.approx(min(r["value"] for r in runs["runs"]))
+
+
 def test_the_confusion_matrix_is_a_heat_map(
     browser: WebDriver, stack: Stack, run: dict[str, Any]
 ) -> None:
@@ -255,7 +305,6 @@ def test_the_page_loads_its_charts_without_breaking_its_policy(
         "performance.getEntriesByType('resource').map((r) => r.name))"
     )
     assert scripts and all(url.startswith(stack.url) for url in scripts if url), scripts
-    refused = [
-        e["message"] for e in browser.get_log("browser") if "Content Security" in e["message"]
-    ]
+    logged = browser.get_log("browser")  # type: ignore[attr-defined]  # chromium's own
+    refused = [entry["message"] for entry in logged if "Content Security" in entry["message"]]
     assert not refused, refused

@@ -214,9 +214,9 @@ export function studyCharts(id) {
     const chart = mount(parallel);
     chart.setOption({
       animation: false,
-      parallel: { left: 70, right: 110, top: 40, bottom: 30 },
+      parallel: { left: 70, right: 150, top: 40, bottom: 30 },
       parallelAxis: parallelAxes(parameters, done, metric),
-      visualMap: { type: "continuous", dimension: parameters.length, min: values.length ? Math.min(...values) : 0, max: values.length ? Math.max(...values) + 1e-9 : 1, right: 0, top: "middle", calculable: false, text: [metric, ""], inRange: { color: direction === "maximize" ? WORST_TO_BEST : [...WORST_TO_BEST].reverse() } },
+      visualMap: { type: "continuous", dimension: parameters.length, min: values.length ? Math.min(...values) : 0, max: values.length ? Math.max(...values) + 1e-9 : 1, right: 10, top: "middle", calculable: false, text: [metric, ""], inRange: { color: direction === "maximize" ? WORST_TO_BEST : [...WORST_TO_BEST].reverse() } },
       series: [{ id: "runs", type: "parallel", lineStyle: { width: 2, opacity: 0.7 }, inactiveOpacity: 0.05, activeOpacity: 1, data: lines }],
     }, { replaceMerge: ["series", "parallelAxis"] });
     parallel.dataset.lines = String(lines.length);
