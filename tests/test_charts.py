@@ -3,6 +3,7 @@ against a real API and worker training on digits: hovering, the legend, zoom, sm
 the log scale of the curves; a grid study's parallel coordinates and best value so far; the
 confusion matrix's heat map. Charts are read through ECharts' own API, never by pixels."""
 
+import json
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -214,6 +215,8 @@ def test_a_grid_study_draws_a_line_per_finished_run_and_its_best_so_far(
         "val_accuracy",
     ]
 
+    _brush_the_best(browser, finished)
+
     best = _option(browser, "study-charts-best")
     steps = next(s for s in best["series"] if s["id"] == "best")["data"]
     assert len(steps) == 3
@@ -222,6 +225,26 @@ def test_a_grid_study_draws_a_line_per_finished_run_and_its_best_so_far(
 
     curves = _option(browser, "study-plot")["series"]
     assert sorted({s["name"] for s in curves}) == sorted({r["variant"] for r in finished})
+
+
+def _brush_the_best(browser: WebDriver, finished: list[dict[str, Any]]) -> None:
+    """Drag along the metric's axis (the last, from its lowest value at the bottom to its
+    highest at the top) from above its top to the widest gap between values: the runs above
+    the gap stay active."""
+    values = sorted((run["value"] for run in finished), reverse=True)
+    gap = max(range(len(values) - 1), key=lambda i: values[i] - values[i + 1])
+    cut = (values[gap] + values[gap + 1]) / 2
+    chart = browser.find_element(By.ID, "study-charts-parallel")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", chart)
+    width, height = chart.size["width"], chart.size["height"]
+    top, bottom = 40, height - 30  # the parallel component's top and bottom in charts.js
+    y_cut = top + (values[0] - cut) / (values[0] - values[-1]) * (bottom - top)
+    x = width - 150  # its right edge, where the last axis stands
+    ActionChains(browser).move_to_element_with_offset(
+        chart, int(x - width / 2), int(top - 8 - height / 2)
+    ).click_and_hold().move_by_offset(0, int(y_cut - top + 8)).release().perform()
+    above = sorted(run["experiment_id"] for run in finished if run["value"] > cut)
+    wait(browser, lambda b: json.loads(chart.get_attribute("data-brushed") or "[]") == above, 10)
 
 
 def test_a_search_study_draws_its_trials_across_its_space(browser: WebDriver, stack: Stack) -> None:

@@ -185,7 +185,7 @@ const shownParam = (value) => (value === null || value === undefined ? "none" : 
 
 function parallelAxes(parameters, runs, metric) {
   // An axis per parameter (numbers on a value axis, a log one over two decades; others as
-  // categories), then the metric's.
+  // categories), then the metric's, from its lowest value to its highest.
   const axes = parameters.map((key, dim) => {
     const values = runs.map((run) => shownParam(run.params[key]));
     if (values.every((value) => typeof value === "number")) {
@@ -195,7 +195,7 @@ function parallelAxes(parameters, runs, metric) {
     }
     return { dim, name: key, type: "category", data: [...new Set(values.map(String))].sort() };
   });
-  return [...axes, { dim: parameters.length, name: metric, type: "value", scale: true }];
+  return [...axes, { dim: parameters.length, name: metric, type: "value", min: "dataMin", max: "dataMax" }];
 }
 
 export function studyCharts(id) {
@@ -222,6 +222,12 @@ export function studyCharts(id) {
     parallel.dataset.lines = String(lines.length);
     chart.off("click");
     chart.on("click", (clicked) => { if (clicked.name) location.hash = `#/experiments/${clicked.name}`; });
+    chart.off("axisareaselected");
+    chart.on("axisareaselected", () => {
+      // The runs inside every brushed range, for a test (as ECharts' docs read them).
+      const active = chart.getModel().getSeries()[0].getRawIndicesByActiveState("active");
+      parallel.dataset.brushed = JSON.stringify(active.map((index) => lines[index].name).sort());
+    });
 
     const order = [...done].sort((a, b) => String(a.finished_at).localeCompare(String(b.finished_at)));
     const better = direction === "maximize" ? Math.max : Math.min;
