@@ -195,7 +195,7 @@ function parallelAxes(parameters, runs, metric) {
     }
     return { dim, name: key, type: "category", data: [...new Set(values.map(String))].sort() };
   });
-  return [...axes, { dim: parameters.length, name: metric, type: "value", min: "dataMin", max: "dataMax" }];
+  return [...axes, { dim: parameters.length, name: metric, type: "value", min: "dataMin", max: "dataMax", axisLabel: { formatter: number } }];
 }
 
 export function studyCharts(id) {
