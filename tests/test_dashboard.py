@@ -139,10 +139,10 @@ def test_submit_from_the_form_watch_epochs_arrive_then_cancel(browser: WebDriver
     wait(browser, lambda b: "#/experiments/" in b.current_url)
     browser.execute_script("window.sameDocument = true")  # gone if the page reloads
     wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 1, 120)
-    first_plot = wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src"))
+    wait(browser, lambda b: _charted(b, "plot") >= 1)
     wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history tr")) >= 3, 120)
     assert browser.execute_script("return window.sameDocument") is True
-    wait(browser, lambda b: b.find_element(By.ID, "plot").get_attribute("src") != first_plot, 10)
+    wait(browser, lambda b: _charted(b, "plot") >= 3, 10)  # the curves grew in place
     assert shown(browser, "#status [data-status=running]")
     epochs = _read(browser, _epochs_listed)
     assert epochs[:3] == ["1", "2", "3"]
@@ -187,10 +187,7 @@ def test_a_study_page_shows_its_table_and_overlaid_curves(
     assert all(0 < float(cell) <= 1 for cell in best)
     runs = _read(browser, lambda b: _attributes(b, "#study-experiments tbody tr", "data-id"))
     assert set(runs) == set(study["experiment_ids"])
-    wait(
-        browser,
-        lambda b: b.execute_script("return document.getElementById('study-plot').naturalWidth") > 0,
-    )
+    wait(browser, lambda b: _series_names(b, "study-plot") == {"base", "dropout"})
     _shot(browser, "study")
 
 
@@ -259,9 +256,21 @@ def _text(browser: WebDriver, selector: str) -> str | None:
         return None
 
 
-def _loaded(browser: WebDriver, image_id: str) -> bool:
-    script = f"return document.getElementById('{image_id}')?.naturalWidth > 0"
-    return bool(browser.execute_script(script))
+CHART_OPTION = """const element = document.getElementById(arguments[0]);
+const chart = element && window.echarts.getInstanceByDom(element);
+return chart ? chart.getOption() : null;"""
+
+
+def _series_names(browser: WebDriver, chart_id: str) -> set[str]:
+    """The names of the series an interactive chart (api/ui/charts.js) draws."""
+    option = browser.execute_script(CHART_OPTION, chart_id) or {}
+    return {series["name"] for series in option.get("series", [])}
+
+
+def _charted(browser: WebDriver, chart_id: str) -> int:
+    """How many epochs the chart's curves hold (the longest series'; 0 before it is drawn)."""
+    option = browser.execute_script(CHART_OPTION, chart_id) or {}
+    return max((len(series["data"]) for series in option.get("series", [])), default=0)
 
 
 def _finished(client: httpx.Client, *ids: str) -> list[dict[str, Any]]:
@@ -319,7 +328,8 @@ def test_three_runs_ticked_in_the_list_are_compared(
     assert legend > panels  # below the panels (SVG's y grows downwards): not over the title
     epochs_run = table.find_elements(By.CSS_SELECTOR, '[data-column="epochs_run"]')
     assert [cell.text for cell in epochs_run] == ["2.0"] * 3
-    wait(browser, lambda b: _loaded(b, "compare-plot"))
+    drawn = {unnamed} | {name for key, name in listed if key != runs[0]["id"]}
+    wait(browser, lambda b: _series_names(b, "compare-plot") == drawn)
     _shot(browser, "compare")
     cells[1].click()
     wait(browser, lambda b: b.current_url.endswith(f"#/experiments/{listed[1][0]}"))
@@ -419,11 +429,11 @@ def test_continue_trains_on_after_the_parents_epochs(
     wait(browser, lambda b: _text(b, "#parent") == "to continue")
     epochs_shown = _read(browser, _epochs_listed)
     assert epochs_shown == ["3"]
-    wait(browser, lambda b: _loaded(b, "plot"))
+    wait(browser, lambda b: _charted(b, "plot") == 3)  # the parent's two epochs, then its own
     fetched = browser.execute_script(
         "return performance.getEntriesByType('resource').map((entry) => entry.name)"
     )
-    assert any(f"/experiments/{child_id}/plot.svg?lineage=true" in url for url in fetched)
+    assert any(f"/experiments/{child_id}/history?lineage=true" in url for url in fetched)
     _shot(browser, "continued")
 
 
@@ -464,7 +474,7 @@ def test_pause_then_resume_and_the_run_succeeds(
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#per-class tbody tr"))
     classes = _read(browser, lambda b: _cells(b, "#per-class tbody tr td:first-child"))
     assert classes == [str(d) for d in range(10)]
-    wait(browser, lambda b: _loaded(b, "evaluation-plot"))
+    wait(browser, lambda b: _charted(b, "confusion") == 100)  # a heat map of 10 x 10 cells
     _shot(browser, "experiment-resumed-and-evaluated")
 
 
@@ -518,9 +528,7 @@ def test_a_failed_run_says_why_and_draws_no_plot(
     assert error.text == ended["error"]
     assert error.text.startswith(f"Dataset {absent[0]} is not available")
     assert shown(browser, "#no-plot").text == "No epoch finished, so there are no curves to draw."
-    assert not shown(browser, "#plot") and not browser.find_element(By.ID, "plot").get_attribute(
-        "src"
-    )
+    assert not shown(browser, "#plot") and _charted(browser, "plot") == 0
     assert not shown(browser, "#continue-form") and not shown(browser, "#download")
     _shot(browser, "experiment-failed")
 

@@ -1,6 +1,8 @@
 // convlab's dashboard: plain modules, no build step, no network beyond this API. Every
 // request carries the token (kept for this browser tab) when the server asks for one.
 
+import { curvesChart, epochCurves, heatMap, runGroups, studyCharts, testCurves } from "./charts.js";
+
 const TOKEN_KEY = "convlab-token";
 const ACTIVE = new Set(["queued", "running", "paused"]);
 const page = document.getElementById("page");
@@ -43,23 +45,6 @@ async function request(method, path, body) {
     throw error;
   }
   return response.status === 204 ? null : response.json();
-}
-
-async function showImage(img, path) {
-  // Fetched rather than linked: an <img src> cannot carry the token. The browser's cache
-  // revalidates with the server's ETag, so an unchanged plot costs a 304.
-  const response = await fetch(path, { headers: authHeaders() });
-  if (!response.ok) return;
-  const url = URL.createObjectURL(await response.blob());
-  if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
-  img.dataset.url = url;
-  img.src = url;
-}
-
-async function showDrawn(img, path) {
-  // The image once fetched, hidden until then (and if it cannot be): never a broken one.
-  await showImage(img, path);
-  img.hidden = !img.getAttribute("src");
 }
 
 async function follow(path, onEvent, signal) {
@@ -313,6 +298,8 @@ function statsTable(heading, rows, label) {
       STATS.map(([key, , digits]) => h("td", { class: "number", "data-column": key }, stat(row[key], digits)))))));
 }
 
+const compareLabel = (row) => row.name || `${row.preset} ${shortId(row.experiment_id)}`;
+
 async function comparePage(params) {
   const ids = [...new Set((params.get("ids") || "").split(",").map((id) => id.trim()).filter(Boolean))];
   const query = new URLSearchParams({ ids: ids.join(",") });
@@ -322,9 +309,11 @@ async function comparePage(params) {
     h("h1", {}, `Comparing ${ids.length} experiments`),
     ...plot.elements,
     h("div", { id: "compare-table" }, statsTable("Experiment", comparison.table,
-      (row, index) => h("a", { href: `#/experiments/${ids[index]}` }, row.name || `${row.preset} ${shortId(row.experiment_id)}`))),
+      (row, index) => h("a", { href: `#/experiments/${ids[index]}` }, compareLabel(row)))),
   );
-  plot.update(comparison.table.some((row) => row.runs > 0), false, `/compare/plot.svg?${query}`);
+  const histories = await Promise.all(comparison.table.map((row) => request("GET", `/experiments/${row.experiment_id}/history`)));
+  plot.update(comparison.table.some((row) => row.runs > 0), false,
+    histories.flatMap((history, index) => testCurves(compareLabel(comparison.table[index]), [history.epochs])));
 }
 
 function labelsEditor(id, experiment, onChange) {
@@ -368,17 +357,17 @@ const fact = (term, value, attributes = {}) => [h("dt", {}, term), h("dd", attri
 const trained = (experiment) => !ACTIVE.has(experiment.status) && experiment.epochs_done > 0;
 
 function curves(id, alt) {
-  // An image of curves, drawn from `path` once an epoch has ended; a sentence instead while
-  // none has (and for good when the run ended without one).
-  const plot = h("img", { class: "plot", id, alt, hidden: true });
+  // Interactive curves (charts.js), drawn from `series` once an epoch has ended; a sentence
+  // instead while none has (and for good when the run ended without one).
+  const chart = curvesChart(id, alt);
   const none = h("p", { id: `no-${id}`, class: "muted", hidden: true });
-  const update = async (drawn, active, path) => {
+  const update = (drawn, active, series, joins) => {
     none.hidden = drawn;
     none.textContent = active ? "The curves appear when the first epoch ends." : "No epoch finished, so there are no curves to draw.";
-    if (drawn) await showDrawn(plot, path);
-    else plot.hidden = true;
+    if (drawn) chart.draw(series, joins);
+    else chart.hide();
   };
-  return { elements: [plot, none], update };
+  return { elements: [chart.element, none], update };
 }
 
 function rateChart() {
@@ -428,7 +417,6 @@ function evaluationPanel(id) {
       loaded = false; // not evaluated yet: the next status change looks again
       return;
     }
-    const image = h("img", { class: "plot", id: "evaluation-plot", alt: "Confusion matrix of the test set", hidden: true });
     panel.replaceChildren(
       h("h2", {}, `Evaluation on the test set (${evaluation.weights} weights)`),
       h("table", { id: "per-class" },
@@ -436,10 +424,9 @@ function evaluationPanel(id) {
         h("tbody", {}, evaluation.classes.map((name, index) => h("tr", {},
           h("td", {}, name), h("td", { class: "number" }, fixed(evaluation.per_class_accuracy[index])),
           h("td", { class: "number" }, evaluation.confusion[index].reduce((sum, count) => sum + count, 0)))))),
-      image,
+      heatMap("confusion", evaluation.classes, evaluation.confusion),
     );
     panel.hidden = false;
-    showDrawn(image, `/experiments/${id}/evaluation.png`);
   };
   return { panel, load };
 }
@@ -545,6 +532,9 @@ async function experimentPage(id, signal) {
   const plot = curves("plot", "Accuracy and loss per epoch");
   const rate = rateChart();
   const evaluation = evaluationPanel(id);
+  const epochs = new Map(); // the curves' rows by epoch: the history's, then the stream's
+  let joins = [];
+  const draw = () => plot.update(experiment.epochs_done > 0 || epochs.size > 0, ACTIVE.has(experiment.status), epochCurves(epochs.values()), joins);
   const show = (changed) => {
     experiment = changed;
     status.replaceChildren(statusBadge(experiment.status), queueNote(experiment), " ", progressOf(experiment.epochs_done, experiment.epochs_total));
@@ -553,9 +543,7 @@ async function experimentPage(id, signal) {
     failure.textContent = experiment.error ?? "";
     summary.replaceChildren(...summaryOf(experiment, parent));
     attempts.replaceChildren(...attemptRows(experiment));
-    // a continued run's curves joined to its parents' (a run without a parent: its own)
-    const path = `/experiments/${id}/plot.svg${experiment.epoch_offset ? "?lineage=true" : ""}`;
-    plot.update(experiment.epochs_done > 0, ACTIVE.has(experiment.status), path);
+    draw();
     if (experiment.status === "succeeded") evaluation.load();
   };
   const controls = controlsFor(id, problems, show);
@@ -578,6 +566,11 @@ async function experimentPage(id, signal) {
     h("h2", {}, "Spec"), h("pre", {}, JSON.stringify(experiment.spec, null, 2)),
   );
   show(experiment);
+  // a continued run's curves joined to its parents' (a run without a parent: its own)
+  const history = await request("GET", `/experiments/${id}/history${experiment.epoch_offset ? "?lineage=true" : ""}`);
+  for (const row of history.epochs) epochs.set(row.epoch, row);
+  joins = (history.lineage ?? []).slice(1).map((part) => part.first_epoch);
+  draw();
   // A burst of events (the history replayed on connecting) costs one read of the experiment.
   const refresh = coalesce(async () => {
     if (signal.aborted) return;
@@ -591,6 +584,8 @@ async function experimentPage(id, signal) {
     if (event.event === "epoch") {
       rows.append(historyRow(event.data));
       rate.add(event.data);
+      epochs.set(event.data.epoch, event.data);
+      draw();
     }
     refresh();
   }, signal);
@@ -666,20 +661,22 @@ async function studyPage(id, signal) {
   const best = h("div", { id: "best-trial" });
   const weights = h("div", { id: "importance" });
   let weighed = null; // the completed runs the importances shown were computed from
+  const explore = studyCharts("study-charts");
   const runs = h("tbody");
   const picker = comparePicker();
   const heading = h("h1");
   const status = h("div", { class: "toolbar" });
-  page.replaceChildren(heading, status, ...plot.elements, best, weights, h("h2", {}, "Comparison"), table,
+  page.replaceChildren(heading, status, ...plot.elements, best, weights, explore.element, h("h2", {}, "Comparison"), table,
     h("h2", {}, "Experiments"), h("div", { class: "toolbar" }, picker.button),
     experimentsTable("study-experiments", runs, h("th", {}, "Pick")));
   let shown = null;
   const refresh = async () => {
-    const [study, listing] = await Promise.all([
+    const [study, listing, data] = await Promise.all([
       request("GET", `/studies/${id}`),
       request("GET", `/experiments?study_id=${id}&sort=created_at&limit=500`),
+      request("GET", `/studies/${id}/runs`),
     ]);
-    const seen = JSON.stringify([study, listing]);
+    const seen = JSON.stringify([study, listing, data]);
     if (seen === shown) return; // unchanged: the tables (and the boxes being ticked) stay
     shown = seen;
     heading.textContent = study.name || `Study ${shortId(id)}`;
@@ -691,7 +688,9 @@ async function studyPage(id, signal) {
     }
     table.replaceChildren(statsTable("Variant", study.table, (row) => row.variant));
     runs.replaceChildren(...listing.items.map((experiment) => experimentRow(experiment, picker.box(experiment))));
-    plot.update(study.progress.epochs_done > 0, ACTIVE.has(study.status), `/studies/${id}/plot.svg`);
+    const groups = runGroups(data.runs).map(([label, members]) => testCurves(label, members.map((run) => run.epochs)));
+    plot.update(study.progress.epochs_done > 0, ACTIVE.has(study.status), groups.flat());
+    explore.show(data);
   };
   await refresh();
   const later = coalesce(() => refresh().catch(() => {}), 700);

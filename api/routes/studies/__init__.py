@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from api.routes.studies import events, exports, importance, plots, records
+from api.routes.studies import events, exports, importance, plots, records, runs
 
 router = APIRouter()
-for part in (records, events, plots, exports, importance):
+for part in (records, events, plots, runs, exports, importance):
     router.include_router(part.router)
