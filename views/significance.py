@@ -7,7 +7,9 @@ import statistics
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
-from scipy import stats
+
+# scipy.stats takes about a second to import: each function imports it when first called, so
+# that the API (whose schemas hold Difference) starts without it.
 
 CONFIDENCE = 0.95
 POWER = 0.80
@@ -49,6 +51,8 @@ def difference(variant: Sequence[float], baseline: Sequence[float]) -> Differenc
     """How ``variant``'s values (one per seed) differ from ``baseline``'s."""
     if len(variant) < 2 or len(baseline) < 2:
         return UNKNOWN
+    from scipy import stats
+
     variant, baseline = [float(v) for v in variant], [float(v) for v in baseline]
     mean = statistics.fmean(variant) - statistics.fmean(baseline)
     var_v, var_b = statistics.variance(variant), statistics.variance(baseline)
@@ -83,6 +87,8 @@ def difference(variant: Sequence[float], baseline: Sequence[float]) -> Differenc
 def seeds_for(effect: float) -> int | None:
     """The fewest runs per group at which a two-sided two-sample t-test at the 5% level finds
     a standardised difference ``effect`` (Cohen's d) with 80% power; None over MOST_SEEDS."""
+    from scipy import stats
+
     z = stats.norm.ppf(1 - (1 - CONFIDENCE) / 2) + stats.norm.ppf(POWER)
     if effect <= 0 or 2 * (z / effect) ** 2 > MOST_SEEDS:
         return None
@@ -94,6 +100,8 @@ def seeds_for(effect: float) -> int | None:
 
 def _power(effect: float, runs: int) -> float:
     """The power of that test with ``runs`` per group (the noncentral t distribution)."""
+    from scipy import stats
+
     freedom = 2 * runs - 2
     critical = stats.t.ppf(1 - (1 - CONFIDENCE) / 2, freedom)
     shift = effect * math.sqrt(runs / 2)

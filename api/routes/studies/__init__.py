@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from api.routes.studies import events, exports, plots, records
+from api.routes.studies import events, exports, plots, records, seeds
 
 router = APIRouter()
-for part in (records, events, plots, exports):
+for part in (records, seeds, events, plots, exports):
     router.include_router(part.router)
