@@ -216,13 +216,7 @@ def _versus(row: TableRow) -> list[str]:
     if row.difference is None:
         return ["baseline", "", ""]
     found = row.difference[MARKDOWN_METRIC]
-    p = (
-        "-"
-        if found.p_value is None
-        else "<0.001"
-        if found.p_value < 0.001
-        else f"{found.p_value:.3f}"
-    )
+    p = "-" if found.p_value is None else f"{found.p_value:.2g}"
     return [found.text(), p, "-" if found.seeds_needed is None else str(found.seeds_needed)]
 
 

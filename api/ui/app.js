@@ -321,7 +321,7 @@ function differenceCells(difference) {
   const sign = (value) => (value >= 0 ? "+" : "") + fixed(value);
   const text = mean === null ? "–" : `${sign(mean)} [${sign(low)}, ${sign(high)}]${beyond ? "" : " noise"}`;
   return [h("td", { class: "number", "data-column": "difference", "data-beyond-noise": String(beyond) }, text),
-    h("td", { class: "number", "data-column": "p-value" }, p === null ? "–" : p < 0.001 ? "<0.001" : fixed(p))];
+    h("td", { class: "number", "data-column": "p-value" }, p === null ? "–" : String(Number(p.toPrecision(2))))];
 }
 
 function seedsForm(study, problems) {
