@@ -322,6 +322,14 @@ def test_the_table_grows_as_the_new_seeds_finish(
     }
     expected = difference(finals["adam"], finals["base"]).model_dump()
     assert table[1]["difference"]["test_accuracy"] == pytest.approx(expected)
+    typed = convlab(stack, "study", "table", last["id"], "--baseline", "adam")
+    assert typed.returncode == 0, typed.stderr
+    assert "| Test accuracy vs adam (95% CI) |" in typed.stdout.splitlines()[0]
+    adam = next(run["id"] for run in runs if run["spec"]["preset"] == "adam")
+    ids = [run["id"] for run in runs]
+    typed = convlab(stack, "compare", *ids, "--baseline", adam[:8])
+    assert typed.returncode == 0, typed.stderr
+    assert "| Test accuracy vs adam, seed " in typed.stdout.splitlines()[0]
 
 
 @pytest.mark.slow

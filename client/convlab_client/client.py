@@ -334,16 +334,27 @@ class Client:
     # Comparing and evaluating
 
     @overload
-    def compare(self, ids: list[str], format: Literal["json"] = "json") -> list[Json]: ...
+    def compare(
+        self, ids: list[str], format: Literal["json"] = "json", *, baseline: str | None = None
+    ) -> list[Json]: ...
 
     @overload
-    def compare(self, ids: list[str], format: Literal["csv", "markdown"]) -> str: ...
+    def compare(
+        self, ids: list[str], format: Literal["csv", "markdown"], *, baseline: str | None = None
+    ) -> str: ...
 
     def compare(
-        self, ids: list[str], format: Literal["json", "csv", "markdown"] = "json"
+        self,
+        ids: list[str],
+        format: Literal["json", "csv", "markdown"] = "json",
+        *,
+        baseline: str | None = None,
     ) -> list[Json] | str:
-        """The comparison table of any experiments, a row each (json), or the text."""
-        params = {"ids": ",".join(ids), "format": format}
+        """The comparison table of any experiments, a row each with its spec's difference to
+        the ``baseline`` run's (default: the first) (json), or the text."""
+        params = {"ids": ",".join(ids), "format": format} | (
+            {"baseline": baseline} if baseline else {}
+        )
         response = self._send("GET", "/compare", params=params)
         return response.json()["table"] if format == "json" else response.text
 
