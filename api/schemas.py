@@ -15,7 +15,7 @@ from models.errors import error_entry
 from models.search import SearchSpec
 from models.spec import MAX_EPOCHS, ExperimentSpec
 from models.status import Status
-from models.studies import MAX_GRID_KEYS, MAX_GRID_VALUES, SECTIONS, StudyAsked
+from models.studies import MAX_GRID_KEYS, MAX_GRID_VALUES, MAX_SEEDS, SECTIONS, StudyAsked
 from store.experiments import MAX_TAGS, SpecValue
 from views.report import TableRow
 
@@ -148,6 +148,38 @@ class VariantCreate(SpecKeys):
     preset: str | None = Field(None, description="Default: the study's preset.")  # type: ignore[assignment]
 
 
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class SeedsCreate(BaseModel):
+    """More seeds for a study's variants: exactly one of ``seeds`` and ``add``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    seeds: list[Seed] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SEEDS,
+        description="These seeds, none of which the study has run (else a 422 naming them).",
+    )
+    add: int | None = Field(
+        None, ge=1, le=MAX_SEEDS, description="This many seeds, those after its highest."
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("seeds repeat")
+        return seeds
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "SeedsCreate":
+        if (self.seeds is None) == (self.add is None):
+            raise ValueError("give exactly one of seeds (a list) and add (a count)")
+        return self
+
+
 class StudyCreate(SpecKeys):
     """The spec keys are the base of every experiment; exactly one of template, presets,
     variants, grid or search says what varies; each variant runs once per seed."""
@@ -155,7 +187,7 @@ class StudyCreate(SpecKeys):
     name: Label | None = Field(None, max_length=200)
     notify: NotifyUrl = None
     priority: PriorityName = "normal"
-    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field([0], min_length=1, max_length=20)
+    seeds: list[Seed] = Field([0], min_length=1, max_length=MAX_SEEDS)
     template: Literal["chapter"] | None = Field(None, description="chapter: its 13 presets.")
     presets: list[str] | None = Field(None, min_length=1, max_length=100)
     variants: list[VariantCreate] | None = Field(None, min_length=1, max_length=100)
@@ -649,11 +681,23 @@ class ComparedRow(TableRow):
     name: str | None
     preset: str
     status: Status
+    group: str = Field(description="The label of its row in groups.")
 
 
 class StudyTable(BaseModel):
+    baseline: str | None = Field(
+        description="The label of the row the others are compared with (null: no rows)."
+    )
     table: list[TableRow]
 
 
 class Comparison(BaseModel):
+    baseline: str | None = Field(
+        description="The label of the group of runs the others are compared with (null: none)."
+    )
     table: list[ComparedRow]
+    groups: list[TableRow] = Field(
+        description="The runs pooled by spec less seed (the plot's bands), one row each, "
+        "labelled by the first run's name (and how many runs, when over one); each run's "
+        "difference is its group's."
+    )

@@ -17,6 +17,9 @@ CHAPTER = ["base", "sgd", "momentum", "rmsprop", "adam", "dropout", "l2", "early
 """The chapter's thirteen variants, in the chapter's order."""
 
 MAX_EXPERIMENTS = 500
+MAX_SEEDS = 20
+"""Seeds one study runs its variants at, those added later included."""
+LAST_SEED = 2**31 - 1
 MAX_GRID_KEYS = 8
 MAX_GRID_VALUES = 20
 """Values per grid key."""
@@ -149,6 +152,31 @@ def plan(variants: list[Variant], seeds: list[int]) -> list[PlannedRun]:
                 raise SpecError([_at(variant, error) for error in exc.errors]) from None
             runs.append(PlannedRun(variant.name, spec))
     return runs
+
+
+def new_seeds(ran: list[int], seeds: list[int] | None, add: int | None) -> list[int]:
+    """The seeds a study that ``ran`` these runs at next: ``seeds`` (SpecError naming those it
+    ran already), or the ``add`` integers above its highest; at most MAX_SEEDS in all."""
+    if seeds is not None:
+        again = [seed for seed in seeds if seed in ran]
+        if again:
+            message = (
+                f"the study has run seeds {again} already (its seeds: {ran}); give only new ones"
+            )
+            raise SpecError([error_entry(("seeds",), message, again)])
+        chosen, loc = seeds, ("seeds",)
+    else:
+        chosen, loc = list(range(max(ran) + 1, max(ran) + 1 + (add or 0))), ("add",)
+        if chosen and chosen[-1] > LAST_SEED:
+            message = f"no {add} seeds follow {max(ran)} (seeds end at {LAST_SEED}); give seeds"
+            raise SpecError([error_entry(loc, message, add)])
+    if len(ran) + len(chosen) > MAX_SEEDS:
+        message = (
+            f"a study runs at most {MAX_SEEDS} seeds; this one has {len(ran)}, so at most "
+            f"{MAX_SEEDS - len(ran)} more"
+        )
+        raise SpecError([error_entry(loc, message, seeds if seeds is not None else add)])
+    return chosen
 
 
 def _at(variant: Variant, error: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,28 @@ def create_study(
     return study, members
 
 
+def add_seeds(
+    session: Session, study: Study, *, runs: list[PlannedRun], seeds: list[int]
+) -> tuple[Study, list[Experiment]]:
+    """Store the study's runs at its new ``seeds`` (its owner's, at its priority) and add the
+    seeds to its own (the caller commits once, then publishes)."""
+    study.seeds = [*study.seeds, *seeds]
+    session.add(study)
+    members = [
+        experiments.create_experiment(
+            session,
+            name=run.name,
+            spec=run.spec.model_dump(mode="json"),
+            study_id=study.id,
+            variant=run.variant,
+            owner=study.owner,
+            priority=study.priority,
+        )
+        for run in runs
+    ]
+    return study, members
+
+
 def create_search_study(
     session: Session,
     *,

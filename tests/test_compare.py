@@ -15,7 +15,7 @@ from tests.pictures import PNG_SIGNATURE
 from tests.services import Stack, running_stack, wait_for_status
 from tests.test_cli import convlab
 from views.plots import overlay_plot, series_styles
-from views.report import COLUMNS
+from views.report import COLUMNS, DIFFERENCE_HEADER
 
 DIGITS = {"dataset": {"name": "digits"}, "training": {"epochs": 2, "batch_size": 64}}
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -56,7 +56,8 @@ def test_compare_as_csv_has_a_row_per_id_with_each_column(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     reader = csv.DictReader(io.StringIO(response.text))
-    assert reader.fieldnames == ["id", "name", "status", *(key for key, _, _ in COLUMNS)]
+    columns = ["id", "name", "status", *(key for key, _, _ in COLUMNS), *DIFFERENCE_HEADER]
+    assert reader.fieldnames == columns
     rows = list(reader)
     assert [(row["id"], row["name"], row["status"]) for row in rows] == [
         (ids[0], "base", "succeeded"),
@@ -74,7 +75,8 @@ def test_compare_as_markdown_has_a_row_per_id(client: httpx.Client, ids: list[st
     response = client.get("/compare", params={"ids": ",".join(ids), "format": "markdown"})
     assert response.headers["content-type"].startswith("text/markdown")
     header, rule, *lines = response.text.splitlines()
-    titles = ["Id", "Name", "Status", *(title for _, title, _ in COLUMNS)]
+    against = ["Test accuracy vs base (2 runs) (95% CI)", "p", "Seeds for 80% power"]
+    titles = ["Id", "Name", "Status", *(title for _, title, _ in COLUMNS), *against]
     assert header == "| " + " | ".join(titles) + " |"
     assert rule.count("---") == len(titles)
     assert [line.split(" | ")[0] for line in lines] == [f"| {key}" for key in ids]

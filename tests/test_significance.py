@@ -57,3 +57,12 @@ def test_a_difference_too_small_to_chase_needs_no_count() -> None:
 def test_seeds_needed_follow_the_observed_effect() -> None:
     # means 0.5 apart, both variances 1: Cohen's d = 0.5, 64 runs per group
     assert difference([0.5, 1.5, 2.5], [0.0, 1.0, 2.0]).seeds_needed == 64
+
+
+def test_p_values_and_intervals_agree_with_scipy_stats() -> None:
+    variant, baseline = [0.91, 0.88, 0.93, 0.90, 0.87], [0.86, 0.89, 0.84, 0.88]
+    found = difference(variant, baseline)
+    welch = stats.ttest_ind(variant, baseline, equal_var=False)
+    assert found.p_value == pytest.approx(float(welch.pvalue), rel=1e-9)
+    interval = welch.confidence_interval(0.95)
+    assert (found.low, found.high) == pytest.approx((interval.low, interval.high), rel=1e-9)

@@ -26,11 +26,12 @@ from api.plot_images import (
     version_of,
 )
 from api.schemas import ComparedRow, Comparison
-from api.tables import TABLE_RESPONSES, TableFormat
+from api.tables import TABLE_RESPONSES, BaselineQuery, TableFormat, baseline_index
 from core.config import Settings
 from models.errors import error_entry
 from store.db import Engine, Session, session_scope
 from store.lookups import experiment_by_id
+from store.studies import seconds_per_epoch
 from store.tables import Experiment
 from store.tokens import Principal
 from views import plots, report
@@ -53,17 +54,31 @@ def compare(
     settings: SettingsDep,
     ids: IdsQuery,
     format: TableFormat = "json",
+    baseline: BaselineQuery = None,
 ) -> Comparison | Response:
     """The comparison table for any experiments, one row each (as csv or markdown, each row
-    names its run by id, name and status)."""
+    names its run by id, name and status); runs of one spec that differ only in seed pool into
+    a group, and each group is compared with the baseline's over its seeds (Welch)."""
     experiments = compared_experiments(session, principal, settings, ids)
-    rows = report.comparison(session, [(e.name or e.id, [e]) for e in experiments])
-    runs = list(zip(experiments, rows, strict=True))
+    groups = by_spec(experiments)
+    index = baseline_index(groups, baseline, "the compared runs")
+    seconds = seconds_per_epoch(session, [experiment.id for experiment in experiments])
+    pooled = report.table(groups, seconds, index)
+    group_of = {
+        run.id: row for row, (_, members) in zip(pooled, groups, strict=True) for run in members
+    }
+    alone = report.table([(e.name or e.id, [e]) for e in experiments], seconds)
+    runs = [
+        (run, row.model_copy(update={"difference": group_of[run.id].difference}))
+        for run, row in zip(experiments, alone, strict=True)
+    ]
+    label = pooled[index].variant
     if format == "csv":
         return Response(report.runs_csv(runs), media_type="text/csv")
     if format == "markdown":
-        return PlainTextResponse(report.runs_markdown(runs), media_type="text/markdown")
+        return PlainTextResponse(report.runs_markdown(runs, label), media_type="text/markdown")
     return Comparison(
+        baseline=label,
         table=[
             ComparedRow(
                 **row.model_dump(),
@@ -71,9 +86,11 @@ def compare(
                 name=run.name,
                 preset=run.preset,
                 status=run.status,
+                group=group_of[run.id].variant,
             )
             for run, row in runs
-        ]
+        ],
+        groups=pooled,
     )
 
 

@@ -286,16 +286,48 @@ const STATS = [
   ["epochs_run", "Epochs run", 1], ["seconds_per_epoch", "Seconds/epoch", 2],
 ];
 
-function statsTable(heading, rows, label) {
+function statsTable(heading, rows, label, baseline) {
   // A study's or a comparison's table: each statistic as mean ± std over the row's runs;
-  // label(row, index) fills the first cell.
+  // label(row, index) fills the first cell; then its test accuracy's difference to the
+  // baseline's row, with its 95% interval and p-value ("noise" when the interval holds 0).
   const stat = ({ mean, std }, digits) => (std === null ? fixed(mean, digits) : `${fixed(mean, digits)} ± ${fixed(std, digits)}`);
   return h("table", {},
     h("thead", {}, h("tr", {}, h("th", {}, heading), h("th", { class: "number" }, "Runs"),
-      STATS.map(([, name]) => h("th", { class: "number" }, name)))),
+      STATS.map(([, name]) => h("th", { class: "number" }, name)),
+      h("th", { class: "number" }, `Test accuracy vs ${baseline} (95% CI)`), h("th", { class: "number" }, "p"))),
     h("tbody", {}, rows.map((row, index) => h("tr", {},
       h("td", {}, label(row, index)), h("td", { class: "number" }, row.runs),
-      STATS.map(([key, , digits]) => h("td", { class: "number", "data-column": key }, stat(row[key], digits)))))));
+      STATS.map(([key, , digits]) => h("td", { class: "number", "data-column": key }, stat(row[key], digits))),
+      differenceCells(row.difference)))));
+}
+
+function differenceCells(difference) {
+  // The test accuracy cells of a table row: "baseline" on its own row, "–" below two seeds.
+  if (!difference) return [h("td", { class: "number", "data-column": "difference" }, "baseline"), h("td")];
+  const { mean, low, high, p_value: p, beyond_noise: beyond } = difference.test_accuracy;
+  const sign = (value) => (value >= 0 ? "+" : "") + fixed(value);
+  const text = mean === null ? "–" : `${sign(mean)} [${sign(low)}, ${sign(high)}]${beyond ? "" : " noise"}`;
+  return [h("td", { class: "number", "data-column": "difference", "data-beyond-noise": String(beyond) }, text),
+    h("td", { class: "number", "data-column": "p-value" }, p === null ? "–" : String(Number(p.toPrecision(2))))];
+}
+
+function seedsForm(study, problems) {
+  // Run every variant again at more seeds; prefilled with the seeds per variant the power
+  // estimate asks for to tell the differences still within noise apart (at most 20 seeds).
+  const most = 20 - study.seeds.length;
+  const needed = study.table.filter((row) => row.difference && !row.difference.test_accuracy.beyond_noise)
+    .map((row) => row.difference.test_accuracy.seeds_needed).filter((count) => count !== null);
+  const wanted = needed.length ? Math.max(...needed) - study.seeds.length : 3 - study.seeds.length;
+  const count = h("input", { id: "add-seeds-count", type: "number", min: 1, max: Math.max(most, 1), value: Math.max(1, Math.min(wanted, most)), "aria-label": "More seeds" });
+  return h("form", { id: "seeds-form", class: "inline", onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      await request("POST", `/studies/${study.id}/seeds`, { add: Number(count.value) });
+      problems.replaceChildren();
+    } catch (error) {
+      problems.replaceChildren(errorBox(error));
+    }
+  } }, h("button", { type: "submit", id: "add-seeds", disabled: most < 1 }, "Add seeds"), " ", count, " more per variant");
 }
 
 const compareLabel = (row) => row.name || `${row.preset} ${shortId(row.experiment_id)}`;
@@ -303,13 +335,14 @@ const compareLabel = (row) => row.name || `${row.preset} ${shortId(row.experimen
 async function comparePage(params) {
   const ids = [...new Set((params.get("ids") || "").split(",").map((id) => id.trim()).filter(Boolean))];
   const query = new URLSearchParams({ ids: ids.join(",") });
-  const comparison = await request("GET", `/compare?${query}`); // one row per id, in order
+  const baseline = params.get("baseline") ? `&${new URLSearchParams({ baseline: params.get("baseline") })}` : "";
+  const comparison = await request("GET", `/compare?${query}${baseline}`); // one row per id, in order
   const plot = curves("compare-plot", "Test accuracy and loss of each run, overlaid");
   page.replaceChildren(
     h("h1", {}, `Comparing ${ids.length} experiments`),
     ...plot.elements,
     h("div", { id: "compare-table" }, statsTable("Experiment", comparison.table,
-      (row, index) => h("a", { href: `#/experiments/${ids[index]}` }, compareLabel(row)))),
+      (row, index) => h("a", { href: `#/experiments/${ids[index]}` }, compareLabel(row)), comparison.baseline)),
   );
   const histories = await Promise.all(comparison.table.map((row) => request("GET", `/experiments/${row.experiment_id}/history`)));
   plot.update(comparison.table.some((row) => row.runs > 0), false,
@@ -655,7 +688,7 @@ async function importanceOf(id) {
   ];
 }
 
-async function studyPage(id, signal) {
+async function studyPage(id, signal, params) {
   const plot = curves("study-plot", "Test accuracy and loss of every variant");
   const table = h("div", { id: "study-table" });
   const best = h("div", { id: "best-trial" });
@@ -666,17 +699,22 @@ async function studyPage(id, signal) {
   const picker = comparePicker();
   const heading = h("h1");
   const status = h("div", { class: "toolbar" });
-  page.replaceChildren(heading, status, ...plot.elements, best, weights, explore.element, h("h2", {}, "Comparison"), table,
+  const seeds = h("div", { class: "toolbar" });
+  const problems = h("div", { id: "seeds-errors" });
+  page.replaceChildren(heading, status, ...plot.elements, best, weights, explore.element, h("h2", {}, "Comparison"), table, seeds, problems,
     h("h2", {}, "Experiments"), h("div", { class: "toolbar" }, picker.button),
     experimentsTable("study-experiments", runs, h("th", {}, "Pick")));
   let shown = null;
+  let seedsShown = null;
   const refresh = async () => {
-    const [study, listing, data] = await Promise.all([
+    const baseline = params.get("baseline") ? `?${new URLSearchParams({ baseline: params.get("baseline") })}` : "";
+    const [study, listing, data, compared] = await Promise.all([
       request("GET", `/studies/${id}`),
       request("GET", `/experiments?study_id=${id}&sort=created_at&limit=500`),
       request("GET", `/studies/${id}/runs`),
+      request("GET", `/studies/${id}/table${baseline}`), // compared with ?baseline= (default: the first)
     ]);
-    const seen = JSON.stringify([study, listing, data]);
+    const seen = JSON.stringify([study, listing, data, compared]);
     if (seen === shown) return; // unchanged: the tables (and the boxes being ticked) stay
     shown = seen;
     heading.textContent = study.name || `Study ${shortId(id)}`;
@@ -686,7 +724,11 @@ async function studyPage(id, signal) {
       weighed = study.progress.succeeded;
       weights.replaceChildren(...await importanceOf(id));
     }
-    table.replaceChildren(statsTable("Variant", study.table, (row) => row.variant));
+    table.replaceChildren(statsTable("Variant", compared.table, (row) => h("a", {
+      href: `#/studies/${id}?${new URLSearchParams({ baseline: row.variant })}`, title: "Compare the other variants with this one" }, row.variant), compared.baseline));
+    const asked = JSON.stringify([study.status, study.seeds]); // rebuilt only then: typing stays
+    if (study.kind !== "search" && asked !== seedsShown) seeds.replaceChildren(seedsForm({ ...study, table: compared.table }, problems));
+    seedsShown = asked;
     runs.replaceChildren(...listing.items.map((experiment) => experimentRow(experiment, picker.box(experiment))));
     const groups = runGroups(data.runs).map(([label, members]) => testCurves(label, members.map((run) => run.epochs)));
     plot.update(study.progress.epochs_done > 0, ACTIVE.has(study.status), groups.flat());
@@ -923,7 +965,7 @@ async function render() {
   const parts = path.split("/").filter(Boolean);
   try {
     if (parts[0] === "experiments" && parts[1]) await experimentPage(parts[1], signal);
-    else if (parts[0] === "studies" && parts[1]) await studyPage(parts[1], signal);
+    else if (parts[0] === "studies" && parts[1]) await studyPage(parts[1], signal, params);
     else if (parts[0] === "studies") await studiesPage();
     else if (parts[0] === "compare") await comparePage(params);
     else if (parts[0] === "submit") await submitPage(params);

@@ -20,11 +20,16 @@ def compare(
         Path | None,
         typer.Option(metavar="FILE", help="Also save their test curves (.png, or .svg)."),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="The runs the others are measured against: an id (its spec's seeds)."),
+    ] = None,
 ) -> None:
-    """A row per experiment: last and best epochs' metrics, epochs run, speed."""
+    """A row per experiment: last and best epochs' metrics, epochs run, speed, then its spec's
+    test accuracy (pooled over seeds) against the baseline's, with a 95% interval."""
     fmt: ImageFormat = image_format(plot) if plot is not None else "png"
     with api() as client:
-        typer.echo(client.compare(ids, format), nl=False)
+        typer.echo(client.compare(ids, format, baseline=baseline), nl=False)
         if plot is not None:
             plot.write_bytes(client.compare_plot(ids, fmt))
 

@@ -108,17 +108,54 @@ def _follow_study(client: Client, study_id: str) -> None:
         raise typer.Exit(1)
 
 
+Baseline = Annotated[
+    str | None,
+    typer.Option(help="The row the others are compared with: a variant, or an experiment id."),
+]
+
+
 @study.command("table")
 def study_table(
     study_id: str,
     format: Annotated[Literal["markdown", "csv", "json"], typer.Option()] = "markdown",
+    baseline: Baseline = None,
 ) -> None:
-    """A study's comparison table: a row per variant, mean ± std over seeds."""
+    """A study's comparison table: a row per variant, mean ± std over seeds, and each row's
+    test accuracy beside it as a difference to the baseline's with its 95% interval."""
     with api() as client:
         if format == "json":
-            typer.echo(json.dumps(client.study_table(study_id), indent=2))
+            rows = client.study_table(study_id, baseline=baseline)
+            typer.echo(json.dumps(rows, indent=2))
         else:
-            typer.echo(client.study_table(study_id, format), nl=False)
+            typer.echo(client.study_table(study_id, format, baseline=baseline), nl=False)
+
+
+@study.command("seeds")
+def study_seeds(
+    study_id: str,
+    add: Annotated[
+        int | None, typer.Option(min=1, help="This many seeds after the study's highest.")
+    ] = None,
+    seeds: Annotated[
+        list[int] | None,
+        typer.Option("--seed", metavar="SEED", help="This new seed; repeatable."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Show progress, then the table.")
+    ] = False,
+) -> None:
+    """Run every variant of a study again at new seeds (--add N or --seed S ...); print the
+    new seeds and how many experiments were queued."""
+    if (add is None) == (not seeds):
+        raise typer.BadParameter("give --add N or --seed S (repeatable), not both")
+    with api() as client:
+        before = client.study(study_id)
+        grown = client.add_seeds(study_id, seeds=seeds or None, add=add)
+        added = [seed for seed in grown["seeds"] if seed not in before["seeds"]]
+        queued = len(grown["experiment_ids"]) - len(before["experiment_ids"])
+        typer.echo(f"{study_id}: seeds {', '.join(map(str, added))} queued ({queued} experiments)")
+        if follow:
+            _follow_study(client, study_id)
 
 
 @study.command("ls")

@@ -286,6 +286,14 @@ class Client:
         trials); the Study."""
         return self._json("POST", f"/studies/{study_id}/cancel")
 
+    def add_seeds(
+        self, study_id: str, *, seeds: list[int] | None = None, add: int | None = None
+    ) -> Json:
+        """Queue the study's variants again at new ``seeds``, or at ``add`` more after its
+        highest (give one); the Study, its seeds and experiment ids grown."""
+        body = {"seeds": seeds} if seeds is not None else {"add": add}
+        return self._json("POST", f"/studies/{study_id}/seeds", json=body)
+
     def study(self, study_id: str) -> Json:
         """A study's status, progress, experiment ids and comparison table."""
         return self._json("GET", f"/studies/{study_id}")
@@ -301,31 +309,52 @@ class Client:
             time.sleep(poll_seconds)
 
     @overload
-    def study_table(self, study_id: str, format: Literal["json"] = "json") -> list[Json]: ...
+    def study_table(
+        self, study_id: str, format: Literal["json"] = "json", *, baseline: str | None = None
+    ) -> list[Json]: ...
 
     @overload
-    def study_table(self, study_id: str, format: Literal["csv", "markdown"]) -> str: ...
+    def study_table(
+        self, study_id: str, format: Literal["csv", "markdown"], *, baseline: str | None = None
+    ) -> str: ...
 
     def study_table(
-        self, study_id: str, format: Literal["json", "csv", "markdown"] = "json"
+        self,
+        study_id: str,
+        format: Literal["json", "csv", "markdown"] = "json",
+        *,
+        baseline: str | None = None,
     ) -> list[Json] | str:
-        """The comparison table: rows of mean and std over seeds (json), or the text."""
-        response = self._send("GET", f"/studies/{study_id}/table", params={"format": format})
+        """The comparison table: rows of mean and std over seeds and each row's difference to
+        the ``baseline`` row (default: the first) (json), or the text."""
+        params = {"format": format} | ({"baseline": baseline} if baseline else {})
+        response = self._send("GET", f"/studies/{study_id}/table", params=params)
         return response.json()["table"] if format == "json" else response.text
 
     # Comparing and evaluating
 
     @overload
-    def compare(self, ids: list[str], format: Literal["json"] = "json") -> list[Json]: ...
+    def compare(
+        self, ids: list[str], format: Literal["json"] = "json", *, baseline: str | None = None
+    ) -> list[Json]: ...
 
     @overload
-    def compare(self, ids: list[str], format: Literal["csv", "markdown"]) -> str: ...
+    def compare(
+        self, ids: list[str], format: Literal["csv", "markdown"], *, baseline: str | None = None
+    ) -> str: ...
 
     def compare(
-        self, ids: list[str], format: Literal["json", "csv", "markdown"] = "json"
+        self,
+        ids: list[str],
+        format: Literal["json", "csv", "markdown"] = "json",
+        *,
+        baseline: str | None = None,
     ) -> list[Json] | str:
-        """The comparison table of any experiments, a row each (json), or the text."""
-        params = {"ids": ",".join(ids), "format": format}
+        """The comparison table of any experiments, a row each with its spec's difference to
+        the ``baseline`` run's (default: the first) (json), or the text."""
+        params = {"ids": ",".join(ids), "format": format} | (
+            {"baseline": baseline} if baseline else {}
+        )
         response = self._send("GET", "/compare", params=params)
         return response.json()["table"] if format == "json" else response.text
 

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from api.routes.studies import events, exports, importance, plots, records, runs
+from api.routes.studies import events, exports, importance, plots, records, runs, seeds
 
 router = APIRouter()
-for part in (records, events, plots, runs, exports, importance):
+for part in (records, seeds, events, plots, runs, exports, importance):
     router.include_router(part.router)

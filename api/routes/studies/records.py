@@ -30,7 +30,7 @@ from api.schemas import (
     StudyTable,
 )
 from api.submit import placement_warnings, store_and_publish
-from api.tables import TABLE_RESPONSES, TableFormat
+from api.tables import TABLE_RESPONSES, BaselineQuery, TableFormat, baseline_index
 from jobs import search
 from models import study_state
 from models.budget import check_budget
@@ -44,6 +44,7 @@ from models.studies import (
     searched_datasets,
     study_variants,
 )
+from models.study_state import by_variant
 from models.trials import validate_space
 from store import studies
 from store.db import Engine, Session
@@ -156,10 +157,10 @@ def submit_study(
     if body.search is not None:
         search.create(settings.resolved_database_url, study)
         search.advance(engine, celery, settings, study.id)
-    public = _public(session, engine, study)
+    shown = public(session, engine, study)
     members = studies.study_experiments(session, study.id)
-    public.warnings = placement_warnings(session, [member.spec for member in members])
-    return public
+    shown.warnings = placement_warnings(session, [member.spec for member in members])
+    return shown
 
 
 @router.get("/studies", response_model=StudyPage)
@@ -185,7 +186,7 @@ def list_studies(
     items, next_cursor = studies.list_studies(
         session, owner=visible_owner(principal, settings), limit=limit, cursor=cursor
     )
-    items_public = [_public(session, engine, study) for study in items]
+    items_public = [public(session, engine, study) for study in items]
     return StudyPage(items=items_public, next_cursor=next_cursor)
 
 
@@ -203,7 +204,7 @@ def read_study(
 ) -> StudyPublic:
     """A study's status, progress, experiments and comparison table (and a search's best
     trial)."""
-    return _public(session, engine, find_study(session, study_id, principal, settings))
+    return public(session, engine, find_study(session, study_id, principal, settings))
 
 
 @router.get(
@@ -217,11 +218,15 @@ def read_study_table(
     principal: PrincipalDep,
     settings: SettingsDep,
     format: TableFormat = "json",
+    baseline: BaselineQuery = None,
 ) -> StudyTable | Response:
-    """The comparison table: one row per variant, mean and standard deviation over seeds."""
+    """The comparison table: one row per variant, mean and standard deviation over seeds, and
+    each other variant's difference to the baseline's (Welch's t-test over seeds)."""
     study = find_study(session, study_id, principal, settings)
-    rows = report.study_table(session, studies.study_experiments(session, study.id))
-    return _render(rows, format)
+    groups = by_variant(studies.study_experiments(session, study.id))
+    index = baseline_index(groups, baseline, "this study")
+    rows = report.comparison(session, groups, index)
+    return _render(rows, rows[index].variant if rows else None, format)
 
 
 @router.post(
@@ -249,10 +254,11 @@ def cancel_study(
         log.exception(
             "cancelled study %s, but could not tell Optuna how its trials ended", study.id
         )
-    return _public(session, engine, study)
+    return public(session, engine, study)
 
 
-def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
+def public(session: Session, engine: Engine, study: Study) -> StudyPublic:
+    """The study as its routes answer: status, progress, experiments and table."""
     session.refresh(study)
     experiments = studies.study_experiments(session, study.id)
     status = study_state.status_of(experiments, search.trials_to_come(study))
@@ -280,9 +286,11 @@ def _public(session: Session, engine: Engine, study: Study) -> StudyPublic:
     )
 
 
-def _render(rows: list[TableRow], format: TableFormat) -> StudyTable | Response:
+def _render(
+    rows: list[TableRow], baseline: str | None, format: TableFormat
+) -> StudyTable | Response:
     if format == "csv":
         return Response(as_csv(rows), media_type="text/csv")
     if format == "markdown":
-        return PlainTextResponse(markdown(rows), media_type="text/markdown")
-    return StudyTable(table=rows)
+        return PlainTextResponse(markdown(rows, baseline or ""), media_type="text/markdown")
+    return StudyTable(baseline=baseline, table=rows)
