@@ -40,19 +40,7 @@ def create_study(
         priority=priority,
     )
     session.add(study)
-    members = [
-        experiments.create_experiment(
-            session,
-            name=run.name,
-            spec=run.spec.model_dump(mode="json"),
-            study_id=study.id,
-            variant=run.variant,
-            owner=owner,
-            priority=priority,
-        )
-        for run in runs
-    ]
-    return study, members
+    return study, _store_runs(session, study, runs)
 
 
 def add_seeds(
@@ -62,7 +50,12 @@ def add_seeds(
     seeds to its own (the caller commits once, then publishes)."""
     study.seeds = [*study.seeds, *seeds]
     session.add(study)
-    members = [
+    return study, _store_runs(session, study, runs)
+
+
+def _store_runs(session: Session, study: Study, runs: list[PlannedRun]) -> list[Experiment]:
+    """Store ``runs`` as experiments of ``study``, its owner's, at its priority."""
+    return [
         experiments.create_experiment(
             session,
             name=run.name,
@@ -74,7 +67,6 @@ def add_seeds(
         )
         for run in runs
     ]
-    return study, members
 
 
 def create_search_study(
