@@ -10,15 +10,17 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from models.accelerator import CPU, Accelerator
 from models.placement import described, fits
 from models.spec import Resources
 from store.db import session_scope
+from store.dispatch import mark_published
 from store.experiments import create_experiment
 from store.placement import fits as fits_in_sql
 from store.tables import Experiment
+from store.transitions import claim, claim_next
 from tests.services import Stack, running_stack, wait_for, wait_for_status
 
 DIGITS = {"dataset": {"name": "digits"}, "training": {"epochs": 2}}
@@ -60,6 +62,30 @@ def test_the_claims_sql_takes_what_the_rule_says(engine: Engine) -> None:
     assert fits(Resources(accelerator="h100"), ACCELERATORS[2])
     assert not fits(Resources(min_memory_mb=40000), CPU)
     assert not fits(Resources(accelerator="gpu", min_memory_mb=40000), ACCELERATORS[3])
+
+
+def test_a_worker_gives_back_only_the_messages_of_runs_it_could_take(engine: Engine) -> None:
+    """A run it could take but may not (its user at the running cap) goes back to the sweeper
+    at once; a run for another accelerator keeps its message, or every sweep would publish it
+    again to the workers that cannot take it."""
+    with session_scope(engine) as session:
+        ids = [
+            create_experiment(
+                session, name=None, spec={"preset": "base", **DIGITS, "resources": asked}
+            ).id
+            for asked in ({}, {"accelerator": "gpu"}, {"accelerator": "cpu"})
+        ]
+    running, for_gpu, capped = ids
+    terms: dict[str, Any] = {"lease_seconds": 60, "max_lost": 3, "accelerator": CPU}
+    assert claim(engine, running, "elsewhere/1/1", **terms) is not None
+    for run in (for_gpu, capped):
+        mark_published(engine, run)
+        assert claim_next(engine, run, "here/2/2", max_running_per_user=1, **terms) is None
+    with session_scope(engine) as session:
+        rows = session.exec(select(Experiment).where(col(Experiment.id).in_(ids))).all()
+        published = {row.id: row.dispatched_at for row in rows}
+    assert published[for_gpu] is not None
+    assert published[capped] is None
 
 
 @pytest.mark.parametrize(
