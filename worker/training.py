@@ -386,7 +386,7 @@ def _train_and_close(job: Job, experiment: Experiment, study: Study | None) -> N
         fit(spec, job, start, saver, keeper, trial)
         record_evaluation(job, spec, saver.model)
     except Interrupted as stopped:
-        _hand_back(job, saver, keeper, paused=isinstance(stopped, Paused))
+        _hand_back(job, saver, keeper, stopped)
         return
     except (LeaseLost, DatabaseUnavailable):
         raise
@@ -440,8 +440,10 @@ def _starting_point(job: Job) -> tuple[int, keras.Model | None]:
     return epoch, model
 
 
-def _hand_back(job: Job, saver: Checkpointer, keeper: BestKeeper | None, *, paused: bool) -> None:
-    """A paused or interrupted run goes back with its weights, to resume later."""
+def _hand_back(
+    job: Job, saver: Checkpointer, keeper: BestKeeper | None, stopped: Interrupted
+) -> None:
+    """A paused, yielded or interrupted run goes back with its weights, to resume later."""
     if keeper is not None:
         keeper.store()
     reached = saver.at_stop()
@@ -449,7 +451,9 @@ def _hand_back(job: Job, saver: Checkpointer, keeper: BestKeeper | None, *, paus
         "handing the run back",
         lambda: release(job.engine, job.experiment_id, job.owner, reached),
     )
-    how = "paused" if paused else "interrupted (shutdown, or yielded to a higher priority)"
+    how = {Paused: "paused", Yielded: "yielded to a higher priority"}.get(
+        type(stopped), "interrupted by shutdown"
+    )
     log.info("experiment %s %s; its weights kept, its worker free", job.experiment_id, how)
 
 
