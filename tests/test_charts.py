@@ -123,8 +123,16 @@ def test_a_series_hidden_from_the_legend_leaves_the_chart(
     _open(browser, stack, f"#/experiments/{run['id']}")
     _drawn(browser, "plot", 3)
     entry = "//*[@id='plot']//*[name()='text' and text()='val_loss']"
-    browser.find_element(By.XPATH, entry).click()
-    wait(browser, lambda b: _option(b, "plot")["legend"][0]["selected"].get("val_loss") is False)
+
+    def hidden(b: WebDriver) -> bool:
+        """Whether val_loss is hidden, clicking its legend entry if not (again if the page
+        drew the chart anew between finding the entry and clicking it)."""
+        if _option(b, "plot")["legend"][0]["selected"].get("val_loss") is False:
+            return True
+        b.find_element(By.XPATH, entry).click()
+        return False
+
+    wait(browser, hidden)
     second = run["history"][1]
     lines = _hover(browser, "plot", 1, 2).splitlines()
     assert lines[0] == "Epoch 2"
