@@ -12,7 +12,7 @@ from sqlmodel import Session, col, func, select
 from models.accelerator import Accelerator
 from models.status import Priority, Status
 from store.clock import db_now
-from store.queue import RANK
+from store.queue import RANK, running_per_user
 from store.tables import Attempt, Experiment, WorkerRecord
 
 
@@ -48,13 +48,7 @@ def waiters(
     yield yet and whose user is below ``max_running_per_user`` running (a freed worker could
     not start them), highest priority first, oldest first within one."""
     since = db_now(session) - timedelta(seconds=waited_s)
-    running = dict(
-        session.exec(
-            select(Experiment.owner, func.count())
-            .where(col(Experiment.status) == Status.running)
-            .group_by(col(Experiment.owner))
-        ).all()
-    )
+    running = running_per_user(session)
     rows = session.exec(
         select(Experiment.id, Experiment.priority, Experiment.spec, Experiment.owner)
         .where(

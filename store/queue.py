@@ -69,11 +69,6 @@ def read_line(session: Session, *, taken_by: Accelerator | None = None) -> Line:
     ]
     if not waiting:
         return Line([])
-    running = session.exec(
-        select(Experiment.owner, func.count())
-        .where(col(Experiment.status) == Status.running)
-        .group_by(col(Experiment.owner))
-    ).all()
     latest = func.max(col(Attempt.started_at))
     starts = session.exec(
         select(Experiment.owner, latest)
@@ -81,7 +76,18 @@ def read_line(session: Session, *, taken_by: Accelerator | None = None) -> Line:
         .where(col(Attempt.started_at) > db_now(session) - TURNS_REMEMBERED)
         .group_by(col(Experiment.owner))
     ).all()
-    return Line(waiting, dict(running), {owner: at for owner, at in starts if at is not None})
+    last_start = {owner: at for owner, at in starts if at is not None}
+    return Line(waiting, running_per_user(session), last_start)
+
+
+def running_per_user(session: Session) -> dict[str | None, int]:
+    """How many runs each user has running (owner None: auth off)."""
+    rows = session.exec(
+        select(Experiment.owner, func.count())
+        .where(col(Experiment.status) == Status.running)
+        .group_by(col(Experiment.owner))
+    ).all()
+    return {owner: count for owner, count in rows}
 
 
 def below_cap(line: Line, cap: int | None) -> Line:
