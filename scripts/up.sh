@@ -19,8 +19,9 @@ host="${CONVLAB_HOST:-127.0.0.1}"
 port="${CONVLAB_PORT:-8000}"
 
 # How long a stopping worker may take before it is killed, as compose does after its grace
-# period: a worker hung in its stop (seen in two full test runs; its cause is not found) must not
-# hold `make up` forever; a killed worker's run goes back to the queue when its lease ends.
+# period: a worker hung in its stop (seen in three full test runs; its cause is not found) must
+# not hold `make up` forever; a killed worker's run goes back to the queue when its lease ends.
+# Its stacks are printed first, to find where it hung.
 grace="${CONVLAB_STOP_GRACE_S:-30}"
 
 stop_worker() {
@@ -31,7 +32,11 @@ stop_worker() {
         sleep 1
     done
     if kill -0 "$celery_pid" 2>/dev/null; then
-        echo "convlab: the worker did not stop within $grace s; killing it and its pool." >&2
+        echo "convlab: the worker did not stop within $grace s; its threads' stacks follow," \
+            "then it and its pool are killed." >&2
+        pkill -URG -P "$celery_pid"  # worker.stop.STACKS_SIGNAL: each process prints its stacks
+        kill -URG "$celery_pid" 2>/dev/null
+        sleep 1
         pkill -KILL -P "$celery_pid"
         kill -KILL "$celery_pid" 2>/dev/null
     fi

@@ -2,6 +2,7 @@
 queue and runs again on the next start."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -120,7 +121,9 @@ def _group_alive(pgid: int) -> bool:
 
 def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> None:
     long_job = {"dataset": {"name": "digits"}, "training": {"epochs": 300, "batch_size": 8}}
-    with up(tmp_path) as (process, client):
+    # A stop takes about 5 s here; CI once saw one past the default 30 s grace (cause unknown):
+    # a longer grace tells a slow stop from a hung one, whose stacks the log then shows.
+    with up(tmp_path, stop_grace_s="90") as (process, client):
         experiment_id = client.post("/experiments", json=long_job).json()["id"]
         wait_for(
             lambda: client.get(f"/experiments/{experiment_id}").json()["epochs_done"] >= 1,
@@ -131,12 +134,13 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
         with client.stream("GET", f"/experiments/{experiment_id}/events") as stream:
             assert stream.status_code == 200
             os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-            assert _exit_status(process, tmp_path) == 0
+            assert _exit_status(process, tmp_path, timeout=120) == 0
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
     stopped = (tmp_path / "up.log").read_text()
-    assert "interrupted by shutdown; its weights kept" in stopped
-    assert "Traceback" not in stopped
-    assert "timeout graceful shutdown exceeded" not in stopped  # the stream ended, not cancelled
+    tail = stopped[-8000:]  # what a failure shows: pytest would cut the log's middle out
+    assert "interrupted by shutdown; its weights kept" in stopped, tail
+    assert "Traceback" not in stopped, tail
+    assert "timeout graceful shutdown exceeded" not in stopped, tail  # the stream ended
 
     with up(tmp_path) as (process, client):
         requeued = client.get(f"/experiments/{experiment_id}").json()
@@ -149,6 +153,24 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
         process.send_signal(signal.SIGTERM)  # `kill` of the script alone
         assert _exit_status(process, tmp_path) == 0
         wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
+
+
+def test_a_worker_past_its_grace_prints_its_stacks_and_is_killed(tmp_path: Path) -> None:
+    long_job = {"dataset": {"name": "digits"}, "training": {"epochs": 300, "batch_size": 8}}
+    with up(tmp_path, stop_grace_s="0") as (process, client):
+        experiment_id = client.post("/experiments", json=long_job).json()["id"]
+        wait_for_status(client, experiment_id, {"running"}, timeout=120)
+        os.killpg(process.pid, signal.SIGINT)
+        assert _exit_status(process, tmp_path) == 0
+        wait_for(lambda: not _group_alive(process.pid), timeout=10, what="every process to exit")
+    said = (tmp_path / "up.log").read_text()
+    assert "the worker did not stop within 0 s; its threads' stacks follow" in said, said[-8000:]
+    # faulthandler's dumps: the worker's main process and its training process
+    for where in (
+        r"celery/worker/worker\.py\", line \d+ in start",
+        r"worker/training\.py\", line \d+ in run_experiment",
+    ):
+        assert re.search(where, said), said[-8000:]
 
 
 def test_a_taken_port_is_one_sentence_naming_it_and_how_to_choose_another(

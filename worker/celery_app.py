@@ -20,7 +20,7 @@ from worker.backends import choose, refusal
 from worker.cores import run_at_niceness
 from worker.heartbeat import Heartbeat, refuse_without_gpu
 from worker.slots import claim_slot, slot_count
-from worker.stop import stop_pool_processes
+from worker.stop import print_stacks_on_signal, stop_pool_processes
 
 choose(get_settings().keras_backend)  # before any import of Keras, here or in a pool process
 app = make_celery(get_settings())
@@ -36,6 +36,7 @@ def _migrate_before_serving(**_: Any) -> None:
     if refused is not None:
         print(f"convlab worker: {refused}", file=sys.stderr, flush=True)
         os._exit(2)  # Celery logs and swallows a signal handler's exceptions
+    print_stacks_on_signal()
     migrate()
     declare_queue(app, get_settings())
 
@@ -47,6 +48,7 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     (``GET /workers``), for the slot its pool index gives it (``worker.slots``: pinned to its
     GPU before TensorFlow loads)."""
     get_engine().dispose(close=False)
+    print_stacks_on_signal()
     slot = claim_slot(get_settings())
     run_at_niceness(get_settings().worker_nice)  # before its threads start: they inherit it
     Heartbeat(get_settings(), slot).start()
