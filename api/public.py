@@ -22,7 +22,14 @@ def experiments_public(
     the forecast this process last made (``jobs.forecast.Forecasts``)."""
     waiting = [row.id for row in rows if row.status == Status.queued]
     places = (
-        served_places(session, waiting, seen_within_s=settings.workers_seen_s) if waiting else {}
+        served_places(
+            session,
+            waiting,
+            seen_within_s=settings.workers_seen_s,
+            max_running_per_user=settings.max_running_per_user,
+        )
+        if waiting
+        else {}
     )
     attempts = attempts_of(session, [row.id for row in rows])
     shown = []

@@ -1,6 +1,7 @@
 """Each queued run's place in line and when it should start: the fair-share order
 (``store.queue``) played out on the workers heard from lately, each run lasting its epochs left
-times the recent seconds per epoch of similar runs.
+times the recent seconds per epoch of similar runs, and no user having more runs going than
+``CONVLAB_MAX_RUNNING_PER_USER``.
 
 Forecasting reads and orders the whole queue (262 ms of CPU at 5,000 queued runs), so an API
 process serves its last forecast (``Forecasts``) for up to ``FRESH_S``, while the numbers of
@@ -8,13 +9,15 @@ queued and running runs are those it was made at and it places every queued run 
 a read of a queued run costs one count, whatever the queue's length."""
 
 import heapq
+import itertools
 import json
 import math
 import statistics
 import threading
 import time
 import weakref
-from collections.abc import Collection
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +25,7 @@ from models.accelerator import Accelerator
 from models.placement import described, fits_any, resources_of
 from store.db import Engine, Session, engine_of
 from store.queue import (
+    Waiting,
     queue_counts,
     read_line,
     recent_epoch_seconds,
@@ -49,13 +53,14 @@ class Place:
     """What it waits for when workers are up but none may take it (``models.placement``)."""
 
 
-def forecast(session: Session, *, seen_within_s: float) -> dict[str, Place]:
+def forecast(
+    session: Session, *, seen_within_s: float, max_running_per_user: int | None = None
+) -> dict[str, Place]:
     """The place of every queued run, by id; a run that no worker up may take has none, but
     what it waits for."""
     order = serve_order(read_line(session))
     if not order:
         return {}
-    running = running_runs(session)
     pace = Pace(recent_epoch_seconds(session))
     specs = specs_of(session, [run.id for run in order])
     live = live_workers(session, seen_within_s=seen_within_s)
@@ -64,24 +69,104 @@ def forecast(session: Session, *, seen_within_s: float) -> dict[str, Place]:
         for worker in live
     }
     workers = len(live)
-    busy = [pace.seconds(spec, left) for spec, left in running]
-    free_at = busy + [0.0] * max(workers - len(busy), 0) if workers else []
-    heapq.heapify(free_at)
     places = {}
-    position = 0
+    startable = []
     for run in order:
         resources = resources_of(specs.get(run.id, {}))
         if workers and not fits_any(resources, accelerators):
             places[run.id] = Place(None, None, workers, described(resources))
-            continue
-        position += 1
-        if not free_at:  # no worker is up
-            places[run.id] = Place(position, None, workers)
-            continue
-        start = heapq.heappop(free_at)
+        else:
+            startable.append(run)
+    if not workers:  # no worker is up: the order alone
+        starts = [(run, math.inf) for run in startable]
+    else:
+        running = [(pace.seconds(spec, left), owner) for spec, left, owner in running_runs(session)]
+        starts = _played(
+            _Line(startable, Counter(owner for _, owner in running), max_running_per_user),
+            running,
+            workers,
+            lambda run: pace.seconds(specs.get(run.id), run.epochs_left),
+        )
+    for position, (run, start) in enumerate(starts, 1):
         places[run.id] = Place(position, start if math.isfinite(start) else None, workers)
-        heapq.heappush(free_at, start + pace.seconds(specs.get(run.id), run.epochs_left))
     return places
+
+
+class _Line:
+    """The queued runs as free workers take them: the first in order whose user has fewer
+    than ``cap`` runs going (``CONVLAB_MAX_RUNNING_PER_USER``; None: no cap)."""
+
+    def __init__(self, order: list[Waiting], going: Counter[str | None], cap: int | None) -> None:
+        self.by_user: dict[str | None, deque[tuple[int, Waiting]]] = defaultdict(deque)
+        for index, run in enumerate(order):
+            self.by_user[run.owner].append((index, run))
+        self.going, self.cap = going, cap
+        self.waiting = len(order)
+        self.heads: list[tuple[int, str | None]] = []
+        self.offered: set[str | None] = set()
+        for owner in self.by_user:
+            self._offer(owner)
+
+    def take(self) -> Waiting | None:
+        """The next run a free worker starts; None while every user waiting is at the cap."""
+        if not self.heads:
+            return None
+        _, owner = heapq.heappop(self.heads)
+        self.offered.discard(owner)
+        _, run = self.by_user[owner].popleft()
+        self.waiting -= 1
+        self.going[owner] += 1
+        self._offer(owner)
+        return run
+
+    def ended(self, owner: str | None) -> None:
+        """One of ``owner``'s runs ended: they may start another."""
+        self.going[owner] -= 1
+        self._offer(owner)
+
+    def left(self) -> list[Waiting]:
+        """The runs not taken, in order."""
+        return [run for _, run in sorted(item for runs in self.by_user.values() for item in runs)]
+
+    def _offer(self, owner: str | None) -> None:
+        runs = self.by_user[owner]
+        below_cap = self.cap is None or self.going[owner] < self.cap
+        if runs and below_cap and owner not in self.offered:
+            heapq.heappush(self.heads, (runs[0][0], owner))
+            self.offered.add(owner)
+
+
+def _played(
+    line: _Line,
+    running: list[tuple[float, str | None]],
+    workers: int,
+    lasts: Callable[[Waiting], float],
+) -> list[tuple[Waiting, float]]:
+    """The queued runs in the order ``workers`` start them, each with when: a worker takes
+    the line's next run when its current one ends (``running``: when each ends, whose it is).
+    Runs that could start only after every run going has ended with no known end come last,
+    at an unknown time (inf)."""
+    ids = itertools.count()
+    ends: list[tuple[float, int, tuple[str | None, ...]]] = [
+        (end, next(ids), (owner,)) for end, owner in running
+    ]
+    ends += [(0.0, next(ids), ()) for _ in range(max(workers - len(running), 0))]
+    heapq.heapify(ends)
+    starts = []
+    while ends and line.waiting:
+        at, _, ending = heapq.heappop(ends)
+        if ending:
+            line.ended(ending[0])
+        run = line.take()
+        if run is not None:
+            starts.append((run, at))
+            heapq.heappush(ends, (at + lasts(run), next(ids), (run.owner,)))
+            continue
+        busy = [end for end, _, holder in ends if holder]
+        if not busy:  # only users at the cap wait, with no run going that ends
+            break
+        heapq.heappush(ends, (min(busy), next(ids), ()))  # idle until the next run ends
+    return starts + [(run, math.inf) for run in line.left()]
 
 
 class Forecasts:
@@ -98,7 +183,12 @@ class Forecasts:
         self.places: dict[str, Place] = {}
 
     def places_of(
-        self, session: Session, queued: Collection[str], *, seen_within_s: float
+        self,
+        session: Session,
+        queued: Collection[str],
+        *,
+        seen_within_s: float,
+        max_running_per_user: int | None,
     ) -> dict[str, Place]:
         """The places of the runs in ``queued`` that are still queued, by id."""
         counts = queue_counts(session)
@@ -109,7 +199,11 @@ class Forecasts:
                 or not all(run in self.places for run in queued)
             )
             if stale:
-                self.places = forecast(session, seen_within_s=seen_within_s)
+                self.places = forecast(
+                    session,
+                    seen_within_s=seen_within_s,
+                    max_running_per_user=max_running_per_user,
+                )
                 self.counts, self.made_at = counts, time.monotonic()
             places, age = self.places, time.monotonic() - self.made_at
         return {run: _aged(places[run], age) for run in queued if run in places}
@@ -127,14 +221,20 @@ _forecasts_lock = threading.Lock()
 
 
 def served_places(
-    session: Session, queued: Collection[str], *, seen_within_s: float
+    session: Session,
+    queued: Collection[str],
+    *,
+    seen_within_s: float,
+    max_running_per_user: int | None,
 ) -> dict[str, Place]:
     """The places of the runs in ``queued`` from this process's last forecast of
     ``session``'s database (``Forecasts``)."""
     engine = engine_of(session)
     with _forecasts_lock:
         forecasts = _forecasts.setdefault(engine, Forecasts())
-    return forecasts.places_of(session, queued, seen_within_s=seen_within_s)
+    return forecasts.places_of(
+        session, queued, seen_within_s=seen_within_s, max_running_per_user=max_running_per_user
+    )
 
 
 class Pace:

@@ -148,14 +148,14 @@ def _order_key(at: datetime) -> float:
     return at.timestamp()
 
 
-def running_runs(session: Session) -> list[tuple[dict[str, Any], int]]:
-    """Each running run's spec and epochs left."""
+def running_runs(session: Session) -> list[tuple[dict[str, Any], int, str | None]]:
+    """Each running run's spec, epochs left and owner."""
     rows = session.exec(
-        select(Experiment.spec, Experiment.epochs_total, Experiment.epochs_done).where(
-            col(Experiment.status) == Status.running
-        )
+        select(
+            Experiment.spec, Experiment.epochs_total, Experiment.epochs_done, Experiment.owner
+        ).where(col(Experiment.status) == Status.running)
     ).all()
-    return [(dict(spec), max(total - done, 0)) for spec, total, done in rows]
+    return [(dict(spec), max(total - done, 0), owner) for spec, total, done, owner in rows]
 
 
 def specs_of(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:

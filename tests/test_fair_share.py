@@ -21,9 +21,9 @@ from models.status import Priority, Status
 from store.db import session_scope
 from store.experiments import create_experiment
 from store.queue import Line, read_line
-from store.tables import Experiment, utcnow
+from store.tables import EpochRecord, Experiment, utcnow
 from store.transitions import claim_next, finish
-from store.workers import attempts_of
+from store.workers import attempts_of, beat
 from tests.services import Stack, running_stack, wait_for, wait_for_status
 
 SPEC = {"preset": "base", "dataset": {"name": "digits"}, "training": {"epochs": 2}}
@@ -225,3 +225,41 @@ def test_reads_of_queued_runs_share_one_forecast(
     assert again["queue_position"] is not None and len(made) == 3
     with session_scope(engine) as session:
         assert shown == forecasting.forecast(session, seen_within_s=60)[runs[-1]].position
+
+
+def test_a_user_at_the_running_cap_waits_in_the_forecast_for_their_own_run_to_end(
+    engine: Engine,
+) -> None:
+    """Two workers busy, alice's run 10 epochs from its end and bob's 2; alice's queued run
+    comes first in fair share, but at a cap of 1 it must wait for her running one."""
+    for worker in ("host/1/1", "host/2/2"):
+        beat(engine, worker, host="host", pid=int(worker[-1]), accelerator=Accelerator("cpu", None))
+    long = {**SPEC, "training": {"epochs": 10}}
+    with session_scope(engine) as session:
+        timed = create_experiment(session, name=None, spec=SPEC, owner="carol")
+        timed.status = Status.succeeded
+        session.flush()
+        session.add(EpochRecord(experiment_id=timed.id, epoch=2, loss=1, accuracy=0, seconds=3.0))
+    running = []
+    for owner, spec, worker in (("alice", long, "host/1/1"), ("bob", SPEC, "host/2/2")):
+        with session_scope(engine) as session:
+            create_experiment(session, name=None, spec=spec, owner=owner)
+        claimed = claim_next(engine, "0" * 32, worker, lease_seconds=60, max_lost=3)
+        assert claimed is not None
+        running.append(claimed.experiment.id)
+    alices, bobs = _queue(engine, ("alice", Priority.normal), ("bob", Priority.normal))
+
+    def places(cap: int | None, *runs: str) -> list[tuple[int | None, float | None]]:
+        with session_scope(engine) as session:
+            made = forecasting.forecast(session, seen_within_s=60, max_running_per_user=cap)
+        return [(made[run].position, made[run].eta_seconds) for run in runs]
+
+    assert places(None, alices, bobs) == [(1, 6.0), (2, 12.0)]  # alice's where bob's ends
+    assert places(1, alices, bobs) == [(2, 30.0), (1, 6.0)]  # alice's waits for her own
+    assert places(2, alices, bobs) == places(None, alices, bobs)
+
+    finish(engine, running[1], "host/2/2", Status.succeeded)  # a worker free, bob's queued
+    with session_scope(engine) as session:  # run gone: only alice, at the cap, waits
+        session.get_one(Experiment, bobs).status = Status.cancelled
+    assert places(None, alices) == [(1, 0.0)]
+    assert places(1, alices) == [(1, 30.0)]  # the free worker idles until hers ends
