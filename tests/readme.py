@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ID = re.compile(r"\b[0-9a-f]{32}\b")
-NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\d)")
-"""A number, also one with a unit (``0.24s``), but not one inside a word (``epoch3``)."""
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\d)")
+"""A number with its sign, also one with a unit (``0.24s``), but not one inside a word
+(``epoch3``): a difference that is noise may come out -0.004 or +0.004 on another run; its
+verdict, ``(noise)``, is the text compared."""
 KEY = re.compile(r'"(\w+)":')
 DIRECTIVE = re.compile(r"<!-- readme-test: (skip|fresh|fails)\b")
 LANGUAGES = ("console", "python")

@@ -185,6 +185,10 @@ def test_the_comparison_ignores_numbers_and_ids_but_not_names_codes_or_words() -
     assert differences(SHOWN, more) == [".worker is served but not shown"]
     elided = ['{"id":"e00fc9b9e4444ae2a376dfb62aaff578", ..., "workers_lost":0, ...}']
     assert differences(elided, served) == ["workers_lost is shown but not served"]
+    noise = ["| prelu | 5 | -0.004 [-0.167, +0.159] (noise) | 0.96 | - |"]  # a sign is noise too
+    assert differences(noise, ["| prelu | 5 | +0.004 [-0.160, +0.168] (noise) | 0.95 | - |"]) == []
+    beyond = ["| prelu | 5 | +0.104 [+0.060, +0.148] | 0.001 | 4 |"]  # but not the verdict
+    assert differences(noise, beyond)[0].startswith("no line like '| prelu")
 
 
 def test_readme_blocks_read_commands_continuations_outputs_programs_and_directives() -> None:
