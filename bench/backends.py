@@ -6,6 +6,11 @@ compiles) and each backend's ratio to the first one named.
     python bench/backends.py [--backends tensorflow,jax] [--rounds 2] [--epochs 4]
     python bench/backends.py --data-dir DIR          # CIFAR-10 from DIR/cifar-10-python.tar.gz
     python bench/backends.py --images 50000          # CIFAR-10-shaped pictures made here
+    python bench/backends.py --same-weights          # each epoch's loss side by side
+
+With ``--same-weights`` every backend starts from one set of initial weights (built and saved
+by the first) and sees the pictures in one order (no shuffling), so each epoch's loss should
+agree up to floating-point rounding: a larger gap is a backend training differently.
 
 It imports no more than the backends, Keras, NumPy, pydantic and Pillow (scikit-learn for
 digits), so it also runs on a GPU box that has only JAX or PyTorch (bench/gpu-backends.sh).
@@ -71,8 +76,12 @@ def cifar10(data_dir: Path) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def train_once(backend: str, dataset: str, data_dir: Path, epochs: int, batch_size: int) -> None:
-    """In a fresh process on ``backend``: one run; prints its epoch seconds as JSON."""
+def train_once(
+    backend: str, dataset: str, data_dir: Path, epochs: int, batch_size: int, init: Path | None
+) -> None:
+    """In a fresh process on ``backend``: one run; prints its epoch seconds and losses as
+    JSON. With ``init``, it starts from the weights saved there (saving them first if none
+    are) and does not shuffle."""
     from worker.backends import choose, compile_steps, on_gpu, version
 
     choose(backend)
@@ -87,7 +96,12 @@ def train_once(backend: str, dataset: str, data_dir: Path, epochs: int, batch_si
         {"dataset": {"name": dataset}, "training": {"epochs": epochs, "batch_size": batch_size}},
     )
     keras.utils.set_random_seed(0)
-    model = build_model(spec)
+    if init is not None and init.exists():
+        model = keras.saving.load_model(init)
+    else:
+        model = build_model(spec)
+        if init is not None:
+            model.save(init)
     compile_steps(model)
     seconds: list[float] = []
 
@@ -105,6 +119,7 @@ def train_once(backend: str, dataset: str, data_dir: Path, epochs: int, batch_si
         epochs=epochs,
         validation_data=(x_test, y_test),
         callbacks=[Timer()],
+        shuffle=init is None,
         verbose=0,
     )
     print(
@@ -114,14 +129,19 @@ def train_once(backend: str, dataset: str, data_dir: Path, epochs: int, batch_si
                 "version": version(backend),
                 "device": "gpu" if on_gpu() else "cpu",
                 "seconds": seconds,
+                "loss": [float(loss) for loss in fitted.history["loss"]],
+                "val_loss": [float(loss) for loss in fitted.history["val_loss"]],
                 "val_accuracy": float(fitted.history["val_accuracy"][-1]),
             }
         )
     )
 
 
-def run(backend: str, args: argparse.Namespace, dataset: str, data_dir: Path) -> dict[str, Any]:
-    """``train_once`` in a fresh process, its JSON line read back."""
+def run(
+    backend: str, args: argparse.Namespace, dataset: str, data_dir: Path, init: Path | None
+) -> dict[str, Any]:
+    """``train_once`` in a fresh process (from the weights at ``init``, if given), its JSON
+    line read back."""
     done = subprocess.run(
         [
             sys.executable,
@@ -136,6 +156,7 @@ def run(backend: str, args: argparse.Namespace, dataset: str, data_dir: Path) ->
             str(args.epochs),
             "--batch-size",
             str(args.batch_size),
+            *(["--init", str(init)] if init is not None else []),
         ],
         capture_output=True,
         text=True,
@@ -155,11 +176,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--data-dir", type=Path, help="a folder with cifar-10-python.tar.gz")
     parser.add_argument("--images", type=int, help="CIFAR-10-shaped pictures made here")
+    parser.add_argument("--same-weights", action="store_true", help="one start, no shuffling")
+    parser.add_argument("--init", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", default="digits", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        train_once(args.one, args.dataset, args.data_dir, args.epochs, args.batch_size)
+        train_once(args.one, args.dataset, args.data_dir, args.epochs, args.batch_size, args.init)
         return
     wanted = args.backends.split(",")
     backends = [name for name in wanted if importlib.util.find_spec(name) is not None]
@@ -176,10 +199,11 @@ def main() -> None:
             write_learnable_cifar10(data_dir, args.images)
         if args.batch_size is None:
             args.batch_size = 64 if dataset == "digits" else 1024
+        init = Path(scratch) / "init.keras" if args.same_weights else None
         results: Results = {name: [] for name in backends}
         for _ in range(args.rounds):
             for name in backends:
-                results[name].append(run(name, args, dataset, data_dir))
+                results[name].append(run(name, args, dataset, data_dir, init))
     report(results, dataset, args)
 
 
@@ -202,6 +226,15 @@ def report(
             f"{statistics.median(one['seconds'][0] for one in runs):.1f} s, val_accuracy "
             f"{statistics.median(one['val_accuracy'] for one in runs):.3f}"
         )
+    if args.same_weights:
+        print("each epoch's loss from the same weights, pictures in the same order:")
+        for key in ("loss", "val_loss"):
+            losses = {name: runs[0][key] for name, runs in results.items()}
+            base = next(iter(losses.values()))
+            for name, loss in losses.items():
+                gap = max(abs(a - b) / abs(b) for a, b in zip(loss, base, strict=True))
+                shown = " ".join(f"{value:.4f}" for value in loss)
+                print(f"  {key} {name}: {shown} (largest relative gap to the first: {gap:.2e})")
 
 
 if __name__ == "__main__":
