@@ -52,6 +52,7 @@ def test_seeds_for_80_percent_power_match_cohens_tables(effect: float, runs: int
 
 def test_a_difference_too_small_to_chase_needs_no_count() -> None:
     assert seeds_for(0.01) is None and seeds_for(0.0) is None
+    assert seeds_for(0.1) is None  # 1,571 seeds: over the 1,000 worth chasing
 
 
 def test_seeds_needed_follow_the_observed_effect() -> None:
