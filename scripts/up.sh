@@ -45,7 +45,8 @@ stop_worker() {
 
 supervise_worker() {
     local celery_pid
-    trap 'stop_worker "$celery_pid"; exit 0' INT TERM
+    # Once: Ctrl-C reaches this shell and up.sh's own stop sends TERM after it.
+    trap 'trap "" INT TERM; stop_worker "$celery_pid"; exit 0' INT TERM
     while true; do
         celery -A worker.celery_app worker --loglevel INFO &
         celery_pid=$!

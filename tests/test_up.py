@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 BANNER = "convlab: API on http://127.0.0.1:"
+LONG_JOB = {"dataset": {"name": "digits"}, "training": {"epochs": 300, "batch_size": 8}}
+"""A run still training when the tests stop it."""
 
 
 def _start(home: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -120,11 +122,10 @@ def _group_alive(pgid: int) -> bool:
 
 
 def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> None:
-    long_job = {"dataset": {"name": "digits"}, "training": {"epochs": 300, "batch_size": 8}}
     # A stop takes about 5 s here; CI once saw one past the default 30 s grace (cause unknown):
     # a longer grace tells a slow stop from a hung one, whose stacks the log then shows.
     with up(tmp_path, stop_grace_s="90") as (process, client):
-        experiment_id = client.post("/experiments", json=long_job).json()["id"]
+        experiment_id = client.post("/experiments", json=LONG_JOB).json()["id"]
         wait_for(
             lambda: client.get(f"/experiments/{experiment_id}").json()["epochs_done"] >= 1,
             timeout=120,
@@ -156,9 +157,8 @@ def test_ctrl_c_stops_both_and_requeues_the_job_in_progress(tmp_path: Path) -> N
 
 
 def test_a_worker_past_its_grace_prints_its_stacks_and_is_killed(tmp_path: Path) -> None:
-    long_job = {"dataset": {"name": "digits"}, "training": {"epochs": 300, "batch_size": 8}}
     with up(tmp_path, stop_grace_s="0") as (process, client):
-        experiment_id = client.post("/experiments", json=long_job).json()["id"]
+        experiment_id = client.post("/experiments", json=LONG_JOB).json()["id"]
         wait_for_status(client, experiment_id, {"running"}, timeout=120)
         os.killpg(process.pid, signal.SIGINT)
         assert _exit_status(process, tmp_path) == 0

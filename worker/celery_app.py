@@ -30,8 +30,9 @@ app.conf.worker_concurrency = slot_count(get_settings())  # a training process p
 @worker_init.connect
 def _migrate_before_serving(**_: Any) -> None:
     """Refuse to start on a Keras backend that is unknown or not installed, or without a GPU
-    if one is required; bring the schema up to date and declare the embedded broker's queue
-    before the first job (the API does the same)."""
+    if one is required; print stacks on ``STACKS_SIGNAL`` (here and in the pool processes
+    forked later); bring the schema up to date and declare the embedded broker's queue before
+    the first job (the API does the same)."""
     refused = refusal(get_settings().keras_backend) or refuse_without_gpu(get_settings())
     if refused is not None:
         print(f"convlab worker: {refused}", file=sys.stderr, flush=True)
@@ -48,7 +49,6 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     (``GET /workers``), for the slot its pool index gives it (``worker.slots``: pinned to its
     GPU before TensorFlow loads)."""
     get_engine().dispose(close=False)
-    print_stacks_on_signal()
     slot = claim_slot(get_settings())
     run_at_niceness(get_settings().worker_nice)  # before its threads start: they inherit it
     Heartbeat(get_settings(), slot).start()

@@ -35,5 +35,6 @@ def stop_pool_processes() -> None:
 
 def print_stacks_on_signal() -> None:
     """Make ``STACKS_SIGNAL`` print this process's threads' stacks to file descriptor 2 (in a
-    pool process, ``sys.stderr`` is Celery's logging proxy)."""
+    pool process, ``sys.stderr`` is Celery's logging proxy); the pool processes forked after
+    inherit it."""
     faulthandler.register(STACKS_SIGNAL, file=2, all_threads=True)
