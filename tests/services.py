@@ -411,6 +411,9 @@ def running_stack(
             stack.start_worker()
         wait_for(lambda: _healthy(stack), timeout=60, what="the API's /health")
         yield stack
+    except Exception:
+        print(stack.log_tail())  # pytest shows a failed test's output: what the stack logged
+        raise
     finally:
         for worker in stack.workers:
             stop_process(worker)

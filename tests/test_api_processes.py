@@ -304,7 +304,7 @@ def test_metrics_add_up_every_api_processs_requests_and_count_each_epoch_once(
             trainer.epoch(experiment_id, epoch, 1.0, 0.5, 1.0, 0.5, 0.25)
         wait_for(
             lambda: _scraped(stack, "convlab_epochs_completed_total") == 3,
-            timeout=TAKEOVER,
+            timeout=60,  # a later pass counts them, however slow the machine
             what="the lock holder to count the epochs",
         )
         time.sleep(3 * INTERVAL)  # more passes, more scrapes: still once each
