@@ -2,7 +2,7 @@
 waited over ``CONVLAB_PREEMPT_AFTER_S`` with no free worker it fits has the lowest-priority
 running run its worker fits (the most recently started among equals) asked to yield. That run
 checkpoints at its next batch end and goes back to the queue (``store.transitions.release``),
-where the fair-share order serves the higher priority first. Each waiting run asks once; a
+where the fair-share order serves the higher priority first. Each wait asks once; a
 run preempted ``CONVLAB_MAX_PREEMPTIONS`` times is not asked again, and a run whose user is at
 ``CONVLAB_MAX_RUNNING_PER_USER`` asks none."""
 

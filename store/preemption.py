@@ -44,9 +44,9 @@ def waiters(
     priorities: list[Priority],
     max_running_per_user: int | None = None,
 ) -> list[Waiter]:
-    """Queued runs of ``priorities`` created over ``waited_s`` ago that have asked no run to
-    yield yet and whose user is below ``max_running_per_user`` running (a freed worker could
-    not start them), highest priority first, oldest first within one."""
+    """Queued runs of ``priorities`` that went into the queue over ``waited_s`` ago, have
+    asked no run to yield since, and whose user is below ``max_running_per_user`` running (a
+    freed worker could not start them); highest priority first, oldest first within one."""
     since = db_now(session) - timedelta(seconds=waited_s)
     running = running_per_user(session)
     rows = session.exec(
@@ -55,7 +55,7 @@ def waiters(
             col(Experiment.status) == Status.queued,
             col(Experiment.priority).in_(priorities),
             ~col(Experiment.preempt_asked),
-            col(Experiment.created_at) < since,
+            func.coalesce(col(Experiment.queued_at), col(Experiment.created_at)) < since,
         )
         .order_by(col(Experiment.created_at))
     ).all()

@@ -141,7 +141,9 @@ class Experiment(Notified, table=True):
     yield_requested: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
     """Asked to give its worker up: it checkpoints at its next batch and goes back queued."""
     preempt_asked: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
-    """A queued run that has had a running one asked to yield for it (once per run)."""
+    """A queued run that has had a running one asked to yield for it (once per wait)."""
+    queued_at: datetime | None = _timestamp()
+    """When it last went back to the queue (None: it has waited since ``created_at``)."""
     dataset: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     """What it trains on, recorded at submit: name, kind, shape, classes, counts, digest."""
     verifies_id: str | None = Field(default=None, max_length=32, index=True)

@@ -256,6 +256,7 @@ def release(engine: Engine, experiment_id: str, owner: str, checkpoint: bytes | 
                 pause_requested=False,
                 preemptions=col(Experiment.preemptions) + YIELDED,
                 yield_requested=False,
+                **_back_in_line(session),
             )
         )
 
@@ -320,6 +321,7 @@ def resume(session: Session, experiment: Experiment) -> Experiment:
         status=Status.queued,
         pause_requested=False,
         dispatched_at=None,
+        **_back_in_line(session),
     ):
         raise Conflict(
             f"Experiment {experiment.id} is {experiment.status}, not paused; "
@@ -388,6 +390,7 @@ def requeue_stale(engine: Engine, *, lease_seconds: float) -> list[str]:
                     lease_expires_at=None,
                     dispatched_at=None,
                     workers_lost=col(Experiment.workers_lost) + 1,
+                    **_back_in_line(session),
                 )
             )
             if moved.rowcount:
@@ -452,6 +455,12 @@ def _expired(expires_at: Any, now: Any) -> bool:
     if expires_at.tzinfo is None:  # SQLite hands back naive UTC
         now = now.replace(tzinfo=None)
     return bool(expires_at < now)
+
+
+def _back_in_line(session: Session) -> dict[str, Any]:
+    """The values of a run going back to the queue: its wait, and its one preemption request
+    (``jobs.preemption``), start again now."""
+    return {"queued_at": db_now(session), "preempt_asked": False}
 
 
 def _move(session: Session, experiment: Experiment, was: Status, /, **values: Any) -> bool:

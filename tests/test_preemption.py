@@ -1,9 +1,9 @@
 """Preemption: a high run that waited past CONVLAB_PREEMPT_AFTER_S with no free worker has the
 lowest-priority running run asked to yield; that run checkpoints at its next batch, goes back
 queued with ``preemptions`` counted and resumes from its checkpoint, its epochs kept; each
-waiting run asks once, and a run preempted CONVLAB_MAX_PREEMPTIONS times is not asked again."""
+wait asks once, and a run preempted CONVLAB_MAX_PREEMPTIONS times is not asked again."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, update
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from core.config import Settings
 from jobs.preemption import Yield, preempt
@@ -21,7 +21,7 @@ from store.db import session_scope
 from store.experiments import create_experiment
 from store.runs import requested_stop
 from store.tables import Experiment, utcnow
-from store.transitions import claim, claim_next, release
+from store.transitions import claim, claim_next, pause, release, resume
 from store.workers import beat
 from tests.services import Stack, running_stack, wait_for, wait_for_status
 
@@ -100,6 +100,36 @@ def test_a_run_preempted_max_times_is_not_asked_again(engine: Engine, tmp_path: 
                 update(Experiment).where(col(Experiment.id) == urgent).values(status="succeeded")
             )
         assert claim_next(engine, low, "a/1/1", lease_seconds=60, max_lost=3) is not None
+
+
+def test_a_run_back_in_the_queue_waits_again_and_may_ask_again(
+    engine: Engine, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path, preempt_after_s=30, preempt_low=True)
+    low = _running(engine, Priority.low, "a/1/1")
+    waiting = _queued(engine, Priority.normal)  # submitted a minute ago
+    assert preempt(engine, settings) == [Yield(low, waiting)]
+    _paused_or_resumed(engine, waiting, pause)  # its user pauses it before the worker frees
+    release(engine, low, "a/1/1", checkpoint=None)
+    assert claim_next(engine, low, "a/1/1", lease_seconds=60, max_lost=3) is not None
+    _paused_or_resumed(engine, waiting, resume)
+    assert preempt(engine, settings) == []  # back in line just now: its wait starts again
+    with session_scope(engine) as session:
+        session.exec(
+            update(Experiment)
+            .where(col(Experiment.id) == waiting)
+            .values(queued_at=utcnow() - timedelta(seconds=31))
+        )
+    assert preempt(engine, settings) == [Yield(low, waiting)]  # one request per wait
+
+
+def _paused_or_resumed(
+    engine: Engine, experiment_id: str, change: Callable[[Session, Experiment], Experiment]
+) -> None:
+    with session_scope(engine) as session:
+        experiment = session.get(Experiment, experiment_id)
+        assert experiment is not None
+        change(session, experiment)
 
 
 # Black-box: a real worker, digits, a high run submitted while a long low run trains.
