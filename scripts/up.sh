@@ -34,9 +34,12 @@ stop_worker() {
     if kill -0 "$celery_pid" 2>/dev/null; then
         echo "convlab: the worker did not stop within $grace s; its threads' stacks follow," \
             "then it and its pool are killed." >&2
-        pkill -URG -P "$celery_pid"  # worker.stop.STACKS_SIGNAL: each process prints its stacks
-        kill -URG "$celery_pid" 2>/dev/null
-        sleep 1
+        # worker.stop.STACKS_SIGNAL: each process prints its stacks, one after another (two
+        # processes writing at once interleave their lines)
+        for pid in $(pgrep -P "$celery_pid") "$celery_pid"; do
+            kill -URG "$pid" 2>/dev/null
+            sleep 1
+        done
         pkill -KILL -P "$celery_pid"
         kill -KILL "$celery_pid" 2>/dev/null
     fi
