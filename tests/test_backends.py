@@ -133,6 +133,19 @@ def test_a_run_paused_on_tensorflow_resumes_on_jax_without_a_gap(
     assert history[-1]["val_accuracy"] > 0.5
 
 
+def test_another_backends_process_finds_tensorflow_without_a_file_but_never_loads_it() -> None:
+    """PyTorch's compiler looks modules up with find_spec, which must answer, not raise."""
+    looked_up = (
+        "from worker.backends import choose; choose('jax'); import importlib.util; "
+        "print(importlib.util.find_spec('tensorflow').origin); import tensorflow"
+    )
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", looked_up], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.stdout == "None\n", done.stderr
+    assert "ModuleNotFoundError: this worker trains on jax" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("value", "sentence"),
     [

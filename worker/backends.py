@@ -12,6 +12,8 @@ import importlib.util
 import os
 import sys
 from importlib import metadata
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,15 +28,20 @@ DISTRIBUTIONS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    """Keeps TensorFlow out of a process training on another backend, as if it were not
-    installed: where it is, Keras would load it (some seconds, a GB) to check types on save."""
+class NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Keeps TensorFlow out of a process training on another backend: where it is installed,
+    Keras would load it (some seconds, a GB) to check types on save. Its modules are found,
+    with no file (as PyTorch's compiler looks them up), but fail to load."""
 
-    def find_spec(self, name: str, path: object, target: object = None) -> None:
-        if name.partition(".")[0] == "tensorflow":
-            raise ModuleNotFoundError(
-                f"this worker trains on {os.environ['KERAS_BACKEND']}", name=name
-            )
+    def find_spec(self, name: str, path: object, target: object = None) -> ModuleSpec | None:
+        if name.partition(".")[0] != "tensorflow":
+            return None
+        return ModuleSpec(name, self)
+
+    def exec_module(self, module: ModuleType) -> None:
+        raise ModuleNotFoundError(
+            f"this worker trains on {os.environ['KERAS_BACKEND']}", name=module.__name__
+        )
 
 
 def refusal(name: str) -> str | None:
