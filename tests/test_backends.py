@@ -1,8 +1,8 @@
 """Workers on any Keras 3 backend (``CONVLAB_KERAS_BACKEND``): a real Celery worker on JAX
-trains digits through the HTTP API with the history a TensorFlow worker writes, never loading
-TensorFlow; a run paused on a TensorFlow worker resumes from its checkpoint on a JAX worker
-with no epoch lost or repeated; a backend that is unknown or not installed is refused at
-worker start with a sentence."""
+(and on PyTorch where it is installed) trains digits through the HTTP API with the history a
+TensorFlow worker writes, never loading TensorFlow; a run paused on a TensorFlow worker resumes
+from its checkpoint on the other backend with no epoch lost or repeated; a backend that is
+unknown or not installed is refused at worker start with a sentence."""
 
 import importlib.util
 import subprocess
@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow
 TERMINAL = {"succeeded", "failed", "cancelled"}
 SHORT_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 3, "batch_size": 64}}
 LONG_RUN = {"dataset": {"name": "digits"}, "training": {"epochs": 8, "batch_size": 16}}
+OTHERS = ["jax", *(["torch"] if importlib.util.find_spec("torch") is not None else [])]
+"""The backends besides TensorFlow tested here: JAX (the test extra installs it) and PyTorch
+where it is on the path (not installed by make install: BENCHMARKS.md says how to add it)."""
 METRICS = {field.name for field in fields(EpochMetrics)}
 """What every epoch of a history holds, whichever backend trained it."""
 FIRST_EPOCH_S = 300
@@ -83,10 +86,11 @@ def _loaded_tensorflow(pid: int) -> bool:
     return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_a_jax_worker_trains_digits_with_the_same_history_and_no_tensorflow(
-    stack: Stack, client: httpx.Client
+@pytest.mark.parametrize("backend", OTHERS)
+def test_a_worker_on_another_backend_trains_digits_with_the_same_history_and_no_tensorflow(
+    stack: Stack, client: httpx.Client, backend: str
 ) -> None:
-    worker = stack.start_worker(keras_backend="jax")
+    worker = stack.start_worker(keras_backend=backend)
     try:
         experiment_id = _submit(client, SHORT_RUN)
         done = _succeeded(stack, client, experiment_id)
@@ -95,16 +99,17 @@ def test_a_jax_worker_trains_digits_with_the_same_history_and_no_tensorflow(
         assert history[-1]["val_accuracy"] > 0.5  # it learned
         [attempt] = done["attempt_log"]
         environment = attempt["environment"]
-        assert environment["backend"] == "jax"
-        assert environment["jax"] and environment["tensorflow"] is None
+        assert environment["backend"] == backend
+        assert environment[backend] and environment["tensorflow"] is None
         pool_pid = int(attempt["worker"].split("/")[1])
         assert not _loaded_tensorflow(pool_pid)  # installed here, kept out all the same
     finally:
         stop_process(worker)
 
 
-def test_a_run_paused_on_tensorflow_resumes_on_jax_without_a_gap(
-    stack: Stack, client: httpx.Client
+@pytest.mark.parametrize("backend", OTHERS)
+def test_a_run_paused_on_tensorflow_resumes_on_another_backend_without_a_gap(
+    stack: Stack, client: httpx.Client, backend: str
 ) -> None:
     tensorflow_worker = stack.start_worker()
     try:
@@ -119,17 +124,17 @@ def test_a_run_paused_on_tensorflow_resumes_on_jax_without_a_gap(
     finally:
         stop_process(tensorflow_worker)
     kept = _history(client, experiment_id)
-    jax_worker = stack.start_worker(keras_backend="jax")
+    other_worker = stack.start_worker(keras_backend=backend)
     try:
         assert client.post(f"/experiments/{experiment_id}/resume").status_code == 202
         done = _succeeded(stack, client, experiment_id)
     finally:
-        stop_process(jax_worker)
+        stop_process(other_worker)
     history = _history(client, experiment_id)
     _complete(history, 8)
     assert history[: len(kept)] == kept  # the TensorFlow epochs, not trained again
     backends = [attempt["environment"]["backend"] for attempt in done["attempt_log"]]
-    assert backends == ["tensorflow", "jax"]
+    assert backends == ["tensorflow", backend]
     assert history[-1]["val_accuracy"] > 0.5
 
 
