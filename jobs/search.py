@@ -33,6 +33,7 @@ from store.searches import (
     search_with_trials,
     store_trial,
 )
+from store.singleton import SEARCHES_LOCK, one_at_a_time
 from store.tables import Experiment, Study
 
 if TYPE_CHECKING:
@@ -130,7 +131,14 @@ def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -
     """Tell Optuna how finished trials ended; start trials until ``parallel`` are active or
     ``n_trials`` have started. Returns the experiments it queued, one per seed of each trial (a
     trial whose spec is refused or whose model is over the server's budget is stored as failed
-    instead)."""
+    instead). One process at a time: a worker ending a trial and the sweeper would otherwise
+    both ask Optuna for the next trial, and the one that lost the count would leave Optuna a
+    failed trial that never ran."""
+    with one_at_a_time(engine, SEARCHES_LOCK, "searches"):
+        return _advanced(engine, celery, settings, study_id)
+
+
+def _advanced(engine: Engine, celery: Celery, settings: Settings, study_id: str) -> list[str]:
     found = search_with_trials(engine, study_id)
     if found is None:
         return []

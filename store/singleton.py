@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 LOOPS_LOCK = 7210252
 """The advisory lock's key (the migrations hold 7210251)."""
+SEARCHES_LOCK = 7210253
+"""The lock a process holds while it advances a search (``jobs.search.advance``)."""
 UNREACHABLE: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
 """What ``held`` answers False to: the database, or the lock file, out of reach."""
 HOLDER_PREFIX = "convlab loops"
@@ -144,12 +147,33 @@ class Singleton:
         return True
 
 
-def lock_file(engine: Engine) -> Path | None:
+def lock_file(engine: Engine, name: str = "loops") -> Path | None:
     """The file whose lock the holder keeps, beside a SQLite database file (None in memory)."""
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file::memory:"):
         return None
-    return Path(f"{database}.loops-lock")
+    return Path(f"{database}.{name}-lock")
+
+
+@contextlib.contextmanager
+def one_at_a_time(engine: Engine, key: int, name: str) -> Iterator[None]:
+    """Run the block while holding lock ``key``, waiting for it: one process (or thread) of
+    all those sharing ``engine``'s database at a time. On PostgreSQL a transaction-level
+    advisory lock on a connection of its own, released however the block ends; on SQLite the
+    file lock of ``lock_file(engine, name)``; nothing for an in-memory database."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection, connection.begin():
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            yield
+        return
+    path = lock_file(engine, name)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as file:  # closing it releases the lock
+        fcntl.flock(file, fcntl.LOCK_EX)
+        yield
 
 
 def holder(engine: Engine, key: int = LOOPS_LOCK) -> str | None:

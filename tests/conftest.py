@@ -16,8 +16,14 @@ from tests.services import Stack, Trainer, postgres_database
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on a SQLite file; on a fresh PostgreSQL database where a test parametrizes it
+    indirectly with "postgresql"."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        with postgres_database() as url:
+            yield Settings(home=tmp_path, database_url=url)
+        return
+    yield Settings(home=tmp_path)
 
 
 @pytest.fixture

@@ -157,6 +157,7 @@ def test_finished_trials_reach_optuna_and_the_best_is_named(
     assert optuna_study.best_trial.number == 1
 
 
+@pytest.mark.parametrize("settings", ["sqlite", "postgresql"], indirect=True)
 def test_advances_racing_each_other_start_no_more_than_parallel_trials(
     client: TestClient, trainer: Trainer, settings: Settings
 ) -> None:
@@ -169,6 +170,11 @@ def test_advances_racing_each_other_start_no_more_than_parallel_trials(
     ids = client.get(f"/studies/{study['id']}").json()["experiment_ids"]
     statuses = [client.get(f"/experiments/{i}").json()["status"] for i in ids]
     assert statuses == ["succeeded", "queued"]
+    trials = optuna.load_study(
+        study_name=optuna_name(study["id"]), storage=settings.resolved_database_url
+    ).trials
+    running = optuna.trial.TrialState.RUNNING
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, running]  # no FAIL
 
 
 def test_cancel_of_a_search_stops_it_starting_trials(
