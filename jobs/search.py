@@ -11,7 +11,9 @@ trial's number); the trial's value is the mean of its runs' values, so that nois
 does not pick the winner. The run with the study's first seed reports each epoch to the pruner;
 the others stop at their next epoch once the trial has ended (pruned)."""
 
+import logging
 import statistics
+import zlib
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,13 @@ from store.tables import Experiment, Study
 
 if TYPE_CHECKING:
     import optuna
+
+
+log = logging.getLogger(__name__)
+
+ADVANCE_WAIT_S = 10.0
+"""How long ``advance`` waits for another process advancing the same search (a second or less
+but for one that hangs)."""
 
 
 def search_of(study: Study) -> SearchSpec:
@@ -134,8 +143,18 @@ def advance(engine: Engine, celery: Celery, settings: Settings, study_id: str) -
     instead). One process at a time: a worker ending a trial and the sweeper would otherwise
     both ask Optuna for the next trial, and the one that lost the count would leave Optuna a
     failed trial that never ran."""
-    with one_at_a_time(engine, SEARCHES_LOCK, "searches"):
+    with one_at_a_time(engine, lock_key(study_id), "searches", wait_s=ADVANCE_WAIT_S) as mine:
+        if not mine:  # the holder hangs: the sweeper's next pass tries again
+            log.warning(
+                "search %s is being advanced elsewhere for over %ss", study_id, ADVANCE_WAIT_S
+            )
+            return []
         return _advanced(engine, celery, settings, study_id)
+
+
+def lock_key(study_id: str) -> int:
+    """The key of the lock ``advance`` holds for a search (on PostgreSQL; SQLite has one)."""
+    return SEARCHES_LOCK << 32 | zlib.crc32(study_id.encode())
 
 
 def _advanced(engine: Engine, celery: Celery, settings: Settings, study_id: str) -> list[str]:

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,10 @@ log = logging.getLogger(__name__)
 LOOPS_LOCK = 7210252
 """The advisory lock's key (the migrations hold 7210251)."""
 SEARCHES_LOCK = 7210253
-"""The lock a process holds while it advances a search (``jobs.search.advance``)."""
+"""The lock a process holds while it advances a search (``jobs.search.advance``), in the high
+32 bits of each search's key on PostgreSQL."""
+TRY_EVERY_S = 0.05
+"""How often ``one_at_a_time`` tries a lock that another holds."""
 UNREACHABLE: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
 """What ``held`` answers False to: the database, or the lock file, out of reach."""
 HOLDER_PREFIX = "convlab loops"
@@ -156,24 +160,39 @@ def lock_file(engine: Engine, name: str = "loops") -> Path | None:
 
 
 @contextlib.contextmanager
-def one_at_a_time(engine: Engine, key: int, name: str) -> Iterator[None]:
-    """Run the block while holding lock ``key``, waiting for it: one process (or thread) of
-    all those sharing ``engine``'s database at a time. On PostgreSQL a transaction-level
-    advisory lock on a connection of its own, released however the block ends; on SQLite the
-    file lock of ``lock_file(engine, name)``; nothing for an in-memory database."""
+def one_at_a_time(engine: Engine, key: int, name: str, *, wait_s: float) -> Iterator[bool]:
+    """Whether this process (or thread) took lock ``key`` within ``wait_s``, held while the
+    block runs: one of all those sharing ``engine``'s database at a time, and none waits
+    longer for a holder that hangs. On PostgreSQL a transaction-level advisory lock on a
+    connection of its own, released however the block ends; on SQLite the file lock of
+    ``lock_file(engine, name)`` (for every key); always taken on an in-memory database."""
+    deadline = time.monotonic() + wait_s
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection, connection.begin():
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-            yield
+            try_lock = text("SELECT pg_try_advisory_xact_lock(:key)")
+            while not (taken := connection.execute(try_lock, {"key": key}).scalar_one()):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(TRY_EVERY_S)
+            yield bool(taken)
         return
     path = lock_file(engine, name)
     if path is None:
-        yield
+        yield True
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as file:  # closing it releases the lock
-        fcntl.flock(file, fcntl.LOCK_EX)
-        yield
+        while True:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(TRY_EVERY_S)
+            else:
+                yield True
+                return
 
 
 def holder(engine: Engine, key: int = LOOPS_LOCK) -> str | None:

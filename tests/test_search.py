@@ -15,11 +15,12 @@ from sqlmodel import Session, col
 from api.main import create_app
 from core.config import Settings
 from jobs.optuna_adapter import optuna_name, optuna_storage
-from jobs.search import advance, reporter
+from jobs.search import advance, lock_key, reporter
 from jobs.sweeper import sweep
 from models.status import Status
 from models.study_state import PRUNED
 from store.db import get_engine, migrate
+from store.singleton import one_at_a_time
 from store.tables import Experiment, Study
 from store.transitions import finish
 from tests.events import parse_events
@@ -175,6 +176,21 @@ def test_advances_racing_each_other_start_no_more_than_parallel_trials(
     ).trials
     running = optuna.trial.TrialState.RUNNING
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, running]  # no FAIL
+
+
+@pytest.mark.parametrize("settings", ["sqlite", "postgresql"], indirect=True)
+def test_an_advance_gives_up_on_one_that_hangs_and_the_next_starts_the_trial(
+    client: TestClient, trainer: Trainer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = _search(client, parallel=1)
+    _succeed(trainer, client.get(f"/studies/{study['id']}").json()["experiment_ids"][0])
+    celery = client.app.state.celery  # type: ignore[attr-defined]
+    monkeypatch.setattr("jobs.search.ADVANCE_WAIT_S", 0.5)
+    hung = one_at_a_time(trainer.engine, lock_key(study["id"]), "searches", wait_s=0)
+    with hung as held:  # another process advancing it, stopped mid-way
+        assert held
+        assert advance(trainer.engine, celery, settings, study["id"]) == []
+    assert len(advance(trainer.engine, celery, settings, study["id"])) == 1
 
 
 def test_cancel_of_a_search_stops_it_starting_trials(
