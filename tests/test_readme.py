@@ -119,7 +119,9 @@ class Reader:
 
     def _wait_until_ended(self) -> None:
         for real in set(self.ids.values()):
-            wait_for(lambda real=real: self._ended(real), timeout=300, what=f"{real} to end")
+            wait_for(  # 65 runs of the chapter study on two cores shared with the suite
+                lambda real=real: self._ended(real), timeout=900, what=f"{real} to end"
+            )
 
     def _ended(self, real: str) -> bool:
         for kind in ("experiments", "studies"):
